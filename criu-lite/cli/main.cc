@@ -1,0 +1,2 @@
+// Temporary entry point while the CLI is written.
+int main() { return 0; }

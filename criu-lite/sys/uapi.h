@@ -1,0 +1,110 @@
+// Kernel interfaces newer than Debian 12's headers (linux-libc-dev 6.1).
+// Every definition is guarded and names the kernel that added it, so this
+// header shrinks to nothing as the distribution's headers catch up.
+#pragma once
+
+#include <linux/fs.h>
+#include <linux/types.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+
+// --- PAGEMAP_SCAN ioctl on /proc/PID/pagemap: Linux 6.7 -------------------
+#ifndef PAGEMAP_SCAN
+#define PAGE_IS_WPALLOWED (1 << 0)
+#define PAGE_IS_WRITTEN (1 << 1)
+#define PAGE_IS_FILE (1 << 2)
+#define PAGE_IS_PRESENT (1 << 3)
+#define PAGE_IS_SWAPPED (1 << 4)
+#define PAGE_IS_PFNZERO (1 << 5)
+#define PAGE_IS_HUGE (1 << 6)
+#define PAGE_IS_SOFT_DIRTY (1 << 7)
+
+struct page_region {
+  __u64 start;
+  __u64 end;
+  __u64 categories;
+};
+
+#define PM_SCAN_WP_MATCHING (1 << 0)
+#define PM_SCAN_CHECK_WPASYNC (1 << 1)
+
+struct pm_scan_arg {
+  __u64 size;
+  __u64 flags;
+  __u64 start;
+  __u64 end;
+  __u64 walk_end;
+  __u64 vec;
+  __u64 vec_len;
+  __u64 max_pages;
+  __u64 category_inverted;
+  __u64 category_mask;
+  __u64 category_anyof_mask;
+  __u64 return_mask;
+};
+
+#define PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
+#endif
+
+// --- userfaultfd write-protect in async mode: Linux 6.7 -----------------
+#ifndef UFFD_FEATURE_WP_ASYNC
+#define UFFD_FEATURE_WP_ASYNC (1 << 15)
+#endif
+#ifndef UFFD_FEATURE_WP_UNPOPULATED
+#define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)
+#endif
+
+// --- madvise(MADV_POPULATE_WRITE): Linux 5.14 -----------------------------
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+// --- PTRACE_GET_RSEQ_CONFIGURATION: Linux 5.13 (in 6.1 headers; the
+// struct is not exported by glibc's sys/ptrace.h) ------------------------
+#ifndef PTRACE_GET_RSEQ_CONFIGURATION
+#define PTRACE_GET_RSEQ_CONFIGURATION 0x420f
+#endif
+struct ckpt_rseq_configuration {
+  __u64 rseq_abi_pointer;
+  __u32 rseq_abi_size;
+  __u32 signature;
+  __u32 flags;
+  __u32 pad;
+};
+
+// --- prctl(PR_SET_MM, PR_SET_MM_MAP) argument (linux/prctl.h, 3.18) -------
+struct ckpt_prctl_mm_map {
+  __u64 start_code;
+  __u64 end_code;
+  __u64 start_data;
+  __u64 end_data;
+  __u64 start_brk;
+  __u64 brk;
+  __u64 start_stack;
+  __u64 arg_start;
+  __u64 arg_end;
+  __u64 env_start;
+  __u64 env_end;
+  __u64 auxv;
+  __u32 auxv_size;
+  __u32 exe_fd;
+};
+static_assert(sizeof(ckpt_prctl_mm_map) == 104, "PR_SET_MM_MAP takes 104 bytes");
+
+// --- clone3 argument with set_tid (linux/sched.h, 5.5); glibc has no wrapper
+struct ckpt_clone_args {
+  __u64 flags;
+  __u64 pidfd;
+  __u64 child_tid;
+  __u64 parent_tid;
+  __u64 exit_signal;
+  __u64 stack;
+  __u64 stack_size;
+  __u64 tls;
+  __u64 set_tid;
+  __u64 set_tid_size;
+  __u64 cgroup;
+};
