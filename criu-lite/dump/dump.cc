@@ -1,0 +1,157 @@
+#include "dump/dump.h"
+
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <chrono>
+
+#include "dump/seize.h"
+#include "image/crc32c.h"
+#include "image/record_file.h"
+#include "inventory.pb.h"
+#include "objects/files.h"
+#include "objects/mm.h"
+#include "objects/pstree.h"
+#include "objects/task_core.h"
+#include "sys/cancel.h"
+#include "sys/cpu.h"
+#include "sys/error.h"
+#include "sys/fault.h"
+#include "sys/log.h"
+
+namespace ckpt {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+uint64_t us_since(Clock::time_point t) {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t).count());
+}
+
+// Owns the frozen tree: unless told otherwise, its destructor thaws it.
+class FrozenTree {
+ public:
+  explicit FrozenTree(DumpContext& ctx) : ctx_(ctx) {}
+  ~FrozenTree() {
+    if (!done_) thaw_tasks(ctx_);
+  }
+  void thaw() {
+    thaw_tasks(ctx_);
+    done_ = true;
+  }
+  void kill() {
+    kill_tasks(ctx_);
+    done_ = true;
+  }
+
+ private:
+  DumpContext& ctx_;
+  bool done_ = false;
+};
+
+img::Inventory make_inventory(const DumpContext& ctx, pid_t root) {
+  img::Inventory inv;
+  inv.set_format_major(image::kFormatMajor);
+  inv.set_format_minor(image::kFormatMinor);
+#ifdef CKPT_VERSION
+  inv.set_ckpt_version(CKPT_VERSION);
+#endif
+  utsname u{};
+  uname(&u);
+  inv.set_arch(u.machine);
+  inv.set_kernel_release(u.release);
+  inv.set_hostname(u.nodename);
+  inv.set_xfeatures(cpu::xcr0());
+  inv.set_xstate_size(cpu::xstate_size());
+  inv.set_root_pid(static_cast<uint32_t>(root));
+  std::string_view vdso = cpu::vdso_text();
+  inv.set_vdso_size(vdso.size());
+  inv.set_vdso_crc(image::crc32c(vdso.data(), vdso.size()));
+  inv.set_page_size(static_cast<uint32_t>(sysconf(_SC_PAGESIZE)));
+  inv.set_compression(ctx.opts.zstd_level > 0 ? "zstd" : "");
+  inv.set_dump_time_unix(static_cast<uint64_t>(time(nullptr)));
+  inv.set_shell_job(ctx.opts.shell_job);
+  auto* s = inv.mutable_stats();
+  s->set_tasks(ctx.stats.tasks);
+  s->set_threads(ctx.stats.threads);
+  s->set_vmas(ctx.stats.vmas);
+  s->set_pages(ctx.stats.pages);
+  s->set_page_bytes(ctx.stats.page_bytes);
+  return inv;
+}
+
+}  // namespace
+
+DumpResult dump_tree(const DumpRequest& req) {
+  auto t0 = Clock::now();
+  DumpResult res;
+  image::DirSink sink(req.dir);
+  // An older dump in the same place must not look complete while this one
+  // is being written.
+  unlink((req.dir + "/" + kInventoryImage).c_str());
+
+  DumpContext ctx;
+  ctx.sink = &sink;
+  ctx.opts = req.opts;
+  FrozenTree frozen(ctx);
+
+  // Stop every thread of the tree; from here on nothing in it runs.
+  seize_tree(ctx, req.pid);
+  auto frozen_at = Clock::now();
+  ctx.stats.tasks = static_cast<uint32_t>(ctx.tasks.size());
+  LOG_DEBUG("seized %zu processes", ctx.tasks.size());
+  fault::point("dump-after-seize");
+
+  // Registers, signal masks, remote syscall engines.
+  prepare_tasks(ctx);
+  for (auto& t : ctx.tasks) ctx.pages_estimate += estimate_pages(t->vmas);
+
+  // The tree's shape: who is whose parent, sessions and groups.
+  dump_pstree(ctx);
+
+  // Per process state: threads, signals, credentials, limits.
+  for (auto& t : ctx.tasks) {
+    cancel::check();
+    in_context(strfmt("pid %d", t->pid), [&] { dump_task_core(ctx, *t); });
+  }
+  fault::point("dump-after-core");
+
+  // Open files, each description once.
+  FileDumper files;
+  for (auto& t : ctx.tasks)
+    in_context(strfmt("pid %d", t->pid), [&] { files.dump_task(ctx, *t); });
+  files.finish(ctx);
+
+  // Memory: layout and pages, the bulk of the time.
+  if (req.progress) {
+    ctx.progress = req.progress;
+    req.progress->start("dump", ctx.pages_estimate);
+  }
+  for (auto& t : ctx.tasks) {
+    cancel::check();
+    in_context(strfmt("pid %d", t->pid), [&] { dump_mm(ctx, *t); });
+  }
+  if (req.progress) req.progress->finish();
+  fault::point("dump-after-pages");
+
+  // The inventory goes last: its presence marks the dump complete.
+  cancel::check();
+  img::Inventory inv = make_inventory(ctx, req.pid);
+  inv.mutable_stats()->set_frozen_us(us_since(frozen_at));
+  fault::point("dump-before-inventory");
+  image::save_message(sink, kInventoryImage, image::Kind::Inventory, inv);
+  sink.commit();
+
+  if (req.opts.leave_running)
+    frozen.thaw();
+  else
+    frozen.kill();
+  res.frozen_us = us_since(frozen_at);
+  res.stats = ctx.stats;
+  res.total_us = us_since(t0);
+  return res;
+}
+
+}  // namespace ckpt

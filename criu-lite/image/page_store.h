@@ -21,6 +21,8 @@
 #include "image/image_io.h"
 #include "pagemap.pb.h"
 
+struct ZSTD_CCtx_s;  // zstd.h's ZSTD_CCtx, kept out of this header
+
 namespace ckpt::image {
 
 constexpr size_t kPageSize = 4096;
@@ -53,6 +55,10 @@ class PageWriter {
   std::string pending_;  // logical bytes of the chunk being filled
   uint64_t total_pages_ = 0;
   std::string zbuf_;
+  struct CCtxFree {
+    void operator()(ZSTD_CCtx_s* c) const;
+  };
+  std::unique_ptr<ZSTD_CCtx_s, CCtxFree> cctx_;  // reused for every chunk
 };
 
 // Reads back the pages of one address space.

@@ -1,0 +1,238 @@
+#include "restore/restore.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <memory>
+
+#include "image/image_io.h"
+#include "image/page_store.h"
+#include "image/record_file.h"
+#include "objects/files.h"
+#include "objects/mm.h"
+#include "objects/task_core.h"
+#include "objects/thread.h"
+#include "restore/plan.h"
+#include "restore/stubs.h"
+#include "sys/cancel.h"
+#include "sys/cpu.h"
+#include "sys/error.h"
+#include "sys/fault.h"
+#include "sys/fd.h"
+#include "sys/log.h"
+#include "sys/remote.h"
+#include "sys/tracee.h"
+
+namespace ckpt {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr unsigned kStubOptions = PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE | PTRACE_O_EXITKILL;
+constexpr uint64_t kThreadFlags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND |
+                                  CLONE_THREAD | CLONE_SYSVSEM;
+
+// One stub being turned into its dumped process.
+struct LiveTask {
+  const PlannedTask* plan = nullptr;
+  std::vector<Tracee> threads;  // leader first, in image order
+  std::unique_ptr<RemoteThread> remote;
+  RemoteScratch scratch;
+};
+
+void seize_stub(LiveTask& lt) {
+  pid_t pid = lt.plan->pid();
+  lt.threads.push_back(Tracee::seize(pid, kStubOptions));
+  Tracee& t = lt.threads.back();
+  t.interrupt();
+  t.wait_stopped();
+  t.set_sigmask(~0ULL);  // nothing may be delivered while we rebuild
+}
+
+// Address space, mm fields, signal handlers, timers: all through the leader.
+void rebuild_process(LiveTask& lt, const image::ImageSource& src, const ShmemTable& shmem,
+                     MmRestoreStats* st) {
+  const PlannedTask& p = *lt.plan;
+  pid_t pid = p.pid();
+  Tracee& leader = lt.threads[0];
+  lt.remote = std::make_unique<RemoteThread>(leader, reinterpret_cast<uint64_t>(cpu::vdso_text().data()) +
+                                                         cpu::vdso_syscall_offset());
+  RemoteThread& rt = *lt.remote;
+  // glibc registered rseq in ckpt; the area is about to be unmapped.
+  ckpt_rseq_configuration rc = leader.get_rseq();
+  if (rc.rseq_abi_pointer)
+    rt.check("rseq unregister", __NR_rseq, rc.rseq_abi_pointer, rc.rseq_abi_size, 1, rc.signature);
+  in_context("memory", [&] { restore_mm(rt, lt.scratch, pid, p.mm, src, shmem, st); });
+  in_context("mm fields", [&] { restore_mm_fields(rt, lt.scratch, pid, p.mm); });
+  in_context("signal handlers", [&] { restore_sigactions(rt, lt.scratch, pid, p.core); });
+}
+
+// Threads other than the leader, created by a remote clone3 with their tids.
+void create_threads(LiveTask& lt) {
+  const PlannedTask& p = *lt.plan;
+  RemoteThread& rt = *lt.remote;
+  for (int i = 1; i < p.core.threads_size(); i++) {
+    pid_t tid = static_cast<pid_t>(p.core.threads(i).tid());
+    in_context(strfmt("thread %d", tid), [&] {
+      ckpt_clone_args args{};
+      args.flags = kThreadFlags;
+      args.set_tid = lt.scratch.addr() + 256;
+      args.set_tid_size = 1;
+      lt.scratch.write(p.pid(), 0, &args, sizeof args);
+      lt.scratch.write(p.pid(), 256, &tid, sizeof tid);
+      long r = rt.call(__NR_clone3, lt.scratch.addr(), sizeof args);
+      if (r < 0) throw Error("clone3 with set_tid", static_cast<int>(-r));
+      if (r != tid) throw Error(strfmt("clone3 gave tid %ld", r));
+      Tracee t = Tracee::adopt(tid);
+      // A thread auto-attached by PTRACE_O_TRACECLONE starts in an event stop.
+      for (;;) {
+        StopInfo s = t.wait();
+        if (s.kind == StopInfo::Event && s.event == PTRACE_EVENT_STOP) break;
+        t.cont(0);
+      }
+      lt.threads.push_back(std::move(t));
+    });
+  }
+}
+
+void finish_process(LiveTask& lt) {
+  const PlannedTask& p = *lt.plan;
+  pid_t pid = p.pid();
+  RemoteThread& rt = *lt.remote;
+  restore_itimers(rt, lt.scratch, pid, p.core);
+  std::vector<img::SigInfo> shared(p.core.shared_pending().begin(), p.core.shared_pending().end());
+  restore_pending(rt, lt.scratch, pid, pid, shared, true);
+  std::vector<std::unique_ptr<RemoteThread>> rts;
+  for (size_t i = 0; i < lt.threads.size(); i++) {
+    const img::ThreadCore& tc = p.core.threads(static_cast<int>(i));
+    RemoteThread* trt = rt.tracee().tid() == lt.threads[i].tid() ? &rt : nullptr;
+    if (!trt) {
+      rts.push_back(std::make_unique<RemoteThread>(lt.threads[i], rt.syscall_ip()));
+      trt = rts.back().get();
+    }
+    in_context(strfmt("thread %u", tc.tid()), [&] {
+      restore_thread_state(*trt, lt.scratch, pid, tc);
+      std::vector<img::SigInfo> own(tc.pending().begin(), tc.pending().end());
+      restore_pending(*trt, lt.scratch, pid, static_cast<pid_t>(tc.tid()), own, false);
+    });
+  }
+  restore_rlimits(pid, p.core);
+  if (!p.core.root().empty() && p.core.root() != "/") {
+    std::string root = p.core.root();
+    lt.scratch.write(pid, 0, root.c_str(), root.size() + 1);
+    rt.check(("chroot " + root).c_str(), __NR_chroot, lt.scratch.addr());
+  }
+  // Credentials last: after them the task may no longer be allowed the rest.
+  for (size_t i = 0; i < lt.threads.size(); i++) {
+    const img::ThreadCore& tc = p.core.threads(static_cast<int>(i));
+    RemoteThread* trt = i == 0 ? &rt : rts[i - 1].get();
+    in_context(strfmt("thread %u: credentials", tc.tid()),
+               [&] { restore_thread_creds(*trt, lt.scratch, pid, tc.creds()); });
+  }
+  restore_task_misc(rt, p.core);
+  lt.scratch.unmap(rt);
+  for (size_t i = 0; i < lt.threads.size(); i++) {
+    const img::ThreadCore& tc = p.core.threads(static_cast<int>(i));
+    restore_thread_regs(lt.threads[i], tc);
+    lt.threads[i].set_sigmask(tc.blocked_mask());
+  }
+}
+
+}  // namespace
+
+RestoreResult restore_tree(const RestoreRequest& req) {
+  auto t0 = Clock::now();
+  RestoreResult res;
+  image::DirSource src(req.dir);
+
+  // Every image is read and checked before anything is created.
+  RestorePlan plan = load_plan(src);
+  res.tasks = static_cast<uint32_t>(plan.tasks.size());
+  for (const auto& t : plan.tasks) res.threads += static_cast<uint32_t>(t.core.threads_size());
+
+  wait_pids_free(plan, req.pid_wait_ms);
+
+  std::vector<img::MmCore> mms;
+  std::vector<img::FdTable> tables;
+  for (const auto& t : plan.tasks) {
+    mms.push_back(t.mm);
+    tables.push_back(t.fds);
+  }
+  ShmemTable shmem;
+  shmem.load(src, mms);
+  FileTable files;
+  files.open_all(src, tables);
+
+  StubTree stubs(plan, files);
+  stubs.create(10000);
+  files.close_helpers();
+  fault::point("restore-after-fork");
+  res.root = stubs.root_pid();
+
+  std::vector<LiveTask> live(plan.tasks.size());
+  // On failure the half-built tasks die while still stopped under ptrace:
+  // detaching first would let them run a moment with half an address space.
+  struct KillFirst {
+    StubTree& stubs;
+    bool armed = true;
+    ~KillFirst() {
+      if (armed) stubs.kill_all();
+    }
+  } kill_first{stubs};
+  uint64_t total_pages = 0;
+  for (size_t i = 0; i < plan.tasks.size(); i++) live[i].plan = &plan.tasks[i];
+  for (auto& lt : live)
+    in_context(strfmt("restore pid %d", lt.plan->pid()), [&] { seize_stub(lt); });
+  if (req.progress) {
+    for (const auto& t : plan.tasks) total_pages += image::PageReader(src, std::to_string(t.pid())).pages();
+    req.progress->start("restore", total_pages);
+  }
+  MmRestoreStats mst;
+  for (auto& lt : live) {
+    cancel::check();
+    uint64_t before = mst.pages;
+    in_context(strfmt("restore pid %d", lt.plan->pid()), [&] { rebuild_process(lt, src, shmem, &mst); });
+    if (req.progress) req.progress->advance(mst.pages - before);
+  }
+  if (req.progress) req.progress->finish();
+  fault::point("restore-after-mm");
+  for (auto& lt : live)
+    in_context(strfmt("restore pid %d", lt.plan->pid()), [&] {
+      create_threads(lt);
+      finish_process(lt);
+    });
+  res.pages = mst.pages;
+  fault::point("restore-before-resume");
+  cancel::check();
+
+  // Let the whole tree run at once.
+  for (auto& lt : live)
+    for (auto& t : lt.threads) t.detach();
+  kill_first.armed = false;
+  stubs.release();
+  prctl(PR_SET_CHILD_SUBREAPER, 0);
+  res.total_us = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count());
+
+  if (!req.pidfile.empty()) {
+    std::string s = std::to_string(res.root) + "\n";
+    UniqueFd f = open_or_throw(req.pidfile, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    write_full(f.get(), s.data(), s.size(), req.pidfile);
+  }
+  if (req.on_running) req.on_running(res);
+  if (!req.detach) {
+    int st = 0;
+    while (waitpid(res.root, &st, 0) < 0 && errno == EINTR) {
+    }
+    res.exit_status = st;
+  }
+  return res;
+}
+
+}  // namespace ckpt

@@ -72,6 +72,8 @@ struct Vma {
 std::vector<Vma> parse_smaps(std::string_view text);
 std::vector<Vma> parse_maps(std::string_view text);  // no VmFlags
 std::vector<Vma> read_smaps(pid_t pid);
+// /proc/PID/maps: much cheaper for the kernel than smaps (no page walk).
+std::vector<Vma> read_maps(pid_t pid);
 
 // /proc/PID/fdinfo/FD
 struct FdInfo {
@@ -104,8 +106,12 @@ std::vector<pid_t> list_children(pid_t pid);
 std::vector<int> list_fds(pid_t pid);
 // /proc/PID/auxv as 64-bit words (pairs of type, value, ending with AT_NULL).
 std::vector<uint64_t> read_auxv(pid_t pid);
+// The raw bytes of an auxv file as words; throws if not a whole number of words.
+std::vector<uint64_t> parse_auxv(std::string_view bytes);
 
 // /proc/PID/mountinfo line.
+// root, mount_point and source have the kernel's octal escapes ("\\040" for
+// a space) decoded.
 struct Mount {
   int mnt_id = 0, parent_id = 0;
   unsigned dev_major = 0, dev_minor = 0;
@@ -114,5 +120,6 @@ struct Mount {
   std::string fstype, source, super_options;
 };
 std::vector<Mount> parse_mountinfo(std::string_view text);
+std::vector<Mount> read_mountinfo(pid_t pid);
 
 }  // namespace ckpt::proc

@@ -62,11 +62,9 @@ struct pm_scan_arg {
 #define MADV_POPULATE_WRITE 23
 #endif
 
-// --- PTRACE_GET_RSEQ_CONFIGURATION: Linux 5.13 (in 6.1 headers; the
-// struct is not exported by glibc's sys/ptrace.h) ------------------------
-#ifndef PTRACE_GET_RSEQ_CONFIGURATION
-#define PTRACE_GET_RSEQ_CONFIGURATION 0x420f
-#endif
+// --- PTRACE_GET_RSEQ_CONFIGURATION's result: Linux 5.13 (the request is
+// in glibc's <sys/ptrace.h>; the struct is only in linux/ptrace.h, which
+// clashes with glibc's header) -------------------------------------------
 struct ckpt_rseq_configuration {
   __u64 rseq_abi_pointer;
   __u32 rseq_abi_size;

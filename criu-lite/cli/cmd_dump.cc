@@ -1,0 +1,48 @@
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "cli/commands.h"
+#include "cli/options.h"
+#include "cli/progress_bar.h"
+#include "dump/dump.h"
+#include "sys/error.h"
+#include "sys/log.h"
+
+namespace ckpt::cli {
+
+int cmd_dump(const Args& args) {
+  Common common;
+  pid_t pid = 0;
+  std::string dir;
+  int compress = 0;
+  DumpRequest req;
+  po::options_description desc("dump");
+  desc.add_options()
+      ("tree,t", po::value<pid_t>(&pid)->required(), "root pid")
+      ("images-dir,D", po::value<std::string>(&dir)->required(), "image directory")
+      ("leave-running,R", po::bool_switch(&req.opts.leave_running), "resume after dump")
+      ("compress", po::value<int>(&compress)->implicit_value(1), "zstd level")
+      ("shell-job", po::bool_switch(&req.opts.shell_job), "session outside the tree");
+  add_common(desc, common);
+  po::variables_map vm;
+  if (!parse(args, desc, nullptr, vm, "dump")) return 0;
+  apply_common(common);
+  if (pid <= 0) throw UsageError("-t needs a positive pid");
+  if (compress < 0 || compress > 19) throw UsageError("--compress level must be 1 to 19");
+  req.pid = pid;
+  req.dir = dir;
+  req.opts.zstd_level = compress;
+  ProgressBar bar;
+  if (ProgressBar::wanted()) req.progress = &bar;
+
+  DumpResult r = dump_tree(req);
+  const auto& s = r.stats;
+  printf("dumped %u tasks, %u threads, %u vmas, %llu pages (%s stored) in %.3f s; frozen %.1f ms%s\n",
+         s.tasks, s.threads, s.vmas, static_cast<unsigned long long>(s.pages),
+         human_bytes(s.page_bytes).c_str(), static_cast<double>(r.total_us) / 1e6,
+         static_cast<double>(r.frozen_us) / 1e3, req.opts.leave_running ? "; tree left running" : "");
+  return 0;
+}
+
+}  // namespace ckpt::cli

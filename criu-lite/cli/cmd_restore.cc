@@ -1,0 +1,43 @@
+#include <sys/wait.h>
+
+#include <cstdio>
+
+#include "cli/commands.h"
+#include "cli/options.h"
+#include "cli/progress_bar.h"
+#include "restore/restore.h"
+#include "sys/error.h"
+
+namespace ckpt::cli {
+
+int cmd_restore(const Args& args) {
+  Common common;
+  RestoreRequest req;
+  po::options_description desc("restore");
+  desc.add_options()
+      ("images-dir,D", po::value<std::string>(&req.dir)->required(), "image directory")
+      ("restore-detached,d", po::bool_switch(&req.detach), "return once the tree runs")
+      ("pidfile", po::value<std::string>(&req.pidfile), "write root pid here");
+  add_common(desc, common);
+  po::variables_map vm;
+  if (!parse(args, desc, nullptr, vm, "restore")) return 0;
+  apply_common(common);
+  ProgressBar bar;
+  if (ProgressBar::wanted()) req.progress = &bar;
+
+  req.on_running = [&](const RestoreResult& r) {
+    // Without -d the summary goes to stderr: stdout may be the tree's own.
+    FILE* out = req.detach ? stdout : stderr;
+    fprintf(out, "restored %u tasks, %u threads, %llu pages in %.3f s; root pid %d\n", r.tasks,
+            r.threads, static_cast<unsigned long long>(r.pages),
+            static_cast<double>(r.total_us) / 1e6, r.root);
+    fflush(out);
+  };
+  RestoreResult r = restore_tree(req);
+  if (req.detach) return 0;
+  if (WIFEXITED(r.exit_status)) return WEXITSTATUS(r.exit_status);
+  if (WIFSIGNALED(r.exit_status)) return 128 + WTERMSIG(r.exit_status);
+  return 1;
+}
+
+}  // namespace ckpt::cli

@@ -1,0 +1,63 @@
+#include <string>
+
+#include "cli/commands.h"
+
+namespace ckpt::cli {
+
+std::string usage(const std::string& verb) {
+  if (verb.empty())
+    return "usage: ckpt COMMAND [OPTIONS]\n"
+           "\n"
+           "Checkpoint and restore Linux process trees.\n"
+           "\n"
+           "commands:\n"
+           "  dump     -t PID -D DIR      save a running tree to an image directory\n"
+           "  restore  -D DIR             bring a saved tree back with the same pids\n"
+           "  show     -D DIR [IMAGE]     print images as JSON\n"
+           "  check                       what this kernel offers and what ckpt needs\n"
+           "  help     [COMMAND]          this text, or a command's options\n"
+           "  --version\n"
+           "\n"
+           "Every command takes -v (more detail), --log-file FILE and --help.\n"
+           "Exit status: 0 success, 1 failure, 2 wrong usage.\n";
+  if (verb == "dump")
+    return "usage: ckpt dump -t PID -D DIR [options]\n"
+           "\n"
+           "Stops the process tree rooted at PID, saves it into DIR and kills it\n"
+           "(or lets it carry on with --leave-running). A dump that fails leaves the\n"
+           "tree running as it was. DIR/inventory.img is written last: a directory\n"
+           "without it holds no complete checkpoint.\n"
+           "\n"
+           "  -t, --tree PID         root of the tree to dump\n"
+           "  -D, --images-dir DIR   where to write the images (created if missing)\n"
+           "  -R, --leave-running    resume the tree after the dump instead of killing it\n"
+           "      --compress[=LEVEL] zstd-compress page data (level 1-19, default 1)\n"
+           "      --shell-job        the tree's session or group leader is outside it\n"
+           "  -v, --verbose          steps and timings (-vv: every syscall)\n"
+           "  -o, --log-file FILE    write the full log to FILE\n";
+  if (verb == "restore")
+    return "usage: ckpt restore -D DIR [options]\n"
+           "\n"
+           "Recreates the tree saved in DIR with the same pids and lets it run.\n"
+           "Without -d, waits for the restored root and exits with its status.\n"
+           "A restore that fails removes every process it created.\n"
+           "\n"
+           "  -D, --images-dir DIR        the image directory\n"
+           "  -d, --restore-detached      return once the tree runs\n"
+           "      --pidfile FILE          write the root's pid to FILE\n"
+           "  -v, --verbose               steps and timings (-vv: every syscall)\n"
+           "  -o, --log-file FILE         write the full log to FILE\n";
+  if (verb == "show")
+    return "usage: ckpt show -D DIR [IMAGE]\n"
+           "\n"
+           "Prints the images of DIR (or only IMAGE, e.g. core-42.img) as JSON.\n"
+           "Page data files are summarized, not printed.\n";
+  if (verb == "check")
+    return "usage: ckpt check\n"
+           "\n"
+           "Probes the kernel interfaces ckpt uses and prints which are present.\n"
+           "Exits 1 if one that dump or restore needs is missing.\n";
+  return "";
+}
+
+}  // namespace ckpt::cli

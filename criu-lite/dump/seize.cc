@@ -1,0 +1,143 @@
+#include "dump/seize.h"
+
+#include <signal.h>
+#include <sys/ptrace.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <deque>
+#include <set>
+
+#include "sys/cancel.h"
+#include "sys/cpu.h"
+#include "sys/error.h"
+#include "sys/fd.h"
+#include "sys/log.h"
+#include "objects/thread.h"
+
+namespace ckpt {
+
+namespace {
+
+constexpr unsigned kSeizeOptions = PTRACE_O_TRACESYSGOOD;
+
+void seize_threads(DumpTask& t) {
+  std::set<pid_t> seen;
+  for (;;) {
+    std::vector<pid_t> tids = proc::list_threads(t.pid);
+    if (tids.empty()) throw Error("the process exited");
+    bool added = false;
+    for (pid_t tid : tids) {
+      if (seen.count(tid)) continue;
+      seen.insert(tid);
+      Tracee tr;
+      try {
+        tr = Tracee::seize(tid, kSeizeOptions);
+      } catch (const Error& e) {
+        // A thread that exited between listing and seizing is fine.
+        if (e.err() == ESRCH && access(strfmt("/proc/%d/task/%d", t.pid, tid).c_str(), F_OK) != 0)
+          continue;
+        throw;
+      }
+      tr.interrupt();
+      bool stopped = tr.wait_stopped();
+      if (tid == t.pid) {
+        t.threads.insert(t.threads.begin(), std::move(tr));
+        t.group_stopped.insert(t.group_stopped.begin(), stopped);
+      } else {
+        t.threads.push_back(std::move(tr));
+        t.group_stopped.push_back(stopped);
+      }
+      added = true;
+    }
+    if (!added) break;
+  }
+  if (t.threads.empty() || t.threads[0].tid() != t.pid)
+    throw Error("the thread group leader is gone (zombie leader)");
+}
+
+}  // namespace
+
+void seize_tree(DumpContext& ctx, pid_t root) {
+  if (root == getpid()) throw Error("cannot dump ckpt itself");
+  std::deque<std::pair<pid_t, pid_t>> queue{{root, 0}};
+  while (!queue.empty()) {
+    auto [pid, ppid] = queue.front();
+    queue.pop_front();
+    cancel::check();
+    in_context(strfmt("pid %d", pid), [&] {
+      proc::Stat st;
+      std::string text;
+      if (!try_read_file(strfmt("/proc/%d/stat", pid), &text))
+        throw Error(pid == root ? "no such process" : "the process exited during the dump");
+      st = proc::parse_stat(text);
+      if (st.state == 'Z' || st.state == 'X')
+        throw Error("zombie processes are not supported yet (" + st.comm + ")");
+      if (st.flags & 0x00200000 /* PF_KTHREAD */) throw Error("is a kernel thread");
+      auto t = std::make_unique<DumpTask>();
+      t->pid = pid;
+      t->ppid = ppid;
+      ctx.tasks.push_back(std::move(t));
+      seize_threads(*ctx.tasks.back());
+      for (pid_t c : proc::list_children(pid)) queue.emplace_back(c, pid);
+    });
+  }
+}
+
+void prepare_tasks(DumpContext& ctx) {
+  uint64_t vdso_off = cpu::vdso_syscall_offset();
+  for (auto& tp : ctx.tasks) {
+    DumpTask& t = *tp;
+    in_context(strfmt("pid %d", t.pid), [&] {
+      t.stat = proc::read_stat(t.pid);
+      t.status = proc::read_status(t.pid);
+      t.vmas = proc::read_smaps(t.pid);
+      for (const auto& v : t.vmas)
+        if (v.path == "[vdso]") t.vdso_base = v.start;
+      if (!t.vdso_base) throw Error("the process has no [vdso] mapping");
+      for (auto& tr : t.threads) {
+        t.regs.push_back(normalize_regs(tr.get_regs()));
+        t.sigmasks.push_back(tr.get_sigmask());
+      }
+      // Signals arriving while we drive the threads stay pending.
+      for (auto& tr : t.threads) tr.set_sigmask(~0ULL);
+      t.remote = std::make_unique<RemoteThread>(t.threads[0], t.vdso_base + vdso_off);
+      t.scratch = RemoteScratch(*t.remote, 4096 * 4);
+    });
+  }
+}
+
+void thaw_tasks(DumpContext& ctx) {
+  for (auto& tp : ctx.tasks) {
+    DumpTask& t = *tp;
+    if (t.remote) {
+      try {
+        t.scratch.unmap(*t.remote);
+      } catch (const Error& e) {
+        LOG_WARN("pid %d: %s", t.pid, e.what());
+      }
+    }
+    for (size_t i = 0; i < t.threads.size(); i++) {
+      Tracee& tr = t.threads[i];
+      if (!tr.attached()) continue;
+      try {
+        if (i < t.sigmasks.size()) tr.set_sigmask(t.sigmasks[i]);
+        if (i < t.regs.size()) tr.set_regs(t.regs[i]);
+        tr.detach();
+      } catch (const Error& e) {
+        LOG_WARN("pid %d: %s", t.pid, e.what());
+      }
+    }
+    t.remote.reset();
+  }
+}
+
+void kill_tasks(DumpContext& ctx) {
+  for (auto& tp : ctx.tasks) {
+    ::kill(tp->pid, SIGKILL);
+    tp->remote.reset();
+    for (auto& tr : tp->threads) tr.release();
+  }
+}
+
+}  // namespace ckpt

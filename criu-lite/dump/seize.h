@@ -1,0 +1,24 @@
+// Freezing a process tree without a cgroup: every thread of every process
+// is seized and interrupted (PTRACE_SEIZE + PTRACE_INTERRUPT), parents
+// before children, re-listing threads and children until nothing new
+// appears, so a task forking or cloning meanwhile is caught too.
+#pragma once
+
+#include "objects/dump_context.h"
+
+namespace ckpt {
+
+// Fills ctx.tasks (parents first). Throws naming the task that stops it.
+void seize_tree(DumpContext& ctx, pid_t root);
+
+// For every seized task: reads stat/status/smaps, saves and normalizes the
+// registers, blocks all signals, prepares remote syscalls and scratch.
+void prepare_tasks(DumpContext& ctx);
+
+// Undo for a tree that must carry on: scratch unmapped, registers and
+// signal masks as they were, threads detached. Never throws.
+void thaw_tasks(DumpContext& ctx);
+// The end of a dump without --leave-running: SIGKILL every task.
+void kill_tasks(DumpContext& ctx);
+
+}  // namespace ckpt

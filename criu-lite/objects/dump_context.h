@@ -1,0 +1,76 @@
+// What the dump pipeline knows about the tree while it saves it. The
+// pipeline (dump/) fills the tasks; each object kind (objects/*.cc) reads
+// them and writes its images.
+#pragma once
+
+#include <sys/types.h>
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "image/image_io.h"
+#include "inventory.pb.h"
+#include "sys/proc.h"
+#include "sys/tracee.h"
+#include "sys/remote.h"
+
+namespace ckpt {
+
+struct DumpOptions {
+  int zstd_level = 0;      // --compress
+  bool leave_running = false;
+  bool shell_job = false;
+  bool progress = false;   // draw a progress bar (stderr is a terminal)
+};
+
+// One process of the tree, stopped: every thread seized and interrupted.
+struct DumpTask {
+  pid_t pid = 0;
+  pid_t ppid = 0;          // parent inside the tree, 0 for the root
+  std::vector<Tracee> threads;  // leader first
+  std::vector<bool> group_stopped;
+  proc::Stat stat;
+  proc::Status status;
+  std::vector<proc::Vma> vmas;  // from smaps, read once
+  // The leader executes remote syscalls through this; scratch is a small
+  // mapping in the task for syscall arguments, unmapped before detaching.
+  std::unique_ptr<RemoteThread> remote;
+  RemoteScratch scratch;
+  uint64_t vdso_base = 0;
+  // Saved registers of every thread before any remote syscall, normalized
+  // so that an interrupted syscall is re-run (see thread.cc).
+  std::vector<Regs> regs;
+  std::vector<uint64_t> sigmasks;  // as found, restored on --leave-running
+};
+
+// Pages of one address space or shared memory object, counted for the
+// summary and the progress bar.
+struct DumpStats {
+  uint32_t tasks = 0, threads = 0, vmas = 0;
+  uint64_t pages = 0, page_bytes = 0;
+};
+
+class Progress;
+
+struct DumpContext {
+  image::ImageSink* sink = nullptr;
+  DumpOptions opts;
+  std::vector<std::unique_ptr<DumpTask>> tasks;  // parents before children
+  DumpStats stats;
+  Progress* progress = nullptr;
+  // Shared anonymous memory objects already saved (by inode).
+  std::set<uint64_t> shmem_done;
+  // Pages to copy in total (for the progress bar), estimated from smaps.
+  uint64_t pages_estimate = 0;
+
+  DumpTask* find(pid_t pid) const {
+    for (auto& t : tasks)
+      if (t->pid == pid) return t.get();
+    return nullptr;
+  }
+};
+
+}  // namespace ckpt

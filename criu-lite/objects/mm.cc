@@ -1,0 +1,567 @@
+#include "objects/mm.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "image/page_store.h"
+#include "image/record_file.h"
+#include "objects/progress.h"
+#include "sys/cpu.h"
+#include "sys/error.h"
+#include "sys/fd.h"
+#include "sys/log.h"
+#include "sys/uapi.h"
+
+namespace ckpt {
+
+namespace {
+
+constexpr uint64_t kPage = 4096;
+
+uint32_t prot_of(const proc::Vma& v) {
+  return (v.r ? PROT_READ : 0) | (v.w ? PROT_WRITE : 0) | (v.x ? PROT_EXEC : 0);
+}
+
+uint32_t madv_bits(const proc::Vma& v) {
+  uint32_t m = 0;
+  if (v.has_flag("hg")) m |= img::MADV_BIT_HUGEPAGE;
+  if (v.has_flag("nh")) m |= img::MADV_BIT_NOHUGEPAGE;
+  if (v.has_flag("dc")) m |= img::MADV_BIT_DONTFORK;
+  if (v.has_flag("dd")) m |= img::MADV_BIT_DONTDUMP;
+  if (v.has_flag("wf")) m |= img::MADV_BIT_WIPEONFORK;
+  if (v.has_flag("mg")) m |= img::MADV_BIT_MERGEABLE;
+  if (v.has_flag("sr")) m |= img::MADV_BIT_SEQUENTIAL;
+  if (v.has_flag("rr")) m |= img::MADV_BIT_RANDOM;
+  return m;
+}
+
+std::string range_name(const proc::Vma& v) {
+  return strfmt("%llx-%llx", static_cast<unsigned long long>(v.start),
+                static_cast<unsigned long long>(v.end));
+}
+
+img::Vma classify(pid_t pid, const proc::Vma& v) {
+  img::Vma o;
+  o.set_start(v.start);
+  o.set_end(v.end);
+  o.set_pgoff(v.pgoff);
+  o.set_prot(prot_of(v));
+  o.set_madv(madv_bits(v));
+  o.set_growsdown(v.has_flag("gd"));
+  o.set_locked(v.has_flag("lo"));
+  o.set_may_write(v.has_flag("mw"));
+  const std::string& p = v.path;
+  std::string where = strfmt("vma %s %s", range_name(v).c_str(), p.c_str());
+  if (p == "[vdso]") {
+    o.set_kind(img::VMA_VDSO);
+  } else if (p == "[vvar]") {
+    o.set_kind(img::VMA_VVAR);
+  } else if (p == "[vvar_vclock]") {
+    o.set_kind(img::VMA_VVAR_VCLOCK);
+  } else if (p == "[vsyscall]") {
+    o.set_kind(img::VMA_VSYSCALL);
+  } else if (p.empty() || p == "[heap]" || p == "[stack]" || p.rfind("[anon:", 0) == 0 ||
+             p.rfind("[anon_shmem:", 0) == 0) {
+    o.set_heap(p == "[heap]");
+    o.set_stack(p == "[stack]");
+    if (p.rfind("[anon:", 0) == 0) o.set_name(p.substr(6, p.size() - 7));
+    if (v.shared || p.rfind("[anon_shmem:", 0) == 0) {
+      o.set_kind(img::VMA_ANON_SHARED);
+    } else {
+      o.set_kind(img::VMA_ANON_PRIVATE);
+    }
+  } else if (p == "/dev/zero" && v.deleted && v.shared) {
+    o.set_kind(img::VMA_ANON_SHARED);
+  } else if (v.has_flag("pf") || v.has_flag("io")) {
+    throw Error(where + ": device memory mapping (VM_PFNMAP/VM_IO) is not supported");
+  } else if (!p.empty() && p[0] == '/') {
+    if (v.deleted)
+      throw Error(where + ": mapping of a deleted file is not supported yet");
+    if (p.rfind("/memfd:", 0) == 0 || p.rfind("/SYSV", 0) == 0)
+      throw Error(where + ": memfd and SysV shared memory mappings are not supported yet");
+    o.set_kind(v.shared ? img::VMA_FILE_SHARED : img::VMA_FILE_PRIVATE);
+    o.set_path(p);
+    struct stat st{};
+    if (stat(strfmt("/proc/%d/map_files/%s", pid, range_name(v).c_str()).c_str(), &st) == 0) {
+      o.set_file_dev(st.st_dev);
+      o.set_file_ino(st.st_ino);
+    }
+  } else {
+    throw Error(where + ": unsupported kind of mapping");
+  }
+  if (o.kind() == img::VMA_ANON_SHARED) {
+    struct stat st{};
+    if (stat(strfmt("/proc/%d/map_files/%s", pid, range_name(v).c_str()).c_str(), &st) != 0)
+      throw_errno(where + ": stat map_files");
+    o.set_shmem_id(st.st_ino);
+    o.set_shmem_size(static_cast<uint64_t>(st.st_size));
+  }
+  return o;
+}
+
+// Collects runs of pages to read and reads them with as few
+// process_vm_readv calls as possible, handing each run to the writer.
+class PageCopier {
+ public:
+  PageCopier(pid_t pid, image::PageWriter& w, Progress* progress)
+      : pid_(pid), w_(w), progress_(progress), buf_(kBufBytes) {}
+  void add(uint64_t vaddr, uint64_t npages, bool readable) {
+    while (npages > 0) {
+      uint64_t room = (kBufBytes - used_) / kPage;
+      if (room == 0 || iov_.size() == kMaxIov) {
+        flush();
+        continue;
+      }
+      uint64_t n = std::min(npages, room);
+      iov_.push_back({reinterpret_cast<void*>(vaddr), n * kPage});
+      readable_.push_back(readable);
+      used_ += n * kPage;
+      vaddr += n * kPage;
+      npages -= n;
+    }
+  }
+  void flush() {
+    if (iov_.empty()) return;
+    // One call for all readable runs; PROT_NONE runs go through /proc/PID/mem.
+    std::vector<iovec> local, remote;
+    size_t off = 0;
+    size_t want = 0;
+    for (size_t i = 0; i < iov_.size(); i++) {
+      if (readable_[i]) {
+        local.push_back({buf_.data() + off, iov_[i].iov_len});
+        remote.push_back(iov_[i]);
+        want += iov_[i].iov_len;
+      }
+      off += iov_[i].iov_len;
+    }
+    ssize_t got = local.empty() ? 0
+                                : process_vm_readv(pid_, local.data(), local.size(), remote.data(),
+                                                   remote.size(), 0);
+    bool all = got == static_cast<ssize_t>(want);
+    off = 0;
+    for (size_t i = 0; i < iov_.size(); i++) {
+      if (!readable_[i] || !all)
+        remote_read(pid_, reinterpret_cast<uint64_t>(iov_[i].iov_base), buf_.data() + off,
+                    iov_[i].iov_len);
+      w_.add(reinterpret_cast<uint64_t>(iov_[i].iov_base), buf_.data() + off,
+             iov_[i].iov_len / kPage);
+      off += iov_[i].iov_len;
+    }
+    if (progress_) progress_->advance(used_ / kPage);
+    iov_.clear();
+    readable_.clear();
+    used_ = 0;
+  }
+
+ private:
+  static constexpr size_t kBufBytes = 4u << 20;
+  static constexpr size_t kMaxIov = 1024;
+  pid_t pid_;
+  image::PageWriter& w_;
+  Progress* progress_;
+  std::vector<char> buf_;
+  std::vector<iovec> iov_;
+  std::vector<bool> readable_;
+  size_t used_ = 0;
+};
+
+// Pages of [start, end) worth saving: present or swapped, not the shared
+// zero page, and for private file mappings only the copied-on-write ones.
+template <class F>
+void scan_pages(int pagemap_fd, uint64_t start, uint64_t end, bool file_backed, F&& on_run) {
+  page_region regions[512];
+  pm_scan_arg arg{};
+  arg.size = sizeof arg;
+  arg.start = start;
+  arg.end = end;
+  arg.vec = reinterpret_cast<uint64_t>(regions);
+  arg.vec_len = 512;
+  arg.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
+  arg.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_FILE | PAGE_IS_PFNZERO;
+  for (;;) {
+    long n = ioctl(pagemap_fd, PAGEMAP_SCAN, &arg);
+    if (n < 0) throw_errno("PAGEMAP_SCAN");
+    for (long i = 0; i < n; i++) {
+      const page_region& r = regions[i];
+      bool swapped = r.categories & PAGE_IS_SWAPPED;
+      bool present = r.categories & PAGE_IS_PRESENT;
+      bool keep = swapped || (present && !(r.categories & PAGE_IS_PFNZERO) &&
+                              !(file_backed && (r.categories & PAGE_IS_FILE)));
+      if (keep) on_run(r.start, (r.end - r.start) / kPage);
+    }
+    if (arg.walk_end >= end || n == 0) break;
+    arg.start = arg.walk_end;
+  }
+}
+
+void dump_shmem(DumpContext& ctx, DumpTask& t, const proc::Vma& v, const img::Vma& iv) {
+  if (!ctx.shmem_done.insert(iv.shmem_id()).second) return;
+  UniqueFd fd = open_or_throw(strfmt("/proc/%d/map_files/%s", t.pid, range_name(v).c_str()),
+                              O_RDONLY);
+  image::PageWriter w(*ctx.sink, shmem_pages_id(iv.shmem_id()), {ctx.opts.zstd_level});
+  std::vector<char> buf(1u << 20);
+  off_t size = static_cast<off_t>(iv.shmem_size());
+  off_t pos = 0;
+  while (pos < size) {
+    off_t data = lseek(fd.get(), pos, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;
+      throw_errno("shared memory SEEK_DATA");
+    }
+    off_t hole = lseek(fd.get(), data, SEEK_HOLE);
+    if (hole < 0) hole = size;
+    for (off_t p = data; p < hole;) {
+      size_t n = static_cast<size_t>(std::min<off_t>(hole - p, static_cast<off_t>(buf.size())));
+      n = n / kPage * kPage;
+      if (n == 0) break;
+      ssize_t r = pread(fd.get(), buf.data(), n, p);
+      if (r != static_cast<ssize_t>(n)) throw_errno("read shared memory object");
+      w.add(static_cast<uint64_t>(p), buf.data(), n / kPage);
+      p += static_cast<off_t>(n);
+    }
+    pos = hole;
+  }
+  w.finish();
+  ctx.stats.pages += w.pages();
+  ctx.stats.page_bytes += w.stored_bytes();
+}
+
+}  // namespace
+
+uint64_t estimate_pages(const std::vector<proc::Vma>& vmas) {
+  uint64_t kb = 0;
+  for (const auto& v : vmas) kb += v.anonymous_kb + v.swap_kb;
+  return kb / 4;
+}
+
+void dump_mm(DumpContext& ctx, DumpTask& t) {
+  img::MmCore mm;
+  mm.set_pid(static_cast<uint32_t>(t.pid));
+  mm.set_start_code(t.stat.start_code);
+  mm.set_end_code(t.stat.end_code);
+  mm.set_start_data(t.stat.start_data);
+  mm.set_end_data(t.stat.end_data);
+  mm.set_start_brk(t.stat.start_brk);
+  mm.set_start_stack(t.stat.start_stack);
+  mm.set_arg_start(t.stat.arg_start);
+  mm.set_arg_end(t.stat.arg_end);
+  mm.set_env_start(t.stat.env_start);
+  mm.set_env_end(t.stat.env_end);
+  mm.set_brk(t.remote->check("brk(0)", __NR_brk, 0));
+  for (uint64_t w : proc::read_auxv(t.pid)) mm.add_auxv(w);
+  mm.set_exe_path(read_link(strfmt("/proc/%d/exe", t.pid)));
+
+  UniqueFd pagemap = open_or_throw(strfmt("/proc/%d/pagemap", t.pid), O_RDONLY);
+  image::PageWriter w(*ctx.sink, std::to_string(t.pid), {ctx.opts.zstd_level});
+  PageCopier copier(t.pid, w, ctx.progress);
+  for (const auto& v : t.vmas) {
+    img::Vma iv = classify(t.pid, v);
+    switch (iv.kind()) {
+      case img::VMA_ANON_PRIVATE:
+      case img::VMA_FILE_PRIVATE:
+        scan_pages(pagemap.get(), v.start, v.end, iv.kind() == img::VMA_FILE_PRIVATE,
+                   [&](uint64_t start, uint64_t n) { copier.add(start, n, v.r); });
+        break;
+      case img::VMA_ANON_SHARED:
+        in_context(strfmt("shared memory at %s", range_name(v).c_str()),
+                   [&] { dump_shmem(ctx, t, v, iv); });
+        break;
+      case img::VMA_VDSO:
+        t.vdso_base = v.start;
+        break;
+      default:
+        break;
+    }
+    *mm.add_vmas() = std::move(iv);
+  }
+  copier.flush();
+  w.finish();
+  ctx.stats.vmas += static_cast<uint32_t>(t.vmas.size());
+  ctx.stats.pages += w.pages();
+  ctx.stats.page_bytes += w.stored_bytes();
+  image::save_message(*ctx.sink, mm_name(t.pid), image::Kind::Mm, mm);
+}
+
+// ---------------------------------------------------------------- restore
+
+ShmemTable::~ShmemTable() {
+  for (auto& [id, o] : objs_) munmap(reinterpret_cast<void*>(o.addr), o.size);
+}
+
+void ShmemTable::load(const image::ImageSource& src, const std::vector<img::MmCore>& mms) {
+  for (const auto& mm : mms) {
+    for (const auto& v : mm.vmas()) {
+      if (v.kind() != img::VMA_ANON_SHARED || objs_.count(v.shmem_id())) continue;
+      uint64_t size = std::max<uint64_t>(v.shmem_size(), kPage);
+      void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+      if (p == MAP_FAILED) throw_errno(strfmt("map shared memory object %llu",
+                                              static_cast<unsigned long long>(v.shmem_id())));
+      objs_[v.shmem_id()] = {reinterpret_cast<uint64_t>(p), size};
+      image::PageReader r(src, shmem_pages_id(v.shmem_id()));
+      r.for_each([&](uint64_t off, const uint8_t* data, size_t n) {
+        if (off + n * kPage > size) throw Error("shared memory pages beyond the object's size");
+        memcpy(static_cast<char*>(p) + off, data, n * kPage);
+      });
+    }
+  }
+}
+
+const ShmemObject& ShmemTable::get(uint64_t id) const {
+  auto it = objs_.find(id);
+  if (it == objs_.end()) throw Error(strfmt("shared memory object %llu was not loaded",
+                                            static_cast<unsigned long long>(id)));
+  return it->second;
+}
+
+namespace {
+
+struct Range {
+  uint64_t start, end;
+};
+
+// A free place of size bytes that overlaps none of the ranges.
+uint64_t find_gap(std::vector<Range> used, uint64_t size) {
+  std::sort(used.begin(), used.end(), [](const Range& a, const Range& b) { return a.start < b.start; });
+  uint64_t cand = 0x100000000ULL;  // above the usual low executable area
+  const uint64_t limit = 0x7ffff0000000ULL;
+  for (const auto& r : used) {
+    if (r.end <= cand) continue;
+    if (r.start >= cand + size + kPage) break;
+    cand = (r.end + kPage + 0xffff) & ~0xffffULL;
+  }
+  if (cand + size > limit) throw Error("no free address range for restore scratch memory");
+  return cand;
+}
+
+bool is_special(img::VmaKind k) {
+  return k == img::VMA_VDSO || k == img::VMA_VVAR || k == img::VMA_VVAR_VCLOCK ||
+         k == img::VMA_VSYSCALL;
+}
+
+img::VmaKind special_kind(const std::string& path) {
+  if (path == "[vdso]") return img::VMA_VDSO;
+  if (path == "[vvar]") return img::VMA_VVAR;
+  if (path == "[vvar_vclock]") return img::VMA_VVAR_VCLOCK;
+  if (path == "[vsyscall]") return img::VMA_VSYSCALL;
+  return img::VMA_UNKNOWN;
+}
+
+// Writes a NUL-terminated path into scratch at off; returns its address.
+uint64_t put_path(const RemoteScratch& s, pid_t pid, size_t off, const std::string& path) {
+  if (path.size() + 1 > s.size() - off) throw Error("path too long: " + path);
+  s.write(pid, off, path.c_str(), path.size() + 1);
+  return s.addr() + off;
+}
+
+}  // namespace
+
+void restore_mm(RemoteThread& rt, RemoteScratch& scratch, pid_t pid, const img::MmCore& mm,
+                const image::ImageSource& src, const ShmemTable& shmem, MmRestoreStats* stats) {
+  // 1. Drop everything the stub inherited from ckpt but the kernel's special
+  //    mappings, which are moved, not recreated.
+  std::vector<proc::Vma> cur = proc::parse_maps(read_file(strfmt("/proc/%d/maps", pid)));
+  std::map<img::VmaKind, Range> cur_special;
+  for (const auto& v : cur) {
+    img::VmaKind k = special_kind(v.path);
+    if (k != img::VMA_UNKNOWN) {
+      cur_special[k] = {v.start, v.end};
+      continue;
+    }
+    rt.check("munmap", __NR_munmap, v.start, v.end - v.start);
+  }
+
+  // 2. Move [vvar], [vvar_vclock], [vdso] to where they were, keeping their
+  //    layout: first all to a free place, then to their targets, so that no
+  //    move lands on a mapping not moved yet.
+  std::vector<Range> dumped;
+  std::map<img::VmaKind, Range> want_special;
+  for (const auto& v : mm.vmas()) {
+    dumped.push_back({v.start(), v.end()});
+    if (is_special(v.kind()) && v.kind() != img::VMA_VSYSCALL)
+      want_special[v.kind()] = {v.start(), v.end()};
+  }
+  for (auto& [k, r] : want_special) {
+    auto it = cur_special.find(k);
+    if (it == cur_special.end() || it->second.end - it->second.start != r.end - r.start)
+      throw Error("the kernel's special mappings ([vdso], [vvar]) differ from the dumped ones; "
+                  "restore on the same kernel build");
+  }
+  std::vector<Range> busy = dumped;
+  for (auto& [k, r] : cur_special) busy.push_back(r);
+  if (!want_special.empty()) {
+    uint64_t lo = UINT64_MAX, hi = 0;
+    for (auto& [k, r] : cur_special) {
+      if (k == img::VMA_VSYSCALL) continue;
+      lo = std::min(lo, r.start);
+      hi = std::max(hi, r.end);
+    }
+    uint64_t tmp = find_gap(busy, hi - lo);
+    uint64_t vdso_off = cpu::vdso_syscall_offset();
+    for (auto& [k, r] : cur_special) {
+      if (k == img::VMA_VSYSCALL) continue;
+      uint64_t to = tmp + (r.start - lo);
+      rt.check("mremap special mapping", __NR_mremap, r.start, r.end - r.start, r.end - r.start,
+               MREMAP_MAYMOVE | MREMAP_FIXED, to);
+      if (k == img::VMA_VDSO) rt.set_syscall_ip(to + vdso_off);
+      r = {to, to + (r.end - r.start)};
+    }
+    for (auto& [k, r] : want_special) {
+      Range from = cur_special[k];
+      rt.check("mremap special mapping", __NR_mremap, from.start, from.end - from.start,
+               from.end - from.start, MREMAP_MAYMOVE | MREMAP_FIXED, r.start);
+      if (k == img::VMA_VDSO) rt.set_syscall_ip(r.start + vdso_off);
+    }
+    // Whatever the dump had no counterpart for (vvar_vclock on an older
+    // kernel) would linger at the temporary place.
+    for (auto& [k, r] : cur_special)
+      if (k != img::VMA_VSYSCALL && !want_special.count(k))
+        rt.check("munmap special mapping", __NR_munmap, r.start, r.end - r.start);
+  }
+
+  // 3. Scratch memory for syscall arguments, clear of every dumped VMA.
+  busy = dumped;
+  for (auto& [k, r] : want_special) busy.push_back(r);
+  scratch = RemoteScratch(rt, 64 * 1024, find_gap(busy, 64 * 1024));
+
+  // 4. Map every VMA writable, so pages can be filled.
+  constexpr size_t kPathOff = 4096;
+  std::string open_path;
+  long open_fd = -1;
+  auto close_open = [&] {
+    if (open_fd >= 0) rt.call(__NR_close, static_cast<uint64_t>(open_fd));
+    open_fd = -1;
+    open_path.clear();
+  };
+  for (const auto& v : mm.vmas()) {
+    if (is_special(v.kind())) continue;
+    uint64_t len = v.end() - v.start();
+    uint64_t prot = v.prot() | PROT_READ | PROT_WRITE;
+    uint64_t flags = MAP_FIXED | (v.growsdown() ? MAP_GROWSDOWN : 0);
+    std::string where = strfmt("vma %llx-%llx", static_cast<unsigned long long>(v.start()),
+                               static_cast<unsigned long long>(v.end()));
+    in_context(where, [&] {
+      switch (v.kind()) {
+        case img::VMA_ANON_PRIVATE:
+          rt.check("mmap", __NR_mmap, v.start(), len, prot, flags | MAP_PRIVATE | MAP_ANONYMOUS,
+                   static_cast<uint64_t>(-1), 0);
+          break;
+        case img::VMA_FILE_PRIVATE:
+        case img::VMA_FILE_SHARED: {
+          bool shared = v.kind() == img::VMA_FILE_SHARED;
+          int oflags = shared && v.may_write() ? O_RDWR : O_RDONLY;
+          std::string key = v.path() + (oflags == O_RDWR ? "\n1" : "\n0");
+          if (key != open_path) {
+            close_open();
+            struct stat st{};
+            if (stat(v.path().c_str(), &st) == 0 && v.file_ino() &&
+                (st.st_ino != v.file_ino() || st.st_dev != v.file_dev()))
+              LOG_WARN("pid %d: %s was replaced since the dump", pid, v.path().c_str());
+            open_fd = static_cast<long>(
+                rt.check(("open " + v.path()).c_str(), __NR_openat, static_cast<uint64_t>(AT_FDCWD),
+                         put_path(scratch, pid, kPathOff, v.path()), oflags | O_CLOEXEC));
+            open_path = key;
+          }
+          if (shared) prot = v.prot();  // writing into a shared file would change it
+          rt.check("mmap", __NR_mmap, v.start(), len, prot, flags | (shared ? MAP_SHARED : MAP_PRIVATE),
+                   static_cast<uint64_t>(open_fd), v.pgoff());
+          break;
+        }
+        case img::VMA_ANON_SHARED: {
+          close_open();
+          const ShmemObject& o = shmem.get(v.shmem_id());
+          std::string path = strfmt("/proc/%d/map_files/%llx-%llx", getpid(),
+                                    static_cast<unsigned long long>(o.addr),
+                                    static_cast<unsigned long long>(o.addr + o.size));
+          long fd = static_cast<long>(rt.check("open shared memory", __NR_openat,
+                                               static_cast<uint64_t>(AT_FDCWD),
+                                               put_path(scratch, pid, kPathOff, path),
+                                               O_RDWR | O_CLOEXEC));
+          rt.check("mmap", __NR_mmap, v.start(), len, v.prot(), flags | MAP_SHARED,
+                   static_cast<uint64_t>(fd), v.pgoff());
+          rt.call(__NR_close, static_cast<uint64_t>(fd));
+          break;
+        }
+        default:
+          throw Error("unknown vma kind in image");
+      }
+    });
+  }
+  close_open();
+
+  // 5. Page contents. Pre-faulting big runs first is much faster here than
+  //    letting process_vm_writev fault page by page.
+  image::PageReader pages(src, std::to_string(pid));
+  for (const auto& run : pages.pagemap().runs())
+    if (run.nr_pages() >= 64)
+      rt.call(__NR_madvise, run.vaddr(), run.nr_pages() * kPage, MADV_POPULATE_WRITE);
+  pages.for_each([&](uint64_t vaddr, const uint8_t* data, size_t n) {
+    remote_write(pid, vaddr, data, n * kPage);
+  });
+  if (stats) stats->pages += pages.pages();
+
+  // 6. Final protections and madvise flags.
+  for (const auto& v : mm.vmas()) {
+    if (is_special(v.kind())) continue;
+    uint64_t len = v.end() - v.start();
+    if (v.kind() != img::VMA_ANON_SHARED && v.kind() != img::VMA_FILE_SHARED &&
+        v.prot() != (PROT_READ | PROT_WRITE))
+      rt.check("mprotect", __NR_mprotect, v.start(), len, v.prot());
+    static const std::pair<uint32_t, int> kAdv[] = {
+        {img::MADV_BIT_HUGEPAGE, MADV_HUGEPAGE},     {img::MADV_BIT_NOHUGEPAGE, MADV_NOHUGEPAGE},
+        {img::MADV_BIT_DONTFORK, MADV_DONTFORK},     {img::MADV_BIT_DONTDUMP, MADV_DONTDUMP},
+        {img::MADV_BIT_WIPEONFORK, MADV_WIPEONFORK}, {img::MADV_BIT_MERGEABLE, MADV_MERGEABLE},
+        {img::MADV_BIT_SEQUENTIAL, MADV_SEQUENTIAL}, {img::MADV_BIT_RANDOM, MADV_RANDOM}};
+    for (auto [bit, adv] : kAdv)
+      if (v.madv() & bit) rt.call(__NR_madvise, v.start(), len, static_cast<uint64_t>(adv));
+    if (!v.name().empty()) {
+      uint64_t name = put_path(scratch, pid, kPathOff, v.name());
+      rt.call(__NR_prctl, 0x53564d41 /* PR_SET_VMA */, 0 /* PR_SET_VMA_ANON_NAME */, v.start(),
+              len, name);
+    }
+    if (v.locked() && rt.call(__NR_mlock, v.start(), len) < 0)
+      LOG_WARN("pid %d: could not lock memory at %llx", pid,
+               static_cast<unsigned long long>(v.start()));
+  }
+}
+
+void restore_mm_fields(RemoteThread& rt, const RemoteScratch& scratch, pid_t pid,
+                       const img::MmCore& mm) {
+  ckpt_prctl_mm_map m{};
+  m.start_code = mm.start_code();
+  m.end_code = mm.end_code();
+  m.start_data = mm.start_data();
+  m.end_data = mm.end_data();
+  m.start_brk = mm.start_brk();
+  m.brk = mm.brk();
+  m.start_stack = mm.start_stack();
+  m.arg_start = mm.arg_start();
+  m.arg_end = mm.arg_end();
+  m.env_start = mm.env_start();
+  m.env_end = mm.env_end();
+  std::vector<uint64_t> auxv(mm.auxv().begin(), mm.auxv().end());
+  constexpr size_t kAuxvOff = 1024, kExeOff = 4096;
+  if (auxv.size() * 8 > kExeOff - kAuxvOff) throw Error("auxv image too large");
+  scratch.write(pid, kAuxvOff, auxv.data(), auxv.size() * 8);
+  m.auxv = scratch.addr() + kAuxvOff;
+  m.auxv_size = static_cast<uint32_t>(auxv.size() * 8);
+  long exe_fd = -1;
+  if (!mm.exe_path().empty()) {
+    exe_fd = rt.call(__NR_openat, static_cast<uint64_t>(AT_FDCWD),
+                     put_path(scratch, pid, kExeOff, mm.exe_path()), O_RDONLY | O_CLOEXEC);
+    if (exe_fd < 0) throw Error("open executable " + mm.exe_path(), static_cast<int>(-exe_fd));
+  }
+  m.exe_fd = static_cast<uint32_t>(exe_fd);
+  scratch.write(pid, 0, &m, sizeof m);
+  rt.check("prctl(PR_SET_MM_MAP)", __NR_prctl, PR_SET_MM, PR_SET_MM_MAP, scratch.addr(), sizeof m);
+  if (exe_fd >= 0) rt.call(__NR_close, static_cast<uint64_t>(exe_fd));
+}
+
+}  // namespace ckpt

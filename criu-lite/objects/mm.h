@@ -1,0 +1,56 @@
+// Address spaces: the VMA layout and mm fields (mm-PID.img) and the page
+// data (pagemap/pages), including MAP_SHARED anonymous memory, which is
+// saved once per object ("shmem-INODE") however many processes map it.
+#pragma once
+
+#include <map>
+
+#include "image/image_io.h"
+#include "mm.pb.h"
+#include "objects/dump_context.h"
+
+namespace ckpt {
+
+inline std::string mm_name(pid_t pid) { return "mm-" + std::to_string(pid) + ".img"; }
+inline std::string shmem_pages_id(uint64_t ino) { return "shmem-" + std::to_string(ino); }
+
+// Saves mm-PID.img and the task's pages (and shared objects not saved yet).
+void dump_mm(DumpContext& ctx, DumpTask& t);
+
+// Pages a task's VMAs hold, estimated from smaps (for the progress bar).
+uint64_t estimate_pages(const std::vector<proc::Vma>& vmas);
+
+// Shared anonymous objects are rebuilt once by the controller, which keeps
+// them mapped; each task then maps them through /proc/SELF/map_files.
+struct ShmemObject {
+  uint64_t addr = 0;
+  uint64_t size = 0;
+};
+class ShmemTable {
+ public:
+  ShmemTable() = default;
+  ShmemTable(const ShmemTable&) = delete;
+  ~ShmemTable();
+  // Maps and fills every shared anonymous object the images mention.
+  void load(const image::ImageSource& src, const std::vector<img::MmCore>& mms);
+  const ShmemObject& get(uint64_t id) const;
+
+ private:
+  std::map<uint64_t, ShmemObject> objs_;
+};
+
+struct MmRestoreStats {
+  uint64_t pages = 0;
+};
+
+// Rebuilds the address space of a restore stub (a fork of ckpt, stopped,
+// driven through rt) into the dumped one. On return rt's syscall ip points
+// into the vDSO at its dumped address and scratch is mapped at a free place.
+void restore_mm(RemoteThread& rt, RemoteScratch& scratch, pid_t pid, const img::MmCore& mm,
+                const image::ImageSource& src, const ShmemTable& shmem, MmRestoreStats* stats);
+
+// The mm fields (brk, arg/env areas, auxv, exe) with PR_SET_MM_MAP.
+void restore_mm_fields(RemoteThread& rt, const RemoteScratch& scratch, pid_t pid,
+                       const img::MmCore& mm);
+
+}  // namespace ckpt

@@ -1,0 +1,27 @@
+// Process-wide state that is neither memory nor files: name, personality,
+// umask, rlimits, signal handlers, interval timers, process-wide pending
+// signals, cwd and root, parent-death signal, dumpable flag; the threads'
+// own state comes from thread.h. Saved as core-PID.img.
+#pragma once
+
+#include "core.pb.h"
+#include "objects/dump_context.h"
+
+namespace ckpt {
+
+void dump_task_core(DumpContext& ctx, DumpTask& t);
+inline std::string core_name(pid_t pid) { return "core-" + std::to_string(pid) + ".img"; }
+
+// Restore side (remote syscalls in the task's leader; scratch in the task).
+void restore_sigactions(RemoteThread& rt, const RemoteScratch& s, pid_t pid,
+                        const img::TaskCore& core);
+void restore_itimers(RemoteThread& rt, const RemoteScratch& s, pid_t pid,
+                     const img::TaskCore& core);
+// Queues the saved pending signals again: process-wide ones through the
+// leader, per-thread ones through each thread (tid_rts in thread order).
+void restore_pending(RemoteThread& rt, const RemoteScratch& s, pid_t pid, pid_t tid,
+                     const std::vector<img::SigInfo>& sigs, bool shared);
+void restore_rlimits(pid_t pid, const img::TaskCore& core);
+void restore_task_misc(RemoteThread& rt, const img::TaskCore& core);
+
+}  // namespace ckpt

@@ -1,0 +1,43 @@
+// Everything a restore needs, read and validated from the images before
+// anything is created.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "core.pb.h"
+#include "files.pb.h"
+#include "image/image_io.h"
+#include "inventory.pb.h"
+#include "mm.pb.h"
+#include "pstree.pb.h"
+
+namespace ckpt {
+
+struct PlannedTask {
+  img::PstreeEntry entry;
+  img::TaskCore core;
+  img::MmCore mm;
+  img::FdTable fds;
+  int parent = -1;             // index in RestorePlan::tasks, -1 for the root
+  std::vector<int> children;   // indexes
+  pid_t pid() const { return static_cast<pid_t>(entry.pid()); }
+};
+
+struct RestorePlan {
+  img::Inventory inv;
+  std::vector<PlannedTask> tasks;  // parents before children; [0] is the root
+};
+
+// Reads every record image and checks it fits this machine: format version,
+// architecture, XSAVE features, the vDSO. Throws naming the image.
+RestorePlan load_plan(const image::ImageSource& src);
+
+// Every pid and tid the plan needs must be free; pids just freed by a dump
+// can stay taken for a moment (orphans are reaped late), so this waits up to
+// timeout_ms before naming the process that holds one.
+void wait_pids_free(const RestorePlan& plan, int timeout_ms);
+
+}  // namespace ckpt

@@ -1,0 +1,38 @@
+// The restore pipeline: validate every image, fork the tree with the old
+// pids, rebuild each address space and thread through remote syscalls, and
+// let the whole tree run at once. Any failure kills what was created.
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <string>
+
+#include "objects/progress.h"
+
+namespace ckpt {
+
+struct RestoreResult;
+
+struct RestoreRequest {
+  std::string dir;
+  bool detach = false;       // -d: return once the tree runs
+  std::string pidfile;
+  Progress* progress = nullptr;
+  int pid_wait_ms = 5000;    // how long pids held by dying processes are waited for
+  // Called once the tree runs (before waiting for the root without -d).
+  std::function<void(const RestoreResult&)> on_running;
+};
+
+struct RestoreResult {
+  pid_t root = 0;
+  uint32_t tasks = 0, threads = 0;
+  uint64_t pages = 0;
+  uint64_t total_us = 0;
+  int exit_status = 0;       // without -d: the root's wait status
+};
+
+// With detach=false this returns after the root exits.
+RestoreResult restore_tree(const RestoreRequest& req);
+
+}  // namespace ckpt

@@ -1,0 +1,200 @@
+#include "restore/stubs.h"
+
+#include <linux/futex.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include "sys/error.h"
+#include "sys/fault.h"
+#include "sys/log.h"
+#include "sys/uapi.h"
+
+namespace ckpt {
+
+struct StubTree::Control {
+  std::atomic<int> phase;
+  std::atomic<int> created;
+  std::atomic<int> grouped;
+  std::atomic<int> ready;
+  std::atomic<int> failed;  // index + 1 of the first stub that failed
+  struct Slot {
+    std::atomic<int> state;
+    char error[512];
+  } slots[1];
+};
+
+namespace {
+void futex_wait(std::atomic<int>* addr, int val) {
+  timespec ts{0, 50 * 1000 * 1000};
+  syscall(SYS_futex, reinterpret_cast<int*>(addr), FUTEX_WAIT, val, &ts, nullptr, 0);
+}
+void futex_wake(std::atomic<int>* addr) {
+  syscall(SYS_futex, reinterpret_cast<int*>(addr), FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0);
+}
+
+pid_t clone_with_pid(pid_t pid, int exit_signal) {
+  ckpt_clone_args args{};
+  args.exit_signal = static_cast<uint64_t>(exit_signal);
+  args.set_tid = reinterpret_cast<uint64_t>(&pid);
+  args.set_tid_size = 1;
+  return static_cast<pid_t>(syscall(SYS_clone3, &args, sizeof args));
+}
+}  // namespace
+
+StubTree::StubTree(const RestorePlan& plan, const FileTable& files) : plan_(plan), files_(files) {
+  ctl_size_ = sizeof(Control) + plan.tasks.size() * sizeof(Control::Slot);
+  void* p = mmap(nullptr, ctl_size_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw_errno("map restore control block");
+  ctl_ = static_cast<Control*>(p);
+}
+
+StubTree::~StubTree() {
+  if (!released_) kill_all();
+  munmap(ctl_, ctl_size_);
+}
+
+pid_t StubTree::root_pid() const { return root_; }
+
+void StubTree::stub_main(int idx) {
+  const PlannedTask& t = plan_.tasks[idx];
+  auto& slot = ctl_->slots[idx];
+  auto fail = [&](const char* what, int err) {
+    snprintf(slot.error, sizeof slot.error, "%s%s%s", what, err ? ": " : "", err ? strerror(err) : "");
+    slot.state.store(2);
+    int expected = 0;
+    ctl_->failed.compare_exchange_strong(expected, idx + 1);
+    futex_wake(&ctl_->failed);
+    _exit(1);
+  };
+  // If our parent (a stub, or the controller) dies, so do we: a failed
+  // restore leaves nothing behind. The real value comes back at the end.
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() == 1) fail("parent died", 0);
+  pid_t pid = t.pid();
+  if (t.entry.sid() == t.entry.pid() && getsid(0) != pid && setsid() < 0) fail("setsid", errno);
+  for (int c : t.children) {
+    const PlannedTask& ct = plan_.tasks[c];
+    int sig = ct.core.exit_signal() ? ct.core.exit_signal() : SIGCHLD;
+    pid_t r = clone_with_pid(ct.pid(), sig);
+    if (r == 0) stub_main(c);
+    if (r < 0) {
+      char msg[128];
+      snprintf(msg, sizeof msg, "create child pid %d (clone3 set_tid)", ct.pid());
+      fail(msg, errno);
+    }
+  }
+  ctl_->created.fetch_add(1);
+  futex_wake(&ctl_->created);
+
+  // Groups: leaders make theirs first, then the members join.
+  while (ctl_->phase.load() < 1) futex_wait(&ctl_->phase, 0);
+  pid_t pgid = static_cast<pid_t>(t.entry.pgid());
+  if (pgid == pid && getpgrp() != pid && setpgid(0, 0) < 0) fail("setpgid (leader)", errno);
+  ctl_->grouped.fetch_add(1);
+  futex_wake(&ctl_->grouped);
+  while (ctl_->phase.load() < 2) futex_wait(&ctl_->phase, 1);
+  if (pgid != pid && getpgrp() != pgid && setpgid(0, pgid) < 0) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "join process group %d", pgid);
+    fail(msg, errno);
+  }
+  if (t.entry.sid() != 0 && getsid(0) != static_cast<pid_t>(t.entry.sid()) && !plan_.inv.shell_job()) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "ended up in session %d instead of %u (session layouts where a "
+             "process is in neither its own nor its parent's session are not supported)",
+             getsid(0), t.entry.sid());
+    fail(msg, 0);
+  }
+
+  umask(t.core.umask());
+  if (!t.core.cwd().empty() && chdir(t.core.cwd().c_str()) < 0) fail(("chdir " + t.core.cwd()).c_str(), errno);
+  try {
+    files_.install(t.fds);
+  } catch (const Error& e) {
+    fail(e.what(), 0);
+  }
+  if (getenv("CKPT_FAULT") && strcmp(getenv("CKPT_FAULT"), "restore-after-files") == 0 && idx == 0)
+    fail("injected fault restore-after-files", 0);
+  slot.state.store(1);
+  ctl_->ready.fetch_add(1);
+  futex_wake(&ctl_->ready);
+  // From here the controller takes over with ptrace.
+  for (;;) pause();
+}
+
+void StubTree::wait_counter(std::atomic<int>& c, int want, int timeout_ms, const char* what) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    int f = ctl_->failed.load();
+    if (f) {
+      const PlannedTask& t = plan_.tasks[f - 1];
+      throw Error(strfmt("pid %d: %s", t.pid(), ctl_->slots[f - 1].error));
+    }
+    int v = c.load();
+    if (v >= want) return;
+    int st;
+    if (root_ > 0 && waitpid(root_, &st, WNOHANG) == root_) {
+      root_ = -1;
+      throw Error(strfmt("restore stub of pid %d died while %s", plan_.tasks[0].pid(), what));
+    }
+    if (std::chrono::steady_clock::now() > deadline)
+      throw Error(strfmt("timed out while %s (%d of %d processes)", what, v, want));
+    futex_wait(&c, v);
+  }
+}
+
+void StubTree::raise_phase(int p) {
+  ctl_->phase.store(p);
+  futex_wake(&ctl_->phase);
+}
+
+void StubTree::create(int timeout_ms) {
+  const PlannedTask& root = plan_.tasks[0];
+  int n = static_cast<int>(plan_.tasks.size());
+  // Orphaned stubs of a failed restore come to us, not to a PID 1 that
+  // reaps late, so their pids are free again at once.
+  prctl(PR_SET_CHILD_SUBREAPER, 1);
+  fflush(nullptr);
+  pid_t r = clone_with_pid(root.pid(), SIGCHLD);
+  if (r == 0) stub_main(0);
+  if (r < 0) throw_errno(strfmt("create root pid %d (clone3 set_tid)", root.pid()));
+  root_ = r;
+  wait_counter(ctl_->created, n, timeout_ms, "creating processes");
+  raise_phase(1);
+  wait_counter(ctl_->grouped, n, timeout_ms, "making process groups");
+  raise_phase(2);
+  wait_counter(ctl_->ready, n, timeout_ms, "opening files");
+}
+
+void StubTree::kill_all() {
+  for (const auto& t : plan_.tasks) kill(t.pid(), SIGKILL);
+  // Reap what comes to us (root and orphans, we are their subreaper) until
+  // no pid of the plan exists any more.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  for (;;) {
+    while (waitpid(-1, nullptr, WNOHANG | __WALL) > 0) {
+    }
+    bool any = false;
+    for (const auto& t : plan_.tasks)
+      for (uint32_t tid : t.entry.threads())
+        if (access(strfmt("/proc/%u", tid).c_str(), F_OK) == 0) {
+          // Only ours: a pid that was never created by us may be someone else's.
+          any = true;
+        }
+    if (!any || std::chrono::steady_clock::now() > deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  root_ = -1;
+}
+
+}  // namespace ckpt

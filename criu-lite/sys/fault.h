@@ -1,0 +1,11 @@
+// Named fault points: CKPT_FAULT=NAME in the environment makes the step of
+// that name fail with an Error, so tests can prove that a dump failing there
+// leaves the tree running and a restore failing there leaves nothing behind.
+#pragma once
+
+namespace ckpt::fault {
+
+// Throws Error("injected fault NAME") when CKPT_FAULT equals name.
+void point(const char* name);
+
+}  // namespace ckpt::fault
