@@ -155,7 +155,31 @@ void FileDumper::finish(DumpContext& ctx) {
   pipes.save(*ctx.sink);
 }
 
-void FileTable::open_all(const image::ImageSource& src, const std::vector<img::FdTable>& tables) {
+namespace {
+UniqueFd open_regular(const img::FileDesc& d) {
+  uint32_t oflags = d.flags() & ~static_cast<uint32_t>(O_CREAT | O_EXCL | O_TRUNC | O_CLOEXEC);
+  UniqueFd f = open_or_throw(d.reg().path(), static_cast<int>(oflags));
+  struct stat st{};
+  if (fstat(f.get(), &st) == 0 && S_ISREG(st.st_mode) &&
+      static_cast<uint64_t>(st.st_size) != d.reg().size())
+    LOG_DEBUG("%s: size %lld differs from %llu at dump", d.reg().path().c_str(),
+              static_cast<long long>(st.st_size), static_cast<unsigned long long>(d.reg().size()));
+  if (lseek(f.get(), static_cast<off_t>(d.pos()), SEEK_SET) < 0 && errno != ESPIPE &&
+      errno != EINVAL)
+    throw_errno("seek " + d.reg().path());
+  return f;
+}
+
+// "/proc/1234/..." with 1234 a pid of the restored tree.
+bool under_tree_proc(const std::string& path, const std::vector<pid_t>& pids) {
+  if (path.rfind("/proc/", 0) != 0) return false;
+  pid_t pid = static_cast<pid_t>(atoi(path.c_str() + 6));
+  return std::find(pids.begin(), pids.end(), pid) != pids.end();
+}
+}  // namespace
+
+void FileTable::open_all(const image::ImageSource& src, const std::vector<img::FdTable>& tables,
+                         const std::vector<pid_t>& tree_pids) {
   std::map<uint64_t, img::PipeData> data;
   {
     image::RecordReader r(src, kPipeDataImage, image::Kind::PipeData);
@@ -182,20 +206,13 @@ void FileTable::open_all(const image::ImageSource& src, const std::vector<img::F
     setrlimit(RLIMIT_NOFILE, &rl);
   }
   for (const auto& d : descs) {
+    if (d.has_reg() && under_tree_proc(d.reg().path(), tree_pids)) {
+      deferred_[d.id()] = d;
+      continue;
+    }
     UniqueFd fd = in_context(strfmt("file description %u", d.id()), [&] {
       uint32_t oflags = d.flags() & ~static_cast<uint32_t>(O_CREAT | O_EXCL | O_TRUNC | O_CLOEXEC);
-      if (d.has_reg()) {
-        UniqueFd f = open_or_throw(d.reg().path(), static_cast<int>(oflags));
-        struct stat st{};
-        if (fstat(f.get(), &st) == 0 && S_ISREG(st.st_mode) &&
-            static_cast<uint64_t>(st.st_size) != d.reg().size())
-          LOG_DEBUG("%s: size %lld differs from %llu at dump", d.reg().path().c_str(),
-                    static_cast<long long>(st.st_size),
-                    static_cast<unsigned long long>(d.reg().size()));
-        if (lseek(f.get(), static_cast<off_t>(d.pos()), SEEK_SET) < 0 && errno != ESPIPE)
-          throw_errno("seek " + d.reg().path());
-        return f;
-      }
+      if (d.has_reg()) return open_regular(d);
       if (d.has_chr()) return open_or_throw(d.chr().path(), static_cast<int>(oflags));
       if (d.has_pipe()) return pipes.open_end(d.pipe().pipe_id(), oflags);
       if (d.has_fifo())
@@ -210,11 +227,21 @@ void FileTable::open_all(const image::ImageSource& src, const std::vector<img::F
 
 void FileTable::install(const img::FdTable& table) const {
   std::set<int> wanted;
+  std::map<uint32_t, UniqueFd> late;  // deferred descriptions opened here
   for (const auto& e : table.fds()) {
-    auto it = fds_.find(e.desc_id());
-    if (it == fds_.end()) throw Error(strfmt("fd %u: unknown file description %u", e.fd(), e.desc_id()));
+    auto d = deferred_.find(e.desc_id());
+    if (d != deferred_.end() && !late.count(e.desc_id())) {
+      UniqueFd f = in_context(strfmt("fd %u", e.fd()), [&] { return open_regular(d->second); });
+      int moved = fcntl(f.get(), F_DUPFD_CLOEXEC, base_);
+      if (moved < 0) throw_errno(strfmt("fd %u: move above fd %d", e.fd(), base_));
+      late[e.desc_id()] = UniqueFd(moved);
+    }
+    int src = -1;
+    if (auto l = late.find(e.desc_id()); l != late.end()) src = l->second.get();
+    if (auto f = fds_.find(e.desc_id()); f != fds_.end()) src = f->second.get();
+    if (src < 0) throw Error(strfmt("fd %u: unknown file description %u", e.fd(), e.desc_id()));
     int fd = static_cast<int>(e.fd());
-    if (dup3(it->second.get(), fd, e.cloexec() ? O_CLOEXEC : 0) < 0)
+    if (dup3(src, fd, e.cloexec() ? O_CLOEXEC : 0) < 0)
       throw_errno(strfmt("fd %d: dup3", fd));
     wanted.insert(fd);
   }

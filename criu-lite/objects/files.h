@@ -48,7 +48,10 @@ class FileDumper {
 // inherit them and dup them to their numbers.
 class FileTable {
  public:
-  void open_all(const image::ImageSource& src, const std::vector<img::FdTable>& tables);
+  // tree_pids: files under /proc/PID of a restored process can only be
+  // opened once that process exists; those are opened by install().
+  void open_all(const image::ImageSource& src, const std::vector<img::FdTable>& tables,
+                const std::vector<pid_t>& tree_pids);
   // In a restore stub: installs the task's fd table and closes every other fd.
   void install(const img::FdTable& table) const;
   // Drops the helper fds that kept FIFOs open while the table was built.
@@ -56,6 +59,7 @@ class FileTable {
 
  private:
   std::map<uint32_t, UniqueFd> fds_;  // description id -> our fd
+  std::map<uint32_t, img::FileDesc> deferred_;  // /proc/PID files of the tree
   std::vector<UniqueFd> helpers_;
   int base_ = 0;
 };

@@ -48,6 +48,9 @@ struct LiveTask {
 
 void seize_stub(LiveTask& lt) {
   pid_t pid = lt.plan->pid();
+  // RemoteThread keeps a reference to the leader's Tracee: no reallocation
+  // may move it when the other threads are added.
+  lt.threads.reserve(static_cast<size_t>(lt.plan->core.threads_size()));
   lt.threads.push_back(Tracee::seize(pid, kStubOptions));
   Tracee& t = lt.threads.back();
   t.interrupt();
@@ -160,14 +163,16 @@ RestoreResult restore_tree(const RestoreRequest& req) {
 
   std::vector<img::MmCore> mms;
   std::vector<img::FdTable> tables;
+  std::vector<pid_t> pids;
   for (const auto& t : plan.tasks) {
     mms.push_back(t.mm);
     tables.push_back(t.fds);
+    pids.push_back(t.pid());
   }
   ShmemTable shmem;
   shmem.load(src, mms);
   FileTable files;
-  files.open_all(src, tables);
+  files.open_all(src, tables, pids);
 
   StubTree stubs(plan, files);
   stubs.create(10000);
