@@ -112,7 +112,7 @@ img::Vma classify(pid_t pid, const proc::Vma& v) {
 class PageCopier {
  public:
   PageCopier(pid_t pid, image::PageWriter& w, Progress* progress)
-      : pid_(pid), w_(w), progress_(progress), buf_(kBufBytes) {}
+      : pid_(pid), w_(w), progress_(progress), buf_(new char[kBufBytes]) {}
   void add(uint64_t vaddr, uint64_t npages, bool readable) {
     while (npages > 0) {
       uint64_t room = (kBufBytes - used_) / kPage;
@@ -136,7 +136,7 @@ class PageCopier {
     size_t want = 0;
     for (size_t i = 0; i < iov_.size(); i++) {
       if (readable_[i]) {
-        local.push_back({buf_.data() + off, iov_[i].iov_len});
+        local.push_back({buf_.get() + off, iov_[i].iov_len});
         remote.push_back(iov_[i]);
         want += iov_[i].iov_len;
       }
@@ -149,9 +149,9 @@ class PageCopier {
     off = 0;
     for (size_t i = 0; i < iov_.size(); i++) {
       if (!readable_[i] || !all)
-        remote_read(pid_, reinterpret_cast<uint64_t>(iov_[i].iov_base), buf_.data() + off,
+        remote_read(pid_, reinterpret_cast<uint64_t>(iov_[i].iov_base), buf_.get() + off,
                     iov_[i].iov_len);
-      w_.add(reinterpret_cast<uint64_t>(iov_[i].iov_base), buf_.data() + off,
+      w_.add(reinterpret_cast<uint64_t>(iov_[i].iov_base), buf_.get() + off,
              iov_[i].iov_len / kPage);
       off += iov_[i].iov_len;
     }
@@ -167,7 +167,8 @@ class PageCopier {
   pid_t pid_;
   image::PageWriter& w_;
   Progress* progress_;
-  std::vector<char> buf_;
+  // Not zeroed: first touches of fresh pages are what costs here.
+  std::unique_ptr<char[]> buf_;
   std::vector<iovec> iov_;
   std::vector<bool> readable_;
   size_t used_ = 0;
