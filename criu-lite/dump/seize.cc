@@ -91,6 +91,9 @@ void prepare_tasks(DumpContext& ctx) {
     in_context(strfmt("pid %d", t.pid), [&] {
       t.stat = proc::read_stat(t.pid);
       t.status = proc::read_status(t.pid);
+      if (t.status.seccomp != 0)
+        throw Error("seccomp filters are not supported yet (the restored process would run "
+                    "without them)");
       t.vmas = proc::read_smaps(t.pid);
       for (const auto& v : t.vmas)
         if (v.path == "[vdso]") t.vdso_base = v.start;

@@ -240,7 +240,10 @@ PageReader::PageReader(const ImageSource& src, const std::string& id) : id_(id) 
 
 void PageReader::for_each(
     const std::function<void(uint64_t vaddr, const uint8_t* data, size_t npages)>& fn) const {
-  std::string buf;  // one chunk of decompressed pages, reused
+  // One chunk of decompressed pages, reused; not a std::string so growing it
+  // does not zero a megabyte that zstd overwrites anyway.
+  std::unique_ptr<uint8_t[]> buf;
+  size_t buf_size = 0;
   std::unique_ptr<ZSTD_DCtx, DCtxFree> dctx;
   int ri = 0;
   uint64_t run_done = 0;
@@ -256,13 +259,16 @@ void PageReader::for_each(
         if (!dctx) throw Error("zstd: cannot allocate a decompression context");
       }
       size_t want = c.nr_pages() * kPageSize;
-      if (buf.size() < want) buf.resize(want);
-      size_t n = ZSTD_decompressDCtx(dctx.get(), buf.data(), want, stored, c.stored_len());
+      if (buf_size < want) {
+        buf.reset(new uint8_t[want]);
+        buf_size = want;
+      }
+      size_t n = ZSTD_decompressDCtx(dctx.get(), buf.get(), want, stored, c.stored_len());
       if (ZSTD_isError(n) || n != want)
         throw Error(strfmt("image %s: chunk %d does not decompress to %zu bytes%s%s",
                            pages_name(id_).c_str(), i, want, ZSTD_isError(n) ? ": " : "",
                            ZSTD_isError(n) ? ZSTD_getErrorName(n) : ""));
-      data = reinterpret_cast<const uint8_t*>(buf.data());
+      data = buf.get();
     }
     // The constructor proved runs and chunks hold the same number of pages,
     // so ri stays in range.

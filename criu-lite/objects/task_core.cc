@@ -81,6 +81,7 @@ void dump_task_core(DumpContext& ctx, DumpTask& t) {
   t.scratch.read(t.pid, 0, &pdeath, sizeof pdeath);
   core.set_pdeath_sig(pdeath);
   core.set_dumpable(rt.check("prctl(PR_GET_DUMPABLE)", __NR_prctl, PR_GET_DUMPABLE) != 0);
+  core.set_no_new_privs(t.status.no_new_privs != 0);
 
   for (size_t i = 0; i < t.threads.size(); i++) {
     in_context(strfmt("thread %d", t.threads[i].tid()),

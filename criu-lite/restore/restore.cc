@@ -135,6 +135,8 @@ void finish_process(LiveTask& lt) {
   for (size_t i = 0; i < lt.threads.size(); i++) {
     const img::ThreadCore& tc = p.core.threads(static_cast<int>(i));
     RemoteThread* trt = i == 0 ? &rt : rts[i - 1].get();
+    if (p.core.no_new_privs())
+      trt->check("prctl(PR_SET_NO_NEW_PRIVS)", __NR_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
     in_context(strfmt("thread %u: credentials", tc.tid()),
                [&] { restore_thread_creds(*trt, lt.scratch, pid, tc.creds()); });
   }

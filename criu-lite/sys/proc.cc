@@ -415,7 +415,12 @@ FdInfo parse_fdinfo_named(std::string_view text, const std::string& what) {
     size_t colon = line.find(':');
     std::string_view key =
         colon == std::string_view::npos ? std::string_view() : trim(line.substr(0, colon));
-    if (key.empty()) fail(what, lines.no(), "expected 'key: value', got " + quote(line));
+    if (key.empty()) {
+      // Some kinds print free-form lines (io_uring's "op=6, task_works=0"):
+      // kept whole under an empty key, for the kind's own parser to judge.
+      fi.extra.emplace_back(std::string(), std::string(trim(line)));
+      continue;
+    }
     std::string_view val = trim(line.substr(colon + 1));
     auto bad = [&]() { fail(what, lines.no(), std::string(key) + ": bad value " + quote(val)); };
     if (key == "pos") {

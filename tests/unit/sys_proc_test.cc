@@ -535,12 +535,20 @@ TEST(ProcFdinfo, NegativePosKeepsBits) {
   EXPECT_EQ(fi.mnt_id, -1);  // absent
 }
 
+TEST(ProcFdinfo, FreeFormLinesKept) {
+  // io_uring prints lines that are not "key: value".
+  proc::FdInfo fi = parse_fdinfo("pos:\t0\nflags:\t02\n  op=6, task_works=0\n: x\n");
+  ASSERT_EQ(fi.extra.size(), 2u);
+  EXPECT_EQ(fi.extra[0].first, "");
+  EXPECT_EQ(fi.extra[0].second, "op=6, task_works=0");
+  EXPECT_EQ(fi.extra[1].second, ": x");
+}
+
 TEST(ProcFdinfo, Malformed) {
   EXPECT_PARSE_ERROR(parse_fdinfo(""), "fdinfo: no 'pos:' line");
   EXPECT_PARSE_ERROR(parse_fdinfo("pos:\t0\n"), "fdinfo: no 'flags:' line");
-  EXPECT_PARSE_ERROR(parse_fdinfo("garbage\n"),
-                     "fdinfo: line 1: expected 'key: value', got 'garbage'");
-  EXPECT_PARSE_ERROR(parse_fdinfo("pos:\t0\n: x\n"), "line 2: expected 'key: value'");
+  // Without pos/flags a free-form line does not make it valid.
+  EXPECT_PARSE_ERROR(parse_fdinfo("garbage\n"), "fdinfo: no 'pos:' line");
   EXPECT_PARSE_ERROR(parse_fdinfo("pos:\tabc\nflags:\t0\n"), "line 1: pos: bad value 'abc'");
   EXPECT_PARSE_ERROR(parse_fdinfo("pos:\t0\nflags:\t0999\n"), "line 2: flags: bad value '0999'");
   EXPECT_PARSE_ERROR(parse_fdinfo("pos:\t0\nflags:\t0\nmnt_id:\t\n"),
