@@ -1,0 +1,1028 @@
+#!/usr/bin/env python3
+"""End-to-end tests of ckpt: real workloads dumped, killed, restored, compared.
+
+Usage:
+    ckpt_e2e.py --ckpt BUILD/ckpt --workloads BUILD/tests/workloads SCENARIO
+                [--iters N] [--workload NAME] [--keep] [--timeout SECONDS]
+    ckpt_e2e.py --list
+
+Exit status: 0 pass, 1 fail (the last line says why), 77 skip (with a reason).
+
+A workload (tests/workloads/wl_*.c, protocol in wl.h) sets up kernel state,
+logs `ready`, then keeps checking its own invariants, logging `progress N`
+and `FAIL <pid>: ...` if one breaks.  A cycle of a scenario:
+
+  1. sample the tree twice from /proc (pids, tids and thread names, ppid,
+     pgid, sid, maps without [vvar*], fd targets, fdinfo flags/pos/mnt_id);
+     fd offsets that moved between the samples are the workload's to check,
+     the others must come back exactly;
+  2. `ckpt dump`; the tree must be gone;
+  3. `ckpt restore -d --pidfile`; the same pids and tids must exist with the
+     same attributes, maps and fds;
+  4. the log must continue where it stopped (first new progress = last + 1,
+     consecutive, at least 10 more), with no FAIL and a single `start`.
+
+Scenarios: one per workload (memory threads tree pipes files signals
+identity counter), plus leave-running, repeat, restore-after-kill,
+fault-dump, fault-restore and bad-images (see the sc_* functions).
+
+Workload trees use global PIDs, so scenarios must run one at a time.  Every
+process a scenario started is killed and its temp dir removed on any exit
+path (finally, atexit, SIGTERM/SIGINT/SIGHUP, and an internal deadline below
+CTest's timeout).
+"""
+
+import argparse
+import atexit
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+EXIT_PASS, EXIT_FAIL, EXIT_SKIP = 0, 1, 77
+
+WORKLOADS = ("memory", "threads", "tree", "pipes", "files", "signals", "identity", "counter")
+DUMP_FAULTS = ("dump-after-seize", "dump-after-core", "dump-after-pages", "dump-before-inventory")
+RESTORE_FAULTS = ("restore-after-fork", "restore-after-files", "restore-after-mm",
+                  "restore-before-resume")
+
+READY_TIMEOUT = 20.0      # workload start to `ready`
+PROGRESS_TIMEOUT = 30.0   # for the log to advance after a restore / failed dump
+CKPT_TIMEOUT = 60.0       # any ckpt command
+BAD_IMAGE_TIMEOUT = 10.0  # a restore of corrupted images must fail this fast
+GONE_TIMEOUT = 5.0        # for dumped/killed tasks to die
+VANISH_TIMEOUT = 10.0     # for dead tasks to be reaped (PID 1 reaps late here)
+PROGRESS_STEP = 10        # progress lines a resumed workload must add
+WARMUP_PROGRESS = 3       # progress lines after `ready` before the first dump
+SAMPLE_GAP = 0.3          # between the two pre-dump samples
+
+_T0 = time.monotonic()
+
+
+class Failure(Exception):
+    """A check failed; str() is the one-line reason."""
+
+
+class Skip(Exception):
+    """The scenario cannot run here; str() is the reason."""
+
+
+class Interrupted(Exception):
+    """A termination signal arrived."""
+
+
+def note(msg):
+    print(f"[{time.monotonic() - _T0:7.2f}] {msg}", flush=True)
+
+
+# ---------------------------------------------------------------------------
+# /proc
+# ---------------------------------------------------------------------------
+
+def read_text(path, default=None):
+    try:
+        with open(path, "r", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return default
+
+
+def read_link(path, default=None):
+    try:
+        return os.readlink(path)
+    except OSError:
+        return default
+
+
+def proc_stat(pid):
+    """(state, ppid, pgid, sid) of a task, or None if it does not exist."""
+    data = read_text(f"/proc/{pid}/stat")
+    if not data:
+        return None
+    fields = data[data.rindex(")") + 2:].split()
+    return fields[0], int(fields[1]), int(fields[2]), int(fields[3])
+
+
+def task_alive(pid):
+    """True if the task exists and is not a zombie."""
+    st = proc_stat(pid)
+    return st is not None and st[0] not in "ZXx"
+
+
+def task_exists(pid):
+    return os.path.exists(f"/proc/{pid}")
+
+
+def all_pids():
+    return [int(d) for d in os.listdir("/proc") if d.isdigit()]
+
+
+def task_tids(pid):
+    try:
+        return sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return []
+
+
+def tree_pids(root):
+    """The live tree rooted at root (by ppid), root first, then sorted."""
+    children = {}
+    for pid in all_pids():
+        st = proc_stat(pid)
+        if st and st[0] not in "ZXx":
+            children.setdefault(st[1], []).append(pid)
+    if not task_alive(root):
+        return []
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return [root] + sorted(out[1:])
+
+
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+# ---------------------------------------------------------------------------
+# Snapshots of a tree as /proc shows it
+# ---------------------------------------------------------------------------
+
+MAPS_RE = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) (\S+) ([0-9a-f]+) (\S+) (\d+)\s*(.*)$")
+ANON_INODE_RE = re.compile(r"^(\w+):\[(\d+)\]$")
+
+
+def read_maps(pid):
+    """Normalized mappings: [vvar*] dropped, adjacent equivalent VMAs merged
+    (restore may split or merge them differently), inode kept only for real
+    files (a restored pipe or shmem object is a new inode)."""
+    text = read_text(f"/proc/{pid}/maps")
+    if text is None:
+        raise Failure(f"cannot read /proc/{pid}/maps (task gone?)")
+    merged = []
+    for line in text.splitlines():
+        m = MAPS_RE.match(line)
+        if not m:
+            continue
+        start, end = int(m[1], 16), int(m[2], 16)
+        perms, off, inode, path = m[3], int(m[4], 16), int(m[6]), m[7].strip()
+        if path.startswith("[vvar"):
+            continue
+        file_backed = path.startswith("/")
+        real_file = (file_backed and not path.endswith("(deleted)")
+                     and not path.startswith(("/dev/zero", "/SYSV", "/memfd:")))
+        ident = (perms, path, inode if real_file else None)
+        if merged:
+            prev = merged[-1]
+            if (prev["end"] == start and prev["ident"] == ident
+                    and (not file_backed or prev["off"] + (prev["end"] - prev["start"]) == off)):
+                prev["end"] = end
+                continue
+        merged.append({"start": start, "end": end, "off": off, "ident": ident,
+                       "file": file_backed})
+    out = []
+    for e in merged:
+        perms, path, inode = e["ident"]
+        s = f"{e['start']:x}-{e['end']:x} {perms} {path or '(anon)'}"
+        if e["file"]:
+            s += f" off={e['off']:x}"
+        if inode is not None:
+            s += f" ino={inode}"
+        out.append(s)
+    return out
+
+
+def read_fdinfo(pid, fd):
+    text = read_text(f"/proc/{pid}/fdinfo/{fd}")
+    if text is None:
+        return None
+    info = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("pos", "flags", "mnt_id"):
+            info[key] = value.strip()
+    return info
+
+
+def capture(root):
+    """{pid: task view} for the live tree rooted at root."""
+    pids = tree_pids(root)
+    if not pids:
+        raise Failure(f"workload root {root} is not running")
+    snap = {}
+    for pid in pids:
+        st = proc_stat(pid)
+        if st is None:
+            raise Failure(f"task {pid} vanished while being inspected")
+        threads = {}
+        for tid in task_tids(pid):
+            comm = read_text(f"/proc/{pid}/task/{tid}/comm")
+            if comm is not None:
+                threads[tid] = comm.strip()
+        fds = {}
+        try:
+            fd_names = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            raise Failure(f"cannot list /proc/{pid}/fd")
+        for name in fd_names:
+            target = read_link(f"/proc/{pid}/fd/{name}")
+            info = read_fdinfo(pid, name)
+            if target is None or info is None:
+                continue  # closed meanwhile: a transient fd
+            fds[int(name)] = dict(info, target=target)
+        snap[pid] = {"ppid": st[1], "pgid": st[2], "sid": st[3], "threads": threads,
+                     "maps": read_maps(pid), "fds": fds}
+    # pipe:[123] -> pipe:#0: inodes differ after restore, sharing must not.
+    labels = {}
+    for pid in sorted(snap):
+        for fd in sorted(snap[pid]["fds"]):
+            f = snap[pid]["fds"][fd]
+            m = ANON_INODE_RE.match(f["target"])
+            if m:
+                key = (m[1], m[2])
+                labels.setdefault(key, f"{m[1]}:#{sum(1 for k in labels if k[0] == m[1])}")
+                f["target"] = labels[key]
+    return snap
+
+
+def fd_desc(f, with_pos):
+    s = f"{f['target']} flags={f.get('flags')} mnt={f.get('mnt_id')}"
+    if with_pos:
+        s += f" pos={f.get('pos')}"
+    return s
+
+
+def diff_snapshots(a, b, root, stable=frozenset(), ignore=frozenset()):
+    """Differences between two snapshots, as readable lines.
+
+    The root's ppid is not compared (a detached restore reparents it).
+    stable: (pid, fd) whose offset must match; ignore: (pid, fd) to skip."""
+    out = []
+    if set(a) != set(b):
+        out.append(f"processes differ: missing {sorted(set(a) - set(b))}, "
+                   f"unexpected {sorted(set(b) - set(a))}")
+    for pid in sorted(set(a) & set(b)):
+        ta, tb = a[pid], b[pid]
+        keys = ("pgid", "sid") if pid == root else ("ppid", "pgid", "sid")
+        for k in keys:
+            if ta[k] != tb[k]:
+                out.append(f"pid {pid}: {k} {ta[k]} -> {tb[k]}")
+        if ta["threads"] != tb["threads"]:
+            out.append(f"pid {pid}: threads {ta['threads']} -> {tb['threads']}")
+        if ta["maps"] != tb["maps"]:
+            sb, sa = set(tb["maps"]), set(ta["maps"])
+            lost = [m for m in ta["maps"] if m not in sb]
+            new = [m for m in tb["maps"] if m not in sa]
+            out.append(f"pid {pid}: maps differ: lost {lost[:4]}, new {new[:4]}"
+                       + (" (order)" if not lost and not new else ""))
+        fa = {fd: f for fd, f in ta["fds"].items() if (pid, fd) not in ignore}
+        fb = {fd: f for fd, f in tb["fds"].items() if (pid, fd) not in ignore}
+        if set(fa) != set(fb):
+            out.append(f"pid {pid}: fds differ: missing {sorted(set(fa) - set(fb))}, "
+                       f"unexpected {sorted(set(fb) - set(fa))}")
+        for fd in sorted(set(fa) & set(fb)):
+            with_pos = (pid, fd) in stable
+            da, db = fd_desc(fa[fd], with_pos), fd_desc(fb[fd], with_pos)
+            if da != db:
+                out.append(f"pid {pid} fd {fd}: {da} -> {db}")
+    return out
+
+
+def snapshot_tasks(snap):
+    """Every pid and tid of a snapshot."""
+    return sorted({t for view in snap.values() for t in view["threads"]} | set(snap))
+
+
+# ---------------------------------------------------------------------------
+# Workload log
+# ---------------------------------------------------------------------------
+
+PROGRESS_RE = re.compile(r"^progress (\d+)$")
+
+
+class LogView:
+    """Complete lines of the workload log from a byte offset."""
+
+    def __init__(self, path, offset=0):
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                data = f.read()
+        except OSError:
+            data = b""
+        end = data.rfind(b"\n") + 1  # ignore a line being written
+        self.end = offset + end
+        self.lines = data[:end].decode(errors="replace").splitlines()
+        self.progress = [int(m[1]) for m in map(PROGRESS_RE.match, self.lines) if m]
+        self.fails = [l for l in self.lines if l.startswith("FAIL")]
+        self.starts = [l for l in self.lines if l.startswith("start ")]
+        self.ready = "ready" in self.lines
+
+    def last_progress(self):
+        return self.progress[-1] if self.progress else 0
+
+
+# ---------------------------------------------------------------------------
+# ckpt runner
+# ---------------------------------------------------------------------------
+
+class CkptResult:
+    def __init__(self, rc, stdout, stderr, log_path, seconds):
+        self.rc, self.stdout, self.stderr = rc, stdout, stderr
+        self.log_path, self.seconds = log_path, seconds
+
+    def error_line(self):
+        lines = [l for l in self.stderr.splitlines() if l.strip()]
+        return lines[-1].strip() if lines else "(no message on stderr)"
+
+    def show(self):
+        """Print what ckpt said, for diagnosis."""
+        if self.stderr.strip():
+            note("  ckpt stderr:\n    " + "\n    ".join(self.stderr.strip().splitlines()[-15:]))
+        log = read_text(self.log_path, "") if self.log_path else ""
+        if log.strip():
+            note(f"  ckpt log ({self.log_path}), last lines:\n    "
+                 + "\n    ".join(log.strip().splitlines()[-25:]))
+
+
+class Ckpt:
+    def __init__(self, env, path):
+        self.env, self.path = env, path
+        self.count = 0
+        self.running = []
+
+    def run(self, args, tmp, label, fault=None, timeout=CKPT_TIMEOUT, verbose=True):
+        """Runs ckpt with output to files (a detached tree must not hold our pipes)."""
+        self.count += 1
+        stem = os.path.join(tmp, f"{self.count:02d}-{label}")
+        log_path = stem + ".log" if verbose else None
+        cmd = [self.path] + args + (["-v", "--log-file", log_path] if verbose else [])
+        env = dict(os.environ)
+        env.pop("CKPT_FAULT", None)
+        if fault:
+            env["CKPT_FAULT"] = fault
+        note(("CKPT_FAULT=%s " % fault if fault else "") + " ".join(cmd))
+        t0 = time.monotonic()
+        with open(stem + ".out", "w+") as out, open(stem + ".err", "w+") as err:
+            p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                 env=env, cwd=tmp)
+            self.running.append(p)
+            try:
+                rc = p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+                out.seek(0)
+                err.seek(0)
+                CkptResult(None, out.read(), err.read(), log_path, timeout).show()
+                raise Failure(f"ckpt {args[0]} did not finish within {timeout:.0f} s")
+            except BaseException:  # deadline or signal: do not leave ckpt running
+                p.kill()
+                p.wait()
+                raise
+            finally:
+                self.running.remove(p)
+            out.seek(0)
+            err.seek(0)
+            res = CkptResult(rc, out.read(), err.read(), log_path, time.monotonic() - t0)
+        note(f"  -> exit {rc} in {res.seconds:.2f} s")
+        return res
+
+    def dump(self, wl, imgdir, leave_running=False, fault=None):
+        args = ["dump", "-t", str(wl.root), "-D", imgdir]
+        if leave_running:
+            args.append("--leave-running")
+        return self.run(args, wl.tmp, "dump", fault=fault)
+
+    def restore(self, wl, imgdir, fault=None, timeout=CKPT_TIMEOUT, verbose=True):
+        pidfile = os.path.join(wl.tmp, f"restore-{self.count + 1}.pid")
+        args = ["restore", "-D", imgdir, "-d", "--pidfile", pidfile]
+        res = self.run(args, wl.tmp, "restore", fault=fault, timeout=timeout, verbose=verbose)
+        res.pidfile = pidfile
+        return res
+
+
+# ---------------------------------------------------------------------------
+# A running workload tree
+# ---------------------------------------------------------------------------
+
+class Workload:
+    def __init__(self, env, name):
+        self.env, self.name = env, name
+        self.binary = os.path.realpath(os.path.join(env.workloads_dir, "wl_" + name))
+        if not os.access(self.binary, os.X_OK):
+            raise Failure(f"workload binary {self.binary} is missing (build the wl_* targets)")
+        self.tmp = tempfile.mkdtemp(prefix=f"ckpt-e2e-{name}-")
+        self.dir = os.path.join(self.tmp, "dir")
+        os.mkdir(self.dir)
+        self.log_path = os.path.join(self.tmp, "workload.log")
+        self.proc = None
+        self.root = None
+        self.seen = set()   # every pid/tid ever part of the tree
+        self.ndirs = 0
+
+    # -- lifecycle --
+
+    def start(self):
+        open(self.log_path, "a").close()
+        self.proc = subprocess.Popen(
+            [self.binary, "--log", self.log_path, "--dir", self.dir],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, close_fds=True, cwd=self.tmp)
+        self.root = self.proc.pid
+        self.seen.add(self.root)
+        note(f"started wl_{self.name} as pid {self.root} (tmp {self.tmp})")
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            log = self.log()
+            self.check_no_fail(log)
+            if log.ready:
+                break
+            if self.proc.poll() is not None:
+                raise Failure(f"wl_{self.name} exited with status {self.proc.returncode} "
+                              "before ready")
+            if time.monotonic() > deadline:
+                raise Failure(f"wl_{self.name} not ready within {READY_TIMEOUT:.0f} s")
+            time.sleep(0.05)
+        self.remember()
+        # Let the check loop run a few rounds before anything is dumped.
+        self.wait_progress(self.log().end, WARMUP_PROGRESS, "warm-up")
+        tasks = self.tasks()
+        note(f"wl_{self.name} ready: {len(tree_pids(self.root))} processes, {len(tasks)} tasks")
+        return self
+
+    def reap_original(self):
+        """Reap the started process once it is dead (it is our child)."""
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=GONE_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                return False
+            self.proc = None
+        return True
+
+    def new_dir(self, label):
+        self.ndirs += 1
+        return os.path.join(self.tmp, f"img-{self.ndirs:02d}-{label}")
+
+    # -- state --
+
+    def remember(self):
+        for pid in tree_pids(self.root):
+            self.seen.add(pid)
+            self.seen.update(task_tids(pid))
+
+    def tasks(self):
+        return sorted(t for pid in tree_pids(self.root) for t in task_tids(pid))
+
+    def log(self, offset=0):
+        return LogView(self.log_path, offset)
+
+    def check_no_fail(self, log=None):
+        log = log or self.log()
+        if log.fails:
+            raise Failure(f"workload reported: {log.fails[0]}")
+
+    def check_health(self):
+        log = self.log()
+        self.check_no_fail(log)
+        if len(log.starts) != 1:
+            raise Failure(f"workload started {len(log.starts)} times (restarted instead of "
+                          f"restored?): {log.starts}")
+
+    def sample(self):
+        """Two snapshots SAMPLE_GAP apart: (snapshot, stable offsets, transient fds)."""
+        s1 = capture(self.root)
+        time.sleep(SAMPLE_GAP)
+        s2 = capture(self.root)
+        self.remember()
+        fds1 = {(p, fd): f for p, v in s1.items() for fd, f in v["fds"].items()}
+        fds2 = {(p, fd): f for p, v in s2.items() for fd, f in v["fds"].items()}
+        transient = frozenset(set(fds1) ^ set(fds2))
+        stable = frozenset(k for k in set(fds1) & set(fds2)
+                           if fds1[k].get("pos") == fds2[k].get("pos"))
+        drift = diff_snapshots(s1, s2, self.root, ignore=transient)
+        if drift:
+            for d in drift:
+                note("  drift: " + d)
+            raise Failure(f"wl_{self.name} changed between two samples before the dump: "
+                          f"{drift[0]}")
+        return s2, stable, transient
+
+    def compare(self, before, stable, transient, when):
+        after = capture(self.root)
+        self.remember()
+        diffs = diff_snapshots(before, after, self.root, stable, transient)
+        if diffs:
+            for d in diffs:
+                note("  diff: " + d)
+            raise Failure(f"{when}: /proc differs from before the dump: {diffs[0]}")
+        note(f"  /proc matches: {len(after)} processes, "
+             f"{sum(len(v['threads']) for v in after.values())} tasks, "
+             f"{sum(len(v['maps']) for v in after.values())} maps, "
+             f"{sum(len(v['fds']) for v in after.values())} fds "
+             f"({len(stable)} offsets compared)")
+        return after
+
+    def wait_progress(self, offset, step, what, strict_first=None, first_range=None):
+        """Waits for `step` consecutive progress lines after offset.
+
+        strict_first: the first new progress must be exactly this;
+        first_range: or lie within (lo, hi)."""
+        deadline = time.monotonic() + PROGRESS_TIMEOUT
+        while True:
+            log = self.log(offset)
+            self.check_no_fail(self.log())
+            vals = log.progress
+            if vals:
+                if strict_first is not None and vals[0] != strict_first:
+                    raise Failure(f"{what}: progress resumed at {vals[0]}, expected "
+                                  f"{strict_first} (state lost or replayed)")
+                if first_range and not first_range[0] <= vals[0] <= first_range[1]:
+                    raise Failure(f"{what}: progress resumed at {vals[0]}, expected "
+                                  f"{first_range[0]}..{first_range[1]}")
+                for a, b in zip(vals, vals[1:]):
+                    if b != a + 1:
+                        raise Failure(f"{what}: progress jumped from {a} to {b}")
+                if vals[-1] >= vals[0] + step - 1 and len(vals) >= step:
+                    return vals
+            if not task_alive(self.root):
+                raise Failure(f"{what}: workload root {self.root} is not running "
+                              f"(log: {self.tail()})")
+            if time.monotonic() > deadline:
+                got = f"{vals[0]}..{vals[-1]}" if vals else "none"
+                raise Failure(f"{what}: workload made no progress in {PROGRESS_TIMEOUT:.0f} s "
+                              f"(new progress lines: {got})")
+            time.sleep(0.1)
+
+    def tail(self, n=3):
+        return " | ".join(self.log().lines[-n:])
+
+    # -- death --
+
+    def wait_gone(self, tasks, what, timeout=GONE_TIMEOUT):
+        """All tasks dead (zombies allowed) within timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            alive = [t for t in tasks if task_alive(t)]
+            if not alive:
+                return
+            if time.monotonic() > deadline:
+                raise Failure(f"{what}: tasks still running after {timeout:.0f} s: {alive}")
+            time.sleep(0.05)
+
+    def wait_vanished(self, tasks, what, timeout=VANISH_TIMEOUT):
+        """No /proc entry left for any of the tasks within timeout."""
+        self.reap_original()
+        deadline = time.monotonic() + timeout
+        while True:
+            left = [t for t in tasks if task_exists(t)]
+            if not left:
+                return
+            if time.monotonic() > deadline:
+                states = {t: (proc_stat(t) or ("gone",))[0] for t in left}
+                raise Failure(f"{what}: tasks still exist after {timeout:.0f} s: {states}")
+            time.sleep(0.05)
+
+    def kill_tree(self):
+        """kill -9 the whole tree, stopping it first so no process sees another die."""
+        pids = tree_pids(self.root)
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+        return pids
+
+    def strays(self):
+        """Processes of this workload: the command line names its temp dir, or
+        the binary is the workload's (or ckpt's) and the pid was part of the
+        tree or a fd points into the temp dir."""
+        found = set()
+        for pid in all_pids():
+            if pid == os.getpid():
+                continue
+            if self.tmp in cmdline(pid):
+                found.add(pid)
+                continue
+            if read_link(f"/proc/{pid}/exe") not in (self.binary, self.env.ckpt_path):
+                continue
+            if pid in self.seen:
+                found.add(pid)
+                continue
+            try:
+                fds = os.listdir(f"/proc/{pid}/fd")
+            except OSError:
+                continue
+            if any(self.tmp in (read_link(f"/proc/{pid}/fd/{fd}") or "") for fd in fds):
+                found.add(pid)
+        return found
+
+    def destroy(self):
+        """Kill everything of this workload and remove its files."""
+        for _ in range(3):
+            victims = self.strays()
+            for sig in (signal.SIGSTOP, signal.SIGKILL):
+                for pid in victims:
+                    try:
+                        os.kill(pid, sig)
+                    except OSError:
+                        pass
+            deadline = time.monotonic() + 3
+            while any(task_alive(p) for p in victims) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if self.proc is not None and self.proc.poll() is not None:
+                self.proc = None
+            if not victims:
+                break
+        if self.env.keep:
+            note(f"kept {self.tmp}")
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# Scenario building blocks
+# ---------------------------------------------------------------------------
+
+class Env:
+    def __init__(self, args):
+        self.ckpt_path = os.path.realpath(args.ckpt)
+        self.workloads_dir = args.workloads
+        self.iters = args.iters
+        self.keep = args.keep
+        self.workload_override = args.workload
+        self.ckpt = Ckpt(self, self.ckpt_path)
+        self.workloads = []
+        self.cleaned = False
+
+    def start(self, name):
+        wl = Workload(self, self.workload_override or name)
+        self.workloads.append(wl)
+        return wl.start()
+
+    def cleanup(self):
+        if self.cleaned:
+            return
+        self.cleaned = True
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(s, signal.SIG_IGN)
+        signal.alarm(0)
+        for p in list(self.ckpt.running):
+            try:
+                p.kill()
+                p.wait(timeout=5)
+            except Exception:
+                pass
+        for wl in self.workloads:
+            try:
+                wl.destroy()
+            except Exception as e:  # keep cleaning the others
+                note(f"cleanup of {wl.tmp}: {e}")
+
+
+def require_dump_ok(res, imgdir, what):
+    if res.rc != 0:
+        res.show()
+        raise Failure(f"{what}: ckpt dump exited {res.rc}: {res.error_line()}")
+    if not os.path.exists(os.path.join(imgdir, "inventory.img")):
+        raise Failure(f"{what}: ckpt dump exited 0 but {imgdir}/inventory.img is missing")
+
+
+def require_restore_ok(res, wl, what):
+    if res.rc != 0:
+        res.show()
+        raise Failure(f"{what}: ckpt restore exited {res.rc}: {res.error_line()}")
+    text = read_text(res.pidfile)
+    if text is None or text.strip() != str(wl.root):
+        raise Failure(f"{what}: pidfile {res.pidfile} holds {text!r}, expected {wl.root}")
+    if not task_alive(wl.root):
+        raise Failure(f"{what}: restore exited 0 but pid {wl.root} is not running")
+
+
+def dump_and_check_gone(env, wl, label):
+    """Dump (killing the tree); returns (snapshot, stable, transient, imgdir, tasks)."""
+    before, stable, transient = wl.sample()
+    tasks = snapshot_tasks(before)
+    img = wl.new_dir(label)
+    res = env.ckpt.dump(wl, img)
+    require_dump_ok(res, img, f"{label}: dump")
+    wl.reap_original()
+    wl.wait_gone(tasks, f"{label}: after dump")
+    return before, stable, transient, img, tasks
+
+
+def restore_and_check(env, wl, img, before, stable, transient, label, first):
+    """Restore, compare /proc with before, check the log resumes at `first`
+    (an int for exactly, a (lo, hi) pair for a range)."""
+    offset = wl.log().end
+    res = env.ckpt.restore(wl, img)
+    require_restore_ok(res, wl, f"{label}: restore")
+    wl.compare(before, stable, transient, f"{label}: after restore")
+    if isinstance(first, tuple):
+        vals = wl.wait_progress(offset, PROGRESS_STEP, f"{label}: after restore",
+                                first_range=first)
+    else:
+        vals = wl.wait_progress(offset, PROGRESS_STEP, f"{label}: after restore",
+                                strict_first=first)
+    wl.check_health()
+    note(f"  resumed: progress {vals[0]}..{vals[-1]}, no FAIL")
+
+
+def cycle(env, wl, label):
+    """dump (kill) -> gone -> restore -> same /proc -> log continues exactly."""
+    before, stable, transient, img, _ = dump_and_check_gone(env, wl, label)
+    last = wl.log().last_progress()
+    restore_and_check(env, wl, img, before, stable, transient, label, last + 1)
+
+
+def leave_running_cycle(env, wl, label, wait_vanish):
+    """dump --leave-running -> original unharmed -> kill -9 -> restore."""
+    before, stable, transient = wl.sample()
+    tasks = snapshot_tasks(before)
+    p_before = wl.log().last_progress()
+    img = wl.new_dir(label)
+    res = env.ckpt.dump(wl, img, leave_running=True)
+    require_dump_ok(res, img, f"{label}: dump --leave-running")
+    after_dump = wl.log()
+    wl.compare(before, stable, transient, f"{label}: original after --leave-running")
+    wl.wait_progress(after_dump.end, PROGRESS_STEP, f"{label}: original after dump",
+                     strict_first=after_dump.last_progress() + 1)
+    wl.check_health()
+
+    note(f"  kill -9 of the original tree ({len(tasks)} tasks)")
+    wl.kill_tree()
+    wl.reap_original()
+    wl.wait_gone(tasks, f"{label}: after kill -9")
+    if wait_vanish:
+        wl.wait_vanished(tasks, f"{label}: after kill -9")
+    restore_and_check(env, wl, img, before, stable, transient, label,
+                      (p_before + 1, after_dump.last_progress() + 1))
+
+
+# ---------------------------------------------------------------------------
+# Scenarios
+# ---------------------------------------------------------------------------
+
+def sc_workload(env, name):
+    wl = env.start(name)
+    for i in range(env.iters):
+        cycle(env, wl, f"iter{i + 1}")
+
+
+def sc_leave_running(env):
+    """dump --leave-running of counter: it keeps running; then killed and restored."""
+    wl = env.start("counter")
+    for i in range(env.iters):
+        leave_running_cycle(env, wl, f"iter{i + 1}", wait_vanish=False)
+
+
+def sc_repeat(env):
+    """tree dumped and restored 3 times in a row (restored trees dumped again)."""
+    wl = env.start("tree")
+    for i in range(max(3, env.iters)):
+        cycle(env, wl, f"round{i + 1}")
+
+
+def sc_restore_after_kill(env):
+    """dump --leave-running of tree, kill -9, wait for the pids to vanish, restore."""
+    wl = env.start("tree")
+    for i in range(env.iters):
+        leave_running_cycle(env, wl, f"iter{i + 1}", wait_vanish=True)
+
+
+def sc_fault_dump(env):
+    """Every dump fault: dump fails, the tree runs on unharmed, no inventory."""
+    wl = env.start("tree")
+    for fault in DUMP_FAULTS:
+        before, stable, transient = wl.sample()
+        tasks = snapshot_tasks(before)
+        log = wl.log()
+        img = wl.new_dir(fault)
+        res = env.ckpt.dump(wl, img, fault=fault)
+        if res.rc == 0:
+            raise Failure(f"{fault}: dump succeeded despite CKPT_FAULT={fault}")
+        if res.rc != 1:
+            res.show()
+            raise Failure(f"{fault}: dump exited {res.rc}, expected 1")
+        if os.path.exists(os.path.join(img, "inventory.img")):
+            raise Failure(f"{fault}: failed dump left {img}/inventory.img")
+        # Every task running again (not stopped, not traced-stopped).
+        deadline = time.monotonic() + 3
+        while True:
+            bad = {t: (proc_stat(t) or ("gone",))[0] for t in tasks}
+            bad = {t: s for t, s in bad.items() if s in ("T", "t", "Z", "X", "gone")}
+            if not bad:
+                break
+            if time.monotonic() > deadline:
+                raise Failure(f"{fault}: tasks not running after the failed dump: {bad}")
+            time.sleep(0.05)
+        wl.compare(before, stable, transient, f"{fault}: after failed dump")
+        vals = wl.wait_progress(log.end, PROGRESS_STEP, f"{fault}: after failed dump",
+                                strict_first=log.last_progress() + 1)
+        wl.check_health()
+        note(f"  {fault}: tree unharmed, progress {vals[0]}..{vals[-1]}")
+    # The tree must still be dumpable after all that.
+    cycle(env, wl, "clean")
+
+
+def sc_fault_restore(env):
+    """Every restore fault: restore fails and leaves no task; then a clean restore works."""
+    wl = env.start("tree")
+    before, stable, transient, img, tasks = dump_and_check_gone(env, wl, "dump")
+    log = wl.log()
+    for fault in RESTORE_FAULTS:
+        res = env.ckpt.restore(wl, img, fault=fault)
+        if res.rc == 0:
+            raise Failure(f"{fault}: restore succeeded despite CKPT_FAULT={fault}")
+        if res.rc != 1:
+            res.show()
+            raise Failure(f"{fault}: restore exited {res.rc}, expected 1")
+        wl.wait_gone(tasks, f"{fault}: after failed restore")
+        wl.wait_vanished(tasks, f"{fault}: after failed restore", timeout=GONE_TIMEOUT)
+        strays = wl.strays()
+        if strays:
+            raise Failure(f"{fault}: processes left behind: "
+                          + ", ".join(f"{p} ({cmdline(p)[:60]})" for p in sorted(strays)))
+        now = wl.log()
+        if now.end != log.end:
+            raise Failure(f"{fault}: restored tasks ran before the failure: "
+                          f"{now.lines[len(log.lines):][:3]}")
+        note(f"  {fault}: failed cleanly ({res.error_line()})")
+    restore_and_check(env, wl, img, before, stable, transient, "final",
+                      log.last_progress() + 1)
+
+
+def pick_target_image(imgdir, root):
+    """A record image that every dump has: the root's core image if named so."""
+    names = sorted(n for n in os.listdir(imgdir) if n.endswith(".img") and n != "inventory.img")
+    if not names:
+        raise Failure(f"no images besides inventory.img in {imgdir}")
+    for pred in (lambda n: "core" in n and str(root) in n, lambda n: "core" in n,
+                 lambda n: "pstree" in n):
+        hits = [n for n in names if pred(n)]
+        if hits:
+            return hits[0]
+    return max(names, key=lambda n: os.path.getsize(os.path.join(imgdir, n)))
+
+
+def corrupt_truncate(path):
+    os.truncate(path, os.path.getsize(path) // 2)
+
+
+def corrupt_flip(path):
+    with open(path, "r+b") as f:
+        off = os.path.getsize(path) // 2
+        f.seek(off)
+        b = f.read(1)
+        f.seek(off)
+        f.write(bytes([b[0] ^ 0xFF]))
+
+
+def corrupt_magic(path):
+    with open(path, "r+b") as f:
+        head = f.read(4)
+        f.seek(0)
+        f.write(bytes(x ^ 0x5A for x in head))
+
+
+def sc_bad_images(env):
+    """Corrupted images: restore exits 1 with one line naming the image, fast, no process."""
+    wl = env.start("counter")
+    before, stable, transient, img, tasks = dump_and_check_gone(env, wl, "dump")
+    wl.wait_vanished(tasks, "after dump")
+    log = wl.log()
+    target = pick_target_image(img, wl.root)
+    note(f"  images: {sorted(os.listdir(img))}; corrupting {target}")
+    cases = [("truncate", target, corrupt_truncate), ("flip-byte", target, corrupt_flip),
+             ("bad-magic", target, corrupt_magic),
+             ("no-inventory", "inventory.img", os.unlink)]
+    for kind, name, corrupt in cases:
+        bad = f"{img}-{kind}"
+        shutil.copytree(img, bad)
+        corrupt(os.path.join(bad, name))
+        what = f"{kind} {name}"
+        res = env.ckpt.restore(wl, bad, timeout=BAD_IMAGE_TIMEOUT, verbose=False)
+        if res.rc != 1:
+            res.show()
+            raise Failure(f"{what}: restore exited {res.rc}, expected 1")
+        lines = [l for l in res.stderr.splitlines() if l.strip()]
+        if len(lines) != 1:
+            raise Failure(f"{what}: expected one line on stderr, got {len(lines)}: {lines[:3]}")
+        stem = name[:-4] if name.endswith(".img") else name
+        if name not in lines[0] and stem not in lines[0]:
+            raise Failure(f"{what}: error does not name the image: {lines[0]}")
+        alive = [t for t in tasks if task_alive(t)]
+        if alive or wl.strays():
+            raise Failure(f"{what}: restore created processes: {alive or sorted(wl.strays())}")
+        if wl.log().end != log.end:
+            raise Failure(f"{what}: a restored task ran")
+        shutil.rmtree(bad, ignore_errors=True)
+        note(f"  {what}: rejected: {lines[0]}")
+    restore_and_check(env, wl, img, before, stable, transient, "pristine",
+                      log.last_progress() + 1)
+
+
+SCENARIOS = {name: (lambda env, n=name: sc_workload(env, n)) for name in WORKLOADS}
+SCENARIOS.update({
+    "leave-running": sc_leave_running,
+    "repeat": sc_repeat,
+    "restore-after-kill": sc_restore_after_kill,
+    "fault-dump": sc_fault_dump,
+    "fault-restore": sc_fault_restore,
+    "bad-images": sc_bad_images,
+})
+
+
+# ---------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ckpt", help="path to the ckpt binary")
+    ap.add_argument("--workloads", help="directory with the wl_* binaries")
+    ap.add_argument("--iters", type=int, default=1, help="dump/restore cycles (default 1)")
+    ap.add_argument("--workload", choices=WORKLOADS,
+                    help="override the workload of the generic scenarios")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dirs (logs, images)")
+    ap.add_argument("--timeout", type=float,
+                    help="overall deadline in seconds (default 110 for one iteration, "
+                         "then 60 + 50 per iteration; 0 disables)")
+    ap.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    ap.add_argument("scenario", nargs="?", choices=sorted(SCENARIOS), metavar="SCENARIO")
+    args = ap.parse_args(argv)
+    if args.list:
+        print("\n".join(SCENARIOS))
+        sys.exit(0)
+    if not (args.ckpt and args.workloads and args.scenario):
+        ap.error("--ckpt, --workloads and SCENARIO are required")
+    if args.iters < 1:
+        ap.error("--iters must be at least 1")
+    if args.timeout is None:
+        args.timeout = 110 if args.iters == 1 else 60 + 50 * args.iters
+    return args
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    name = f"e2e.{args.scenario}"
+    env = Env(args)
+    atexit.register(env.cleanup)
+
+    def on_signal(signum, frame):
+        raise Interrupted(signal.Signals(signum).name)
+
+    def on_alarm(signum, frame):
+        raise Failure(f"scenario deadline of {args.timeout:.0f} s passed")
+
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(s, on_signal)
+    signal.signal(signal.SIGALRM, on_alarm)
+
+    rc = EXIT_FAIL
+    reason = "internal error"
+    try:
+        if os.geteuid() != 0:
+            raise Skip("needs root (ptrace, clone3 set_tid, other users' /proc)")
+        if not os.access(env.ckpt_path, os.X_OK):
+            raise Failure(f"ckpt binary {env.ckpt_path} not found or not executable")
+        if args.timeout > 0:
+            signal.alarm(int(args.timeout))
+        SCENARIOS[args.scenario](env)
+        signal.alarm(0)
+        rc, reason = EXIT_PASS, "PASS"
+    except Skip as e:
+        rc, reason = EXIT_SKIP, f"SKIP: {e}"
+    except Failure as e:
+        rc, reason = EXIT_FAIL, f"FAIL: {e}"
+        for wl in env.workloads:
+            lines = wl.log().lines
+            if lines:
+                note(f"wl_{wl.name} log, last lines:\n    " + "\n    ".join(lines[-10:]))
+    except Interrupted as e:
+        rc, reason = EXIT_FAIL, f"FAIL: interrupted by {e}"
+    except Exception as e:
+        traceback.print_exc()
+        rc, reason = EXIT_FAIL, f"FAIL: harness error: {type(e).__name__}: {e}"
+    finally:
+        signal.alarm(0)
+        env.cleanup()
+    print(f"{name}: {reason}" if rc != EXIT_PASS else f"{name}: PASS "
+          f"({time.monotonic() - _T0:.1f} s)", flush=True)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
