@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <set>
 #include <utility>
 
@@ -16,27 +17,40 @@ namespace ckpt::image {
 
 namespace {
 
-// A read-only file mapping; unmapped when the last reader drops it.
+// A read-only file mapping; unmapped when the last reader drops it. The fd
+// stays open for bulk reads with pread.
 class MmapBlob : public Blob {
  public:
-  MmapBlob(void* addr, size_t size) : addr_(addr), size_(size) {}
+  MmapBlob(void* addr, size_t size, UniqueFd fd, std::string path)
+      : addr_(addr), size_(size), fd_(std::move(fd)), path_(std::move(path)) {}
   ~MmapBlob() override { ::munmap(addr_, size_); }
   MmapBlob(const MmapBlob&) = delete;
   MmapBlob& operator=(const MmapBlob&) = delete;
   const uint8_t* data() const override { return static_cast<const uint8_t*>(addr_); }
   size_t size() const override { return size_; }
+  void read(uint64_t off, void* dst, size_t len) const override {
+    auto* p = static_cast<char*>(dst);
+    while (len > 0) {
+      ssize_t n = ::pread(fd_.get(), p, len, static_cast<off_t>(off));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) throw_errno(n < 0 ? errno : EIO, "read " + path_);
+      p += n;
+      off += static_cast<uint64_t>(n);
+      len -= static_cast<size_t>(n);
+    }
+  }
 
  private:
   void* addr_;
   size_t size_;
+  UniqueFd fd_;
+  std::string path_;
 };
 
 class HeapBlob : public Blob {
  public:
   explicit HeapBlob(std::string bytes) : bytes_(std::move(bytes)) {}
-  const uint8_t* data() const override {
-    return reinterpret_cast<const uint8_t*>(bytes_.data());
-  }
+  const uint8_t* data() const override { return reinterpret_cast<const uint8_t*>(bytes_.data()); }
   size_t size() const override { return bytes_.size(); }
 
  private:
@@ -54,12 +68,16 @@ void check_name(const std::string& name) {
   if (!valid_name(name)) throw Error("bad image name '" + name + "'");
 }
 
-std::string tmp_name(const std::string& name) { return "." + name + ".tmp"; }
+std::string tmp_name(const std::string& name) {
+  return "." + name + ".tmp";
+}
 
 // Images hold process memory, so only the dumping user may read them.
 constexpr mode_t kImageMode = 0600;
 
 }  // namespace
+
+void Blob::read(uint64_t off, void* dst, size_t len) const { memcpy(dst, data() + off, len); }
 
 std::shared_ptr<const Blob> make_blob(std::string bytes) {
   return std::make_shared<HeapBlob>(std::move(bytes));
@@ -189,8 +207,7 @@ std::shared_ptr<const Blob> DirSource::open(const std::string& name) const {
   auto size = static_cast<size_t>(st.st_size);
   void* addr = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
   if (addr == MAP_FAILED) throw_errno("mmap " + dir_ + "/" + name);
-  // The mapping keeps the file alive; the fd is closed by owner.
-  return std::make_shared<MmapBlob>(addr, size);
+  return std::make_shared<MmapBlob>(addr, size, std::move(owner), dir_ + "/" + name);
 }
 
 bool DirSource::exists(const std::string& name) const {

@@ -47,6 +47,7 @@ class PageWriter {
 
  private:
   void flush_chunk();
+  void write_chunk(const char* data, size_t len);
   ImageSink& sink_;
   std::string id_;
   PageWriterOptions opts_;

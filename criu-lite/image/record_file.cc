@@ -30,22 +30,35 @@ uint16_t get_u16(const uint8_t* p) {
   return v;
 }
 
-void put_u32(std::string& out, uint32_t v) { out.append(reinterpret_cast<const char*>(&v), 4); }
-void put_u16(std::string& out, uint16_t v) { out.append(reinterpret_cast<const char*>(&v), 2); }
+void put_u32(std::string& out, uint32_t v) {
+  out.append(reinterpret_cast<const char*>(&v), 4);
+}
+void put_u16(std::string& out, uint16_t v) {
+  out.append(reinterpret_cast<const char*>(&v), 2);
+}
 
 }  // namespace
 
 const char* kind_name(Kind k) {
   switch (k) {
-    case Kind::Inventory: return "inventory";
-    case Kind::Pstree: return "pstree";
-    case Kind::Core: return "core";
-    case Kind::Mm: return "mm";
-    case Kind::Pagemap: return "pagemap";
-    case Kind::Pages: return "pages";
-    case Kind::Files: return "files";
-    case Kind::FdTable: return "fdtable";
-    case Kind::PipeData: return "pipe-data";
+    case Kind::Inventory:
+      return "inventory";
+    case Kind::Pstree:
+      return "pstree";
+    case Kind::Core:
+      return "core";
+    case Kind::Mm:
+      return "mm";
+    case Kind::Pagemap:
+      return "pagemap";
+    case Kind::Pages:
+      return "pages";
+    case Kind::Files:
+      return "files";
+    case Kind::FdTable:
+      return "fdtable";
+    case Kind::PipeData:
+      return "pipe-data";
   }
   return "unknown";  // a value read from a foreign or corrupt file
 }
@@ -62,8 +75,8 @@ void RecordWriter::add(const google::protobuf::MessageLite& msg) {
   size_t len = msg.ByteSizeLong();
   // The reader would refuse it, so fail at dump time where the cause is known.
   if (len > kMaxRecord)
-    throw Error(strfmt("image %s: record %u is %zu bytes, over the %u limit", name_.c_str(),
-                       count_, len, kMaxRecord));
+    throw Error(strfmt("image %s: record %u is %zu bytes, over the %u limit", name_.c_str(), count_,
+                       len, kMaxRecord));
   put_u32(buf_, static_cast<uint32_t>(len));
   if (!msg.AppendToString(&buf_))
     throw Error(strfmt("image %s: record %u does not serialize", name_.c_str(), count_));
@@ -124,8 +137,8 @@ void RecordReader::validate(Kind kind) {
   uint16_t major = get_u16(p + 8);
   minor_ = get_u16(p + 10);
   if (major > kFormatMajor)
-    fail(strfmt("format version %u.%u is newer than this ckpt (%u.x)", major, minor_,
-                kFormatMajor));
+    fail(
+        strfmt("format version %u.%u is newer than this ckpt (%u.x)", major, minor_, kFormatMajor));
   if (major < kFormatMajor)
     fail(strfmt("format version %u.%u is older than this ckpt supports (%u.x)", major, minor_,
                 kFormatMajor));
@@ -150,8 +163,8 @@ void RecordReader::validate(Kind kind) {
     uint32_t len = get_u32(p + pos);
     if (len > kMaxRecord) fail(strfmt("record %u length %u exceeds limit", n, len));
     if (len > end_ - pos - 4)
-      fail(strfmt("record %u length %u runs past the end (%zu bytes left)", n, len,
-                  end_ - pos - 4));
+      fail(
+          strfmt("record %u length %u runs past the end (%zu bytes left)", n, len, end_ - pos - 4));
     pos += 4 + len;
     n++;
   }

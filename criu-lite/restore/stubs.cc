@@ -47,7 +47,13 @@ pid_t clone_with_pid(pid_t pid, int exit_signal) {
   args.exit_signal = static_cast<uint64_t>(exit_signal);
   args.set_tid = reinterpret_cast<uint64_t>(&pid);
   args.set_tid_size = 1;
-  return static_cast<pid_t>(syscall(SYS_clone3, &args, sizeof args));
+  // /proc/PID of a reaped process can vanish a moment before its pid is
+  // free again (wait_pids_free watched /proc): EEXIST then means "soon".
+  for (int tries = 0;; tries++) {
+    pid_t r = static_cast<pid_t>(syscall(SYS_clone3, &args, sizeof args));
+    if (r >= 0 || errno != EEXIST || tries >= 2000) return r;
+    usleep(1000);
+  }
 }
 }  // namespace
 

@@ -21,6 +21,8 @@ and `FAIL <pid>: ...` if one breaks.  A cycle of a scenario:
      same attributes, maps and fds;
   4. the log must continue where it stopped (first new progress = last + 1,
      consecutive, at least 10 more), with no FAIL and a single `start`.
+After the last cycle the tree is watched for 7 s more, so that watchdogs
+(a peer stuck for 5 s, e.g. a shared mapping no longer shared) can fire.
 
 Scenarios: one per workload (memory threads tree pipes files signals
 identity counter), plus leave-running, repeat, restore-after-kill,
@@ -60,6 +62,9 @@ VANISH_TIMEOUT = 10.0     # for dead tasks to be reaped (PID 1 reaps late here)
 PROGRESS_STEP = 10        # progress lines a resumed workload must add
 WARMUP_PROGRESS = 3       # progress lines after `ready` before the first dump
 SAMPLE_GAP = 0.3          # between the two pre-dump samples
+WATCH_AFTER = 7.0         # keep watching after the last restore: the workloads'
+                          # watchdogs fire after 5 s of a stuck peer, and
+                          # wl_signals releases its pending signals at progress 50
 
 _T0 = time.monotonic()
 
@@ -356,8 +361,8 @@ class CkptResult:
 
 
 class Ckpt:
-    def __init__(self, env, path):
-        self.env, self.path = env, path
+    def __init__(self, path):
+        self.path = path
         self.count = 0
         self.running = []
 
@@ -374,8 +379,11 @@ class Ckpt:
         note(("CKPT_FAULT=%s " % fault if fault else "") + " ".join(cmd))
         t0 = time.monotonic()
         with open(stem + ".out", "w+") as out, open(stem + ".err", "w+") as err:
-            p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                 env=env, cwd=tmp)
+            try:
+                p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                     env=env, cwd=tmp)
+            except OSError as e:
+                raise Failure(f"cannot run {self.path}: {e.strerror}")
             self.running.append(p)
             try:
                 rc = p.wait(timeout=timeout)
@@ -568,6 +576,24 @@ class Workload:
     def tail(self, n=3):
         return " | ".join(self.log().lines[-n:])
 
+    def watch(self, seconds=WATCH_AFTER):
+        """Keeps the tree under watch for a while: every task stays alive,
+        progress stays consecutive, no FAIL appears."""
+        tasks = self.tasks()
+        start = self.log()
+        note(f"watching wl_{self.name} for {seconds:.0f} s")
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.check_no_fail()
+            dead = [t for t in tasks if not task_alive(t)]
+            if dead:
+                raise Failure(f"tasks died while watched: {dead} (log: {self.tail()})")
+            time.sleep(0.2)
+        vals = self.wait_progress(start.end, int(seconds * 5), "while watched",
+                                  strict_first=start.last_progress() + 1)
+        self.check_health()
+        note(f"  still healthy: progress {vals[0]}..{vals[-1]}")
+
     # -- death --
 
     def wait_gone(self, tasks, what, timeout=GONE_TIMEOUT):
@@ -610,10 +636,11 @@ class Workload:
         the binary is the workload's (or ckpt's) and the pid was part of the
         tree or a fd points into the temp dir."""
         found = set()
+        mark = self.tmp + "/"
         for pid in all_pids():
             if pid == os.getpid():
                 continue
-            if self.tmp in cmdline(pid):
+            if mark in cmdline(pid):
                 found.add(pid)
                 continue
             if read_link(f"/proc/{pid}/exe") not in (self.binary, self.env.ckpt_path):
@@ -625,7 +652,7 @@ class Workload:
                 fds = os.listdir(f"/proc/{pid}/fd")
             except OSError:
                 continue
-            if any(self.tmp in (read_link(f"/proc/{pid}/fd/{fd}") or "") for fd in fds):
+            if any(mark in (read_link(f"/proc/{pid}/fd/{fd}") or "") for fd in fds):
                 found.add(pid)
         return found
 
@@ -663,7 +690,7 @@ class Env:
         self.iters = args.iters
         self.keep = args.keep
         self.workload_override = args.workload
-        self.ckpt = Ckpt(self, self.ckpt_path)
+        self.ckpt = Ckpt(self.ckpt_path)
         self.workloads = []
         self.cleaned = False
 
@@ -779,6 +806,7 @@ def sc_workload(env, name):
     wl = env.start(name)
     for i in range(env.iters):
         cycle(env, wl, f"iter{i + 1}")
+    wl.watch()
 
 
 def sc_leave_running(env):
@@ -786,6 +814,7 @@ def sc_leave_running(env):
     wl = env.start("counter")
     for i in range(env.iters):
         leave_running_cycle(env, wl, f"iter{i + 1}", wait_vanish=False)
+    wl.watch()
 
 
 def sc_repeat(env):
@@ -793,6 +822,7 @@ def sc_repeat(env):
     wl = env.start("tree")
     for i in range(max(3, env.iters)):
         cycle(env, wl, f"round{i + 1}")
+    wl.watch()
 
 
 def sc_restore_after_kill(env):
@@ -800,6 +830,7 @@ def sc_restore_after_kill(env):
     wl = env.start("tree")
     for i in range(env.iters):
         leave_running_cycle(env, wl, f"iter{i + 1}", wait_vanish=True)
+    wl.watch()
 
 
 def sc_fault_dump(env):
@@ -835,6 +866,7 @@ def sc_fault_dump(env):
         note(f"  {fault}: tree unharmed, progress {vals[0]}..{vals[-1]}")
     # The tree must still be dumpable after all that.
     cycle(env, wl, "clean")
+    wl.watch()
 
 
 def sc_fault_restore(env):
@@ -862,6 +894,7 @@ def sc_fault_restore(env):
         note(f"  {fault}: failed cleanly ({res.error_line()})")
     restore_and_check(env, wl, img, before, stable, transient, "final",
                       log.last_progress() + 1)
+    wl.watch()
 
 
 def pick_target_image(imgdir, root):
@@ -932,6 +965,7 @@ def sc_bad_images(env):
         note(f"  {what}: rejected: {lines[0]}")
     restore_and_check(env, wl, img, before, stable, transient, "pristine",
                       log.last_progress() + 1)
+    wl.watch()
 
 
 SCENARIOS = {name: (lambda env, n=name: sc_workload(env, n)) for name in WORKLOADS}
@@ -1011,6 +1045,8 @@ def main(argv=None):
             lines = wl.log().lines
             if lines:
                 note(f"wl_{wl.name} log, last lines:\n    " + "\n    ".join(lines[-10:]))
+        if not args.keep:
+            note("rerun with --keep to keep the workload log, ckpt logs and images")
     except Interrupted as e:
         rc, reason = EXIT_FAIL, f"FAIL: interrupted by {e}"
     except Exception as e:

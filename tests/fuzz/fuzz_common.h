@@ -66,8 +66,8 @@ inline void fix_record_crc(std::string& img) {
 // Page fuzz input: flags (u8), pagemap part length (u32 LE), pagemap part,
 // pages file. Flags let mutations skip checks a random byte flip would
 // almost never pass.
-constexpr uint8_t kFrameMap = 1;     // pagemap part is a bare Pagemap message: frame it
-constexpr uint8_t kFixChunkCrc = 2;  // recompute each chunk crc from the pages part
+constexpr uint8_t kFrameMap = 1;        // pagemap part is a bare Pagemap message: frame it
+constexpr uint8_t kFixChunkCrc = 2;     // recompute each chunk crc from the pages part
 constexpr uint8_t kFixPagesHeader = 4;  // write a valid 16-byte header over the pages part
 // The rest of the input (after the flag byte) drives a generator of pagemaps
 // and pages files instead; see fuzz_page_reader.cc.

@@ -71,7 +71,9 @@ void check(std::string map, std::string pages) {
 
 // True about once in n+1; false once the input is used up, so a short input
 // means a well-formed image.
-bool rare(FuzzedDataProvider& fdp, int n) { return fdp.ConsumeIntegralInRange(0, n) == n; }
+bool rare(FuzzedDataProvider& fdp, int n) {
+  return fdp.ConsumeIntegralInRange(0, n) == n;
+}
 
 // Pages of chunk data: one byte repeated, or with some noise at the start of
 // each page (enough to tell pages apart; filling whole pages costs speed).
@@ -92,8 +94,7 @@ std::string page_data(FuzzedDataProvider& fdp, size_t npages) {
 // offset checks, so for_each would hardly be exercised.
 void structured(FuzzedDataProvider& fdp, std::string& map_img, std::string& pages) {
   img::Pagemap map;
-  map.set_page_size(rare(fdp, 15) ? fdp.ConsumeIntegral<uint32_t>()
-                                                             : image::kPageSize);
+  map.set_page_size(rare(fdp, 15) ? fdp.ConsumeIntegral<uint32_t>() : image::kPageSize);
   if (rare(fdp, 15)) map.set_pages_file(fdp.ConsumeRandomLengthString(16));
 
   uint64_t vaddr = fdp.ConsumeBool() ? 0 : 0x7ffffffff000ull - 64 * image::kPageSize;
@@ -106,7 +107,8 @@ void structured(FuzzedDataProvider& fdp, std::string& map_img, std::string& page
     if (rare(fdp, 31)) vaddr -= image::kPageSize;
     // Small, so the fuzzer stays fast; small chunks (below) still give
     // runs that span chunks.
-    uint64_t n = rare(fdp, 15) ? fdp.ConsumeIntegralInRange(0, 64) : fdp.ConsumeIntegralInRange(0, 6);
+    uint64_t n =
+        rare(fdp, 15) ? fdp.ConsumeIntegralInRange(0, 40) : fdp.ConsumeIntegralInRange(0, 6);
     auto* r = map.add_runs();
     r->set_vaddr(vaddr);
     r->set_nr_pages(n);
@@ -124,15 +126,15 @@ void structured(FuzzedDataProvider& fdp, std::string& map_img, std::string& page
   // Chunks cover the runs' pages unless a knob says otherwise.
   uint64_t left = total + (rare(fdp, 15) ? 1 : 0);
   for (int i = 0; i < 64 && (left > 0 || rare(fdp, 31)); i++) {
-    uint64_t n = std::min<uint64_t>(left, rare(fdp, 3) ? fdp.ConsumeIntegralInRange(1, 4)
-                                                        : image::kChunkPages);
-    if (rare(fdp, 31)) n = fdp.ConsumeIntegralInRange(0, 300);
+    uint64_t n = std::min<uint64_t>(
+        left, rare(fdp, 3) ? fdp.ConsumeIntegralInRange(1, 4) : image::kChunkPages);
+    if (rare(fdp, 31)) n = fdp.ConsumeIntegralInRange(0, 4);                     // extra or short
+    if (rare(fdp, 63)) n = image::kChunkPages + fdp.ConsumeIntegral<uint8_t>();  // oversized
     left -= std::min(left, n);
     // An oversized chunk is refused before its data is looked at: skip
     // building megabytes for it.
     std::string data = page_data(fdp, n <= image::kChunkPages ? n : 1);
-    int codec = rare(fdp, 15) ? fdp.ConsumeIntegralInRange(0, 3)
-                                                        : fdp.ConsumeIntegralInRange(0, 1);
+    int codec = rare(fdp, 15) ? fdp.ConsumeIntegralInRange(0, 3) : fdp.ConsumeIntegralInRange(0, 1);
     std::string stored;
     if (codec != img::CODEC_ZSTD || data.empty()) {
       stored = std::move(data);
@@ -144,12 +146,8 @@ void structured(FuzzedDataProvider& fdp, std::string& map_img, std::string& page
     if (codec != img::CODEC_ZSTD || rare(fdp, 31))
       pages.resize((pages.size() + image::kPageSize - 1) / image::kPageSize * image::kPageSize);
     auto* c = map.add_chunks();
-    c->set_offset(pages.size() + (rare(fdp, 31)
-                                      ? fdp.ConsumeIntegralInRange(-4100, 4100)
-                                      : 0));
-    c->set_stored_len(stored.size() + (rare(fdp, 31)
-                                           ? fdp.ConsumeIntegralInRange(-8, 8)
-                                           : 0));
+    c->set_offset(pages.size() + (rare(fdp, 31) ? fdp.ConsumeIntegralInRange(-4100, 4100) : 0));
+    c->set_stored_len(stored.size() + (rare(fdp, 31) ? fdp.ConsumeIntegralInRange(-8, 8) : 0));
     c->set_nr_pages(n);
     c->set_codec(static_cast<img::Codec>(codec));
     c->set_crc(image::crc32c(stored.data(), stored.size()));
@@ -157,10 +155,8 @@ void structured(FuzzedDataProvider& fdp, std::string& map_img, std::string& page
       stored[fdp.ConsumeIntegralInRange<size_t>(0, stored.size() - 1)] ^= 0x20;
     pages += stored;
   }
-  map.set_total_pages(rare(fdp, 31) ? fdp.ConsumeIntegral<uint8_t>()
-                                                              : total);
-  if (rare(fdp, 15))
-    pages.resize(fdp.ConsumeIntegralInRange<size_t>(0, pages.size()));
+  map.set_total_pages(rare(fdp, 31) ? fdp.ConsumeIntegral<uint8_t>() : total);
+  if (rare(fdp, 15)) pages.resize(fdp.ConsumeIntegralInRange<size_t>(0, pages.size()));
   map_img = frame_pagemap(map.SerializeAsString());
 }
 

@@ -1,11 +1,7 @@
 // Feeds arbitrary bytes to RecordReader and parses each record into the
-// message of the image kind (all nine kinds are covered). Any crash, over-read or exception other
-// than ckpt::Error is a bug. Input layout: see fuzz_common.h.
-
-// core.pb.h first: its ThreadCore::sigmask accessors collide with glibc's
-// sigmask() macro once <signal.h> has been seen.
-#include "core.pb.h"
-
+// message of the image's kind (all nine kinds are covered). Any crash,
+// over-read or exception other than ckpt::Error is a bug. Input layout: see
+// fuzz_common.h.
 #include <google/protobuf/stubs/logging.h>
 
 #include <cstddef>
@@ -13,6 +9,7 @@
 #include <cstring>
 #include <string>
 
+#include "core.pb.h"
 #include "files.pb.h"
 #include "fuzz_common.h"
 #include "inventory.pb.h"
@@ -38,15 +35,24 @@ void read_all(const std::string& bytes, Kind kind) {
 
 void read_as(const std::string& bytes, Kind kind) {
   switch (kind) {
-    case Kind::Inventory: return read_all<ckpt::img::Inventory>(bytes, kind);
-    case Kind::Pstree: return read_all<ckpt::img::PstreeEntry>(bytes, kind);
-    case Kind::Core: return read_all<ckpt::img::TaskCore>(bytes, kind);
-    case Kind::Mm: return read_all<ckpt::img::MmCore>(bytes, kind);
-    case Kind::Pagemap: return read_all<ckpt::img::Pagemap>(bytes, kind);
-    case Kind::Pages: return read_all<ckpt::img::Pagemap>(bytes, kind);  // holds no records
-    case Kind::Files: return read_all<ckpt::img::FileDesc>(bytes, kind);
-    case Kind::FdTable: return read_all<ckpt::img::FdTable>(bytes, kind);
-    case Kind::PipeData: return read_all<ckpt::img::PipeData>(bytes, kind);
+    case Kind::Inventory:
+      return read_all<ckpt::img::Inventory>(bytes, kind);
+    case Kind::Pstree:
+      return read_all<ckpt::img::PstreeEntry>(bytes, kind);
+    case Kind::Core:
+      return read_all<ckpt::img::TaskCore>(bytes, kind);
+    case Kind::Mm:
+      return read_all<ckpt::img::MmCore>(bytes, kind);
+    case Kind::Pagemap:
+      return read_all<ckpt::img::Pagemap>(bytes, kind);
+    case Kind::Pages:
+      return read_all<ckpt::img::Pagemap>(bytes, kind);  // holds no records
+    case Kind::Files:
+      return read_all<ckpt::img::FileDesc>(bytes, kind);
+    case Kind::FdTable:
+      return read_all<ckpt::img::FdTable>(bytes, kind);
+    case Kind::PipeData:
+      return read_all<ckpt::img::PipeData>(bytes, kind);
   }
 }
 

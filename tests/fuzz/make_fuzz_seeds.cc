@@ -2,14 +2,14 @@
 //   make_fuzz_seeds DIR  ->  DIR/record/*, DIR/page/*
 // Valid inputs let the fuzzers start deep in the readers instead of at the
 // magic number check.
-#include "core.pb.h"  // first: see fuzz_record_reader.cc
-
 #include <sys/stat.h>
 
 #include <cstdio>
 #include <fstream>
 #include <string>
+#include <vector>
 
+#include "core.pb.h"
 #include "files.pb.h"
 #include "fuzz_common.h"
 #include "image/page_store.h"
@@ -111,15 +111,16 @@ void record_seeds(const std::string& dir) {
 }
 
 // The pages part and the bare Pagemap message of one small address space.
-void page_seed(const std::string& dir, const std::string& name, int level,
-               const std::string& data, uint64_t hole_after_pages) {
+void page_seed(const std::string& dir, const std::string& name, int level, const std::string& data,
+               uint64_t hole_after_pages) {
   fuzz::MemImages m;
   image::PageWriter w(m, "1", image::PageWriterOptions{level});
   size_t n = data.size() / image::kPageSize;
   size_t first = std::min<size_t>(n, hole_after_pages);
   w.add(0x10000, data.data(), first);
-  if (n > first) w.add(0x10000 + (first + 3) * image::kPageSize,
-                       data.data() + first * image::kPageSize, n - first);
+  if (n > first)
+    w.add(0x10000 + (first + 3) * image::kPageSize, data.data() + first * image::kPageSize,
+          n - first);
   w.finish();
   const std::string& pages = m.images[image::pages_name("1")];
   const std::string& map_img = m.images[image::pagemap_name("1")];
@@ -127,14 +128,15 @@ void page_seed(const std::string& dir, const std::string& name, int level,
   image::load_message(m, image::pagemap_name("1"), Kind::Pagemap, map);
   std::string bare = map.SerializeAsString();
   write_file(dir + "/" + name + "-image", fuzz::page_input(0, map_img, pages));
-  write_file(dir + "/" + name + "-framed",
-             fuzz::page_input(fuzz::kFrameMap | fuzz::kFixChunkCrc | fuzz::kFixPagesHeader,
-                              bare, pages));
+  write_file(
+      dir + "/" + name + "-framed",
+      fuzz::page_input(fuzz::kFrameMap | fuzz::kFixChunkCrc | fuzz::kFixPagesHeader, bare, pages));
 }
 
 void page_seeds(const std::string& dir) {
   std::string text;
-  while (text.size() < 6 * image::kPageSize) text += "ckpt page seed " + std::to_string(text.size());
+  while (text.size() < 6 * image::kPageSize)
+    text += "ckpt page seed " + std::to_string(text.size());
   text.resize(6 * image::kPageSize);
   std::string noise(2 * image::kPageSize, '\0');
   uint32_t x = 1;

@@ -42,7 +42,9 @@ std::set<std::string> listing(const std::string& dir) {
   return out;
 }
 
-std::string slurp(const std::string& path) { return ckpt::read_file(path); }
+std::string slurp(const std::string& path) {
+  return ckpt::read_file(path);
+}
 
 TEST(DirSink, CreatesMissingDirectory) {
   TempDir t;

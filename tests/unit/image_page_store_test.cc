@@ -79,7 +79,8 @@ std::string compressible_pages(size_t n, uint32_t seed) {
 void add(PageWriter& w, PageModel& model, uint64_t vaddr, const std::string& data) {
   size_t n = data.size() / kPageSize;
   w.add(vaddr, data.data(), n);
-  for (size_t i = 0; i < n; i++) model[vaddr + i * kPageSize] = data.substr(i * kPageSize, kPageSize);
+  for (size_t i = 0; i < n; i++)
+    model[vaddr + i * kPageSize] = data.substr(i * kPageSize, kPageSize);
 }
 
 struct Piece {
@@ -127,8 +128,7 @@ std::string reader_error(const MemImages& m, const std::string& id) {
 
 // Three runs (one written in two contiguous add() calls), 300 + 17 + 1
 // pages, so chunks cross runs and there is more than one chunk.
-PageModel write_sample(MemImages& m, const std::string& id, int zstd_level,
-                       bool compressible) {
+PageModel write_sample(MemImages& m, const std::string& id, int zstd_level, bool compressible) {
   auto gen = [&](size_t n, uint32_t seed) {
     return compressible ? compressible_pages(n, seed) : random_pages(n, seed);
   };
@@ -253,8 +253,8 @@ TEST(PageStore, ManySmallNonContiguousAdds) {
   PageModel model;
   {
     PageWriter w(m, "s", PageWriterOptions{0});
-    for (int i = 0; i < 600; i++) add(w, model, 0x1000000 + uint64_t(i) * 2 * kPageSize,
-                                      random_pages(1, i));
+    for (int i = 0; i < 600; i++)
+      add(w, model, 0x1000000 + uint64_t(i) * 2 * kPageSize, random_pages(1, i));
     w.finish();
   }
   PageReader r(m, "s");
@@ -411,43 +411,56 @@ TEST(PageStore, BadPagemaps) {
     EXPECT_NE(err.find(fragment), std::string::npos) << what << ": '" << err << "'";
     EXPECT_EQ(err.rfind("image pag", 0), 0u) << what << ": " << err;
   };
-  expect_bad("page size", [](Pagemap& p) { p.set_page_size(65536); }, "page size 65536");
-  expect_bad("pages file", [](Pagemap& p) { p.set_pages_file("../../etc/shadow"); },
-             "names pages file");
-  expect_bad("codec", [](Pagemap& p) { p.mutable_chunks(0)->set_codec(ckpt::img::Codec(7)); },
-             "unknown codec 7");
-  expect_bad("total", [](Pagemap& p) { p.set_total_pages(p.total_pages() + 1); },
-             "page counts disagree");
-  expect_bad("run pages", [](Pagemap& p) { p.mutable_runs(1)->set_nr_pages(18); },
-             "page counts disagree");
-  expect_bad("empty run", [](Pagemap& p) { p.mutable_runs(1)->set_nr_pages(0); }, "run 1 is empty");
-  expect_bad("unaligned run", [](Pagemap& p) { p.mutable_runs(1)->set_vaddr(0x7f0000000010); },
-             "not page-aligned");
-  expect_bad("overlapping runs", [](Pagemap& p) { p.mutable_runs(1)->set_vaddr(0x401000); },
-             "overlaps");
-  expect_bad("wrapping run",
-             [](Pagemap& p) {
-               p.mutable_runs(2)->set_vaddr(~uint64_t(0) & ~uint64_t(kPageSize - 1));
-               p.mutable_runs(2)->set_nr_pages(1);
-             },
-             "past the end of the address space");
-  expect_bad("huge chunk", [](Pagemap& p) { p.mutable_chunks(1)->set_nr_pages(1ull << 40); },
-             "chunk 1 holds");
-  expect_bad("offset past end", [](Pagemap& p) { p.mutable_chunks(1)->set_offset(1ull << 40); },
-             "truncated");
-  expect_bad("offset overflow",
-             [](Pagemap& p) { p.mutable_chunks(1)->set_offset(~uint64_t(0) & ~uint64_t(4095)); },
-             "truncated");
-  expect_bad("raw length", [](Pagemap& p) { p.mutable_chunks(1)->set_stored_len(100); },
-             "stores 100 bytes");
-  expect_bad("raw unaligned", [](Pagemap& p) { p.mutable_chunks(1)->set_offset(kPageSize * 300 + 8); },
-             "not page-aligned");
-  expect_bad("overlapping chunks", [](Pagemap& p) { p.mutable_chunks(1)->set_offset(kPageSize); },
-             "overlaps");
-  expect_bad("chunk in header", [](Pagemap& p) { p.mutable_chunks(0)->set_offset(0); }, "overlaps");
-  expect_bad("zstd claims raw data",
-             [](Pagemap& p) { p.mutable_chunks(0)->set_codec(ckpt::img::CODEC_ZSTD); },
-             "not a zstd frame");
+  expect_bad(
+      "page size", [](Pagemap& p) { p.set_page_size(65536); }, "page size 65536");
+  expect_bad(
+      "pages file", [](Pagemap& p) { p.set_pages_file("../../etc/shadow"); }, "names pages file");
+  expect_bad(
+      "codec", [](Pagemap& p) { p.mutable_chunks(0)->set_codec(ckpt::img::Codec(7)); },
+      "unknown codec 7");
+  expect_bad(
+      "total", [](Pagemap& p) { p.set_total_pages(p.total_pages() + 1); }, "page counts disagree");
+  expect_bad(
+      "run pages", [](Pagemap& p) { p.mutable_runs(1)->set_nr_pages(18); }, "page counts disagree");
+  expect_bad(
+      "empty run", [](Pagemap& p) { p.mutable_runs(1)->set_nr_pages(0); }, "run 1 is empty");
+  expect_bad(
+      "unaligned run", [](Pagemap& p) { p.mutable_runs(1)->set_vaddr(0x7f0000000010); },
+      "not page-aligned");
+  expect_bad(
+      "overlapping runs", [](Pagemap& p) { p.mutable_runs(1)->set_vaddr(0x401000); }, "overlaps");
+  expect_bad(
+      "wrapping run",
+      [](Pagemap& p) {
+        p.mutable_runs(2)->set_vaddr(~uint64_t(0) & ~uint64_t(kPageSize - 1));
+        p.mutable_runs(2)->set_nr_pages(1);
+      },
+      "past the end of the address space");
+  expect_bad(
+      "huge chunk", [](Pagemap& p) { p.mutable_chunks(1)->set_nr_pages(1ull << 40); },
+      "chunk 1 holds");
+  expect_bad(
+      "offset past end", [](Pagemap& p) { p.mutable_chunks(1)->set_offset(1ull << 40); },
+      "truncated");
+  expect_bad(
+      "offset overflow",
+      [](Pagemap& p) { p.mutable_chunks(1)->set_offset(~uint64_t(0) & ~uint64_t(4095)); },
+      "truncated");
+  expect_bad(
+      "raw length", [](Pagemap& p) { p.mutable_chunks(1)->set_stored_len(100); },
+      "stores 100 bytes");
+  expect_bad(
+      "raw unaligned", [](Pagemap& p) { p.mutable_chunks(1)->set_offset(kPageSize * 300 + 8); },
+      "not page-aligned");
+  expect_bad(
+      "overlapping chunks", [](Pagemap& p) { p.mutable_chunks(1)->set_offset(kPageSize); },
+      "overlaps");
+  expect_bad(
+      "chunk in header", [](Pagemap& p) { p.mutable_chunks(0)->set_offset(0); }, "overlaps");
+  expect_bad(
+      "zstd claims raw data",
+      [](Pagemap& p) { p.mutable_chunks(0)->set_codec(ckpt::img::CODEC_ZSTD); },
+      "not a zstd frame");
 
   // And the unmodified map still reads.
   resave_pagemap(m, "7", good);

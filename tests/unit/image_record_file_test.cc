@@ -16,8 +16,8 @@
 namespace {
 
 using namespace ckpt::image;
-using ckpt::img::PstreeEntry;
 using ckpt::img::MmCore;
+using ckpt::img::PstreeEntry;
 
 // Collects put() images in memory.
 class MemSink : public ImageSink {
@@ -65,8 +65,12 @@ std::string pstree_image(int n) {
   return sink.images.at("pstree.img");
 }
 
-void put32(std::string& s, uint32_t v) { s.append(reinterpret_cast<const char*>(&v), 4); }
-void put16(std::string& s, uint16_t v) { s.append(reinterpret_cast<const char*>(&v), 2); }
+void put32(std::string& s, uint32_t v) {
+  s.append(reinterpret_cast<const char*>(&v), 4);
+}
+void put16(std::string& s, uint16_t v) {
+  s.append(reinterpret_cast<const char*>(&v), 2);
+}
 
 // Hand-built image with a correct checksum, so a test reaches the check it
 // is aimed at instead of failing on the crc.
@@ -91,7 +95,9 @@ std::string frame(uint32_t kind, uint16_t major, uint16_t minor,
   return s;
 }
 
-std::string serialized(uint32_t pid) { return entry(pid).SerializeAsString(); }
+std::string serialized(uint32_t pid) {
+  return entry(pid).SerializeAsString();
+}
 
 std::string error_of(const std::string& bytes, Kind kind, const std::string& name = "core-42.img") {
   try {
@@ -281,7 +287,8 @@ TEST(RecordFile, OversizeRecordLength) {
   std::string r = serialized(1);
   auto n = static_cast<uint32_t>(r.size());
   std::string img = frame(3, 1, 0, {r, r, r, ""}, 4, {n, n, n, 999999999});
-  EXPECT_EQ(error_of(img, Kind::Core), "image core-42.img: record 3 length 999999999 exceeds limit");
+  EXPECT_EQ(error_of(img, Kind::Core),
+            "image core-42.img: record 3 length 999999999 exceeds limit");
 }
 
 TEST(RecordFile, RecordLengthPastTheEnd) {
@@ -298,7 +305,8 @@ TEST(RecordFile, RecordLengthPastTheEnd) {
   put32(body, 1);
   put32(body, crc);
   put32(body, kTrailerMagic);
-  EXPECT_EQ(error_of(body, Kind::Core), "image core-42.img: record 0: length cut off by the trailer");
+  EXPECT_EQ(error_of(body, Kind::Core),
+            "image core-42.img: record 0: length cut off by the trailer");
 }
 
 TEST(RecordFile, CountMismatch) {
