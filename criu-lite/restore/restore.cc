@@ -90,6 +90,11 @@ void create_threads(LiveTask& lt) {
       lt.scratch.write(p.pid(), 0, &args, sizeof args);
       lt.scratch.write(p.pid(), 256, &tid, sizeof tid);
       long r = rt.call(__NR_clone3, lt.scratch.addr(), sizeof args);
+      // As for processes (stubs.cc): the tid may be a moment from free.
+      for (int tries = 0; r == -EEXIST && tries < 2000; tries++) {
+        usleep(1000);
+        r = rt.call(__NR_clone3, lt.scratch.addr(), sizeof args);
+      }
       if (r < 0) throw Error("clone3 with set_tid", static_cast<int>(-r));
       if (r != tid) throw Error(strfmt("clone3 gave tid %ld", r));
       Tracee t = Tracee::adopt(tid);

@@ -406,11 +406,11 @@ class Ckpt:
         note(f"  -> exit {rc} in {res.seconds:.2f} s")
         return res
 
-    def dump(self, wl, imgdir, leave_running=False, fault=None):
-        args = ["dump", "-t", str(wl.root), "-D", imgdir]
+    def dump(self, wl, imgdir, leave_running=False, fault=None, extra=(), verbose=True):
+        args = ["dump", "-t", str(wl.root), "-D", imgdir] + list(extra)
         if leave_running:
             args.append("--leave-running")
-        return self.run(args, wl.tmp, "dump", fault=fault)
+        return self.run(args, wl.tmp, "dump", fault=fault, verbose=verbose)
 
     def restore(self, wl, imgdir, fault=None, timeout=CKPT_TIMEOUT, verbose=True):
         pidfile = os.path.join(wl.tmp, f"restore-{self.count + 1}.pid")
@@ -869,6 +869,110 @@ def sc_fault_dump(env):
     wl.watch()
 
 
+def check_unharmed(wl, before, stable, transient, tasks, log, what):
+    """After a failed dump: every task runs (not stopped), /proc is as before,
+    and the log carries on exactly."""
+    deadline = time.monotonic() + 3
+    while True:
+        bad = {t: (proc_stat(t) or ("gone",))[0] for t in tasks}
+        bad = {t: s for t, s in bad.items() if s in ("T", "t", "Z", "X", "gone")}
+        if not bad:
+            break
+        if time.monotonic() > deadline:
+            raise Failure(f"{what}: tasks not running after the failed dump: {bad}")
+        time.sleep(0.05)
+    wl.compare(before, stable, transient, f"{what}: after failed dump")
+    vals = wl.wait_progress(log.end, PROGRESS_STEP, f"{what}: after failed dump",
+                            strict_first=log.last_progress() + 1)
+    wl.check_health()
+    note(f"  {what}: tree unharmed, progress {vals[0]}..{vals[-1]}")
+
+
+def sc_compress(env):
+    """dump --compress (zstd page chunks) of memory, restore, carries on."""
+    wl = env.start("memory")
+    before, stable, transient = wl.sample()
+    tasks = snapshot_tasks(before)
+    img = wl.new_dir("compressed")
+    res = env.ckpt.dump(wl, img, extra=["--compress=3"])
+    require_dump_ok(res, img, "dump --compress")
+    wl.reap_original()
+    wl.wait_gone(tasks, "after dump --compress")
+    last = wl.log().last_progress()
+    restore_and_check(env, wl, img, before, stable, transient, "compressed", last + 1)
+    wl.watch()
+
+
+def sc_disk_full(env):
+    """A dump into a full file system fails, leaves no files and the tree runs."""
+    wl = env.start("tree")
+    mnt = wl.new_dir("small-fs")
+    os.makedirs(mnt, exist_ok=True)
+    # Room for the small images but not for the page data of six processes.
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "ckpt-e2e", mnt],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise Skip(f"cannot mount a tmpfs: {r.stderr.strip()}")
+    try:
+        before, stable, transient = wl.sample()
+        tasks = snapshot_tasks(before)
+        log = wl.log()
+        img = os.path.join(mnt, "images")
+        res = env.ckpt.dump(wl, img, verbose=False)
+        if res.rc == 0:
+            raise Failure("dump into a 256 KiB file system succeeded")
+        if "No space left" not in res.error_line():
+            res.show()
+            raise Failure(f"dump into a full file system said: {res.error_line()}")
+        left = os.listdir(img) if os.path.isdir(img) else []
+        if left:
+            raise Failure(f"failed dump left files behind: {sorted(left)[:5]}")
+        check_unharmed(wl, before, stable, transient, tasks, log, "disk full")
+    finally:
+        subprocess.run(["umount", "-l", mnt], capture_output=True)
+    cycle(env, wl, "after-disk-full")
+    wl.watch()
+
+
+def sc_interrupt(env):
+    """SIGINT (Ctrl-C) to a running dump: it stops, the tree carries on."""
+    wl = env.start("memory")
+    interrupted = 0
+    # -vv makes the dump slow enough to be caught in the middle; a dump that
+    # still finished first is retried with a shorter delay (--leave-running,
+    # so a finished one harms nothing).
+    for delay in (0.3, 0.15, 0.08, 0.04, 0.02, 0.01, 0.005):
+        before, stable, transient = wl.sample()
+        tasks = snapshot_tasks(before)
+        log = wl.log()
+        img = wl.new_dir(f"interrupt-{delay}")
+        cmd = [env.ckpt_path, "dump", "-t", str(wl.root), "-D", img, "--leave-running", "-vv",
+               "--log-file", os.path.join(wl.tmp, f"interrupt-{delay}.log")]
+        note(" ".join(cmd) + f"  (SIGINT after {delay} s)")
+        with open(os.path.join(wl.tmp, f"interrupt-{delay}.err"), "w+") as err:
+            p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=err)
+            time.sleep(delay)
+            p.send_signal(signal.SIGINT)
+            rc = p.wait(timeout=CKPT_TIMEOUT)
+            err.seek(0)
+            msg = err.read().strip()
+        if rc == 0:
+            note("  the dump finished before the signal; retrying sooner")
+            continue
+        if rc != 1 or "interrupted by signal" not in msg:
+            raise Failure(f"interrupted dump exited {rc}: {msg[-200:]}")
+        if os.path.exists(os.path.join(img, "inventory.img")):
+            raise Failure("interrupted dump left an inventory.img")
+        check_unharmed(wl, before, stable, transient, tasks, log, f"SIGINT after {delay} s")
+        interrupted += 1
+        if interrupted >= 2:
+            break
+    if not interrupted:
+        raise Failure("no dump could be interrupted (each finished within 5 ms)")
+    wl.watch()
+
+
 def sc_fault_restore(env):
     """Every restore fault: restore fails and leaves no task; then a clean restore works."""
     wl = env.start("tree")
@@ -976,6 +1080,9 @@ SCENARIOS.update({
     "fault-dump": sc_fault_dump,
     "fault-restore": sc_fault_restore,
     "bad-images": sc_bad_images,
+    "compress": sc_compress,
+    "disk-full": sc_disk_full,
+    "interrupt": sc_interrupt,
 })
 
 
