@@ -33,14 +33,15 @@ bool parse(const std::vector<std::string>& args, const po::options_description& 
     p.options(desc);
     if (pos) p.positional(*pos);
     po::store(p.run(), vm);
+    // --help wins over missing required options.
+    if (vm.count("help")) {
+      fputs(usage(verb).c_str(), stdout);
+      return false;
+    }
     po::notify(vm);
     if (extra_v) vm.at("verbose").value() = extra_v;
   } catch (const po::error& e) {
     throw UsageError(std::string(e.what()) + " (see 'ckpt help " + verb + "')");
-  }
-  if (vm.count("help")) {
-    fputs(usage(verb).c_str(), stdout);
-    return false;
   }
   return true;
 }

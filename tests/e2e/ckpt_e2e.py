@@ -973,6 +973,71 @@ def sc_interrupt(env):
     wl.watch()
 
 
+def sc_cli(env):
+    """The CLI's contract: help, version, usage errors (exit 2), clear errors
+    (exit 1, one line), check, and show printing valid JSON for every image."""
+    import json
+
+    def run(args, want_rc, want_text=None, stream="stderr", one_line=True):
+        note("ckpt " + " ".join(args))
+        r = subprocess.run([env.ckpt_path] + args, capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL, timeout=CKPT_TIMEOUT)
+        out = r.stderr if stream == "stderr" else r.stdout
+        if r.returncode != want_rc:
+            raise Failure(f"ckpt {' '.join(args)}: exit {r.returncode}, expected {want_rc}: "
+                          f"{(r.stderr or r.stdout).strip()[-300:]}")
+        if want_text and want_text not in out:
+            raise Failure(f"ckpt {' '.join(args)}: {stream} lacks {want_text!r}: {out[-300:]!r}")
+        if one_line and stream == "stderr" and want_rc != 0 and len(out.strip().splitlines()) != 1:
+            raise Failure(f"ckpt {' '.join(args)}: expected one error line, got {out!r}")
+        return r
+
+    run(["--version"], 0, "ckpt ", "stdout")
+    run(["help"], 0, "commands:", "stdout")
+    for verb in ("dump", "restore", "show", "check"):
+        run(["help", verb], 0, f"usage: ckpt {verb}", "stdout")
+        run([verb, "--help"], 0, f"usage: ckpt {verb}", "stdout")
+    run([], 2, "usage: ckpt", one_line=False)
+    run(["frobnicate"], 2, "unknown command")
+    run(["dump", "-D", "/tmp/x"], 2, "tree")
+    run(["dump", "-t", "1", "-D", "/tmp/x", "--no-such-flag"], 2, "no-such-flag")
+    run(["dump", "-t", "abc", "-D", "/tmp/x"], 2)
+    run(["restore"], 2, "images-dir")
+    # A pid that does not exist: pid_max is at most 4194304.
+    run(["dump", "-t", "4194305", "-D", "/tmp/ckpt-e2e-nonexistent-pid"], 1,
+        "no such process")
+    run(["restore", "-D", "/nonexistent-ckpt-dir"], 1, "/nonexistent-ckpt-dir")
+    r = run(["check"], 0, "PAGEMAP_SCAN", "stdout")
+
+    wl = env.start("pipes")
+    img = wl.new_dir("show")
+    res = env.ckpt.dump(wl, img, leave_running=True)
+    require_dump_ok(res, img, "dump --leave-running")
+    if not re.match(r"dumped \d+ tasks, \d+ threads, \d+ vmas, \d+ pages .* frozen ",
+                    res.stdout.strip()):
+        raise Failure(f"dump summary line not as documented: {res.stdout.strip()!r}")
+    r = run(["show", "-D", img], 0, stream="stdout")
+    try:
+        doc = json.loads(r.stdout)
+    except ValueError as e:
+        raise Failure(f"ckpt show printed invalid JSON: {e}")
+    for key in ("inventory.img", "pstree.img", "files.img", f"core-{wl.root}.img",
+                f"mm-{wl.root}.img", f"pagemap-{wl.root}.img"):
+        if key not in doc:
+            raise Failure(f"ckpt show lacks {key}: {sorted(doc)[:10]}")
+    if doc["inventory.img"].get("root_pid") != wl.root:
+        raise Failure(f"inventory root_pid {doc['inventory.img'].get('root_pid')} != {wl.root}")
+    pids = sorted(e["pid"] for e in doc["pstree.img"])
+    if pids != sorted(snapshot_tasks(wl.sample()[0])):
+        raise Failure(f"pstree.img pids {pids} differ from the live tree")
+    r = run(["show", "-D", img, f"core-{wl.root}.img"], 0, stream="stdout")
+    core = json.loads(r.stdout)
+    if core.get("pid") != wl.root or not core.get("threads"):
+        raise Failure(f"core image JSON unexpected: {r.stdout[:200]}")
+    run(["show", "-D", img, "no-such.img"], 1, "no-such.img")
+    wl.watch()
+
+
 def sc_fault_restore(env):
     """Every restore fault: restore fails and leaves no task; then a clean restore works."""
     wl = env.start("tree")
@@ -1081,6 +1146,7 @@ SCENARIOS.update({
     "fault-restore": sc_fault_restore,
     "bad-images": sc_bad_images,
     "compress": sc_compress,
+    "cli": sc_cli,
     "disk-full": sc_disk_full,
     "interrupt": sc_interrupt,
 })
