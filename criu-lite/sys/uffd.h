@@ -1,0 +1,37 @@
+// userfaultfd of another process: the fd is created inside the target (a
+// remote syscall) and duplicated into ckpt with pidfd_getfd; its ioctls then
+// act on the target's address space.
+//
+// Call order (restore filling memory):
+//   Uffd u = Uffd::adopt(pid, target_fd);  // pidfd_getfd
+//   u.api(features);                       // UFFDIO_API, once
+//   u.register_missing(start, len);        // per VMA
+//   u.copy(dst, src, len);                 // UFFDIO_COPY: allocates and fills
+//   u.unregister(start, len);              // before the task runs
+// UFFDIO_COPY fills a page that is not there yet without zeroing it first,
+// which is one pass over memory fewer than faulting it in and writing it.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "sys/fd.h"
+
+namespace ckpt {
+
+class Uffd {
+ public:
+  static Uffd adopt(pid_t pid, int target_fd);
+  void api(uint64_t features);
+  void register_missing(uint64_t start, uint64_t len);
+  void unregister(uint64_t start, uint64_t len);
+  void copy(uint64_t dst, const void* src, uint64_t len);
+  int fd() const { return fd_.get(); }
+
+ private:
+  UniqueFd fd_;
+};
+
+}  // namespace ckpt
