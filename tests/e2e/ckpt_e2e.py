@@ -849,21 +849,7 @@ def sc_fault_dump(env):
             raise Failure(f"{fault}: dump exited {res.rc}, expected 1")
         if os.path.exists(os.path.join(img, "inventory.img")):
             raise Failure(f"{fault}: failed dump left {img}/inventory.img")
-        # Every task running again (not stopped, not traced-stopped).
-        deadline = time.monotonic() + 3
-        while True:
-            bad = {t: (proc_stat(t) or ("gone",))[0] for t in tasks}
-            bad = {t: s for t, s in bad.items() if s in ("T", "t", "Z", "X", "gone")}
-            if not bad:
-                break
-            if time.monotonic() > deadline:
-                raise Failure(f"{fault}: tasks not running after the failed dump: {bad}")
-            time.sleep(0.05)
-        wl.compare(before, stable, transient, f"{fault}: after failed dump")
-        vals = wl.wait_progress(log.end, PROGRESS_STEP, f"{fault}: after failed dump",
-                                strict_first=log.last_progress() + 1)
-        wl.check_health()
-        note(f"  {fault}: tree unharmed, progress {vals[0]}..{vals[-1]}")
+        check_unharmed(wl, before, stable, transient, tasks, log, fault)
     # The tree must still be dumpable after all that.
     cycle(env, wl, "clean")
     wl.watch()
