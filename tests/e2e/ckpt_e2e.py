@@ -1023,6 +1023,42 @@ def sc_cli(env):
     run(["show", "-D", img, "no-such.img"], 1, "no-such.img")
     wl.watch()
 
+    # restore without -d waits for the root and exits with its status.
+    wl2 = env.start("counter")
+    before, stable, transient, img2, tasks = dump_and_check_gone(env, wl2, "attached")
+    log = wl2.log()
+    cmd = [env.ckpt_path, "restore", "-D", img2]
+    note(" ".join(cmd) + "  (attached)")
+    with open(os.path.join(wl2.tmp, "attached.err"), "w+") as err:
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=err)
+        env.ckpt.running.append(p)
+        try:
+            # The old pid may still be a zombie for a moment; the summary
+            # line says when the restored tree runs.
+            deadline = time.monotonic() + CKPT_TIMEOUT
+            while "restored " not in (read_text(err.name, "") or ""):
+                if p.poll() is not None or time.monotonic() > deadline:
+                    raise Failure(f"attached restore did not start the tree (exit {p.poll()}): "
+                                  f"{(read_text(err.name, '') or '').strip()[-200:]}")
+                time.sleep(0.05)
+            wl2.wait_progress(log.end, PROGRESS_STEP, "attached restore",
+                              strict_first=log.last_progress() + 1)
+            if p.poll() is not None:
+                raise Failure(f"ckpt restore (attached) exited {p.returncode} while the tree runs")
+            os.kill(wl2.root, signal.SIGTERM)
+            rc = p.wait(timeout=CKPT_TIMEOUT)
+        finally:
+            env.ckpt.running.remove(p)
+        err.seek(0)
+        msg = err.read()
+    if rc != 128 + signal.SIGTERM:
+        raise Failure(f"attached restore exited {rc} after SIGTERM to the root, expected 143: "
+                      f"{msg.strip()[-200:]}")
+    if "restored " not in msg:
+        raise Failure(f"attached restore printed no summary on stderr: {msg!r}")
+    note("  attached restore exited 143 when its root got SIGTERM")
+
 
 def sc_fault_restore(env):
     """Every restore fault: restore fails and leaves no task; then a clean restore works."""
