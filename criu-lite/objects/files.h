@@ -2,9 +2,8 @@
 // (files.img), and each process's fd table (fdtable-PID.img) says which
 // fd refers to which description, so dup()'d fds and fds inherited by a
 // child share one description (offset, flags) again after restore.
-// Kinds here: regular files and directories, character devices; pipes and
-// FIFOs are in pipes.h. Anything else stops the dump with its pid, fd and
-// kind named.
+// What each kind of file saves is in its own file (fd_kind.h); anything no
+// kind recognizes stops the dump with its pid, fd and kind named.
 #pragma once
 
 #include <map>
@@ -14,21 +13,22 @@
 #include "files.pb.h"
 #include "image/image_io.h"
 #include "objects/dump_context.h"
+#include "objects/fd_kind.h"
 #include "sys/fd.h"
 
 namespace ckpt {
 
 inline std::string fdtable_name(pid_t pid) { return "fdtable-" + std::to_string(pid) + ".img"; }
 constexpr const char* kFilesImage = "files.img";
-constexpr const char* kPipeDataImage = "pipes-data.img";
 
 // Collects the descriptions while the tasks are walked, then saves them.
 class FileDumper {
  public:
+  FileDumper();
   // Saves fdtable-PID.img; records new descriptions.
   void dump_task(DumpContext& ctx, DumpTask& t);
-  // Saves files.img and pipes-data.img; checks every pipe has both ends in
-  // the tree.
+  // Lets each kind save what it keeps for all descriptions (pipe data,
+  // socket peers), then saves files.img.
   void finish(DumpContext& ctx);
 
  private:
@@ -37,9 +37,10 @@ class FileDumper {
     dev_t dev;
     ino_t ino;
     img::FileDesc img;
-    std::string owner;  // "pid P fd N" of the first fd seen, for messages
   };
-  uint32_t find_or_add(pid_t pid, int fd, UniqueFd local);
+  uint32_t find_or_add(DumpContext& ctx, DumpTask& t, int fd, UniqueFd local,
+                       const proc::FdInfo& info);
+  std::vector<std::unique_ptr<FdKind>> kinds_;
   std::vector<Desc> descs_;
 };
 
@@ -48,19 +49,24 @@ class FileDumper {
 // inherit them and dup them to their numbers.
 class FileTable {
  public:
+  FileTable();
+  // Reads and checks files.img and every kind's images; creates nothing.
+  void load(const image::ImageSource& src);
   // tree_pids: files under /proc/PID of a restored process can only be
-  // opened once that process exists; those are opened by install().
-  void open_all(const image::ImageSource& src, const std::vector<img::FdTable>& tables,
-                const std::vector<pid_t>& tree_pids);
-  // In a restore stub: installs the task's fd table and closes every other fd.
+  // opened once that process exists (the stub opens those).
+  void open_all(const std::vector<img::FdTable>& tables, const std::vector<pid_t>& tree_pids);
+  // In a restore stub: installs the task's fd table, closes every other fd,
+  // then lets the kinds finish (epoll watches).
   void install(const img::FdTable& table) const;
   // Drops the helper fds that kept FIFOs open while the table was built.
-  void close_helpers() { helpers_.clear(); }
+  void close_helpers() { st_.helpers.clear(); }
 
  private:
+  const FdKind& kind_of(const img::FileDesc& d) const;
+  std::vector<std::unique_ptr<FdKind>> kinds_;
+  FdRestoreState st_;
   std::map<uint32_t, UniqueFd> fds_;  // description id -> our fd
-  std::map<uint32_t, img::FileDesc> deferred_;  // /proc/PID files of the tree
-  std::vector<UniqueFd> helpers_;
+  std::vector<uint32_t> deferred_;    // opened by the stub
   int base_ = 0;
 };
 

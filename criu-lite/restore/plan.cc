@@ -81,9 +81,6 @@ RestorePlan load_plan(const image::ImageSource& src) {
     for (const auto& v : t.mm.vmas())
       if (v.kind() == img::VMA_ANON_SHARED) image::PageReader(src, shmem_pages_id(v.shmem_id()));
   }
-  // files.img and pipes-data.img are parsed here too, for the same reason.
-  { image::RecordReader r(src, kFilesImage, image::Kind::Files); img::FileDesc d; while (r.next(d)) {} }
-  { image::RecordReader r(src, kPipeDataImage, image::Kind::PipeData); img::PipeData d; while (r.next(d)) {} }
   return plan;
 }
 

@@ -163,6 +163,8 @@ RestoreResult restore_tree(const RestoreRequest& req) {
 
   // Every image is read and checked before anything is created.
   RestorePlan plan = load_plan(src);
+  FileTable files;
+  files.load(src);
   res.tasks = static_cast<uint32_t>(plan.tasks.size());
   for (const auto& t : plan.tasks) res.threads += static_cast<uint32_t>(t.core.threads_size());
 
@@ -178,8 +180,7 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   }
   ShmemTable shmem;
   shmem.load(src, mms);
-  FileTable files;
-  files.open_all(src, tables, pids);
+  files.open_all(tables, pids);
 
   StubTree stubs(plan, files);
   stubs.create(10000);

@@ -1,0 +1,92 @@
+// One kind of open file (regular files, pipes, eventfd, unix sockets, ...).
+// Adding a kind means one file in objects/ implementing FdKind and one line
+// in fd_kinds.cc; files.cc does the rest: it finds each fd's file
+// description once, asks the kinds which one it is, and at restore opens
+// each description once and puts it at its fd numbers in every process.
+//
+// Restore order for a kind:
+//   load()          every image the kind needs, validated, nothing created
+//   open()          in the controller, before the tree is forked: the new
+//                   description is inherited by every restore stub
+//   open_in_stub()  instead, for kinds that must be opened by the process
+//                   itself (open() returns an empty UniqueFd to ask for it)
+//   after_install() in each stub once all its fds are at their numbers
+//                   (epoll watches name fds by number)
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "files.pb.h"
+#include "image/image_io.h"
+#include "objects/dump_context.h"
+#include "sys/fd.h"
+#include "sys/error.h"
+#include "sys/proc.h"
+
+namespace ckpt {
+
+// What the dump knows about one fd when it asks the kinds.
+struct FdDumpArgs {
+  DumpContext& ctx;
+  DumpTask& task;
+  int fd;                    // number in the task
+  int local;                 // our duplicate of it (pidfd_getfd): same description
+  const struct stat& st;
+  const std::string& link;   // readlink /proc/PID/fd/N
+  const proc::FdInfo& info;
+};
+
+// Restore-time view of the whole file table, for kinds whose descriptions
+// refer to each other (a unix socket and its peer, an epoll and its targets).
+struct FdRestoreState {
+  const image::ImageSource* src = nullptr;
+  std::map<uint32_t, img::FileDesc> descs;  // every description, by id
+  std::vector<pid_t> tree_pids;
+  // Helper fds that must stay open until every description is opened (a
+  // FIFO held open both ways); dropped before the tree runs.
+  std::vector<UniqueFd> helpers;
+};
+
+class FdKind {
+ public:
+  virtual ~FdKind() = default;
+  virtual const char* name() const = 0;
+
+  // --- dump ---
+  // Is this description of this kind? (st and link of the fd.)
+  virtual bool matches(const struct stat& st, const std::string& link) const = 0;
+  // Fills the kind's part of d (id, flags and pos are already set). Throws
+  // Error for what the kind cannot save.
+  virtual void dump(const FdDumpArgs& a, img::FileDesc* d) = 0;
+  // After every task's fds: kind-wide images and checks (pipe data, peers).
+  // descs are all descriptions, with our duplicate of each.
+  virtual void finish_dump(DumpContext& ctx,
+                           const std::vector<std::pair<const img::FileDesc*, int>>& descs) {}
+
+  // --- restore ---
+  virtual bool owns(const img::FileDesc& d) const = 0;
+  virtual void load(const image::ImageSource& src) {}
+  virtual UniqueFd open(const img::FileDesc& d, FdRestoreState& st) = 0;
+  virtual UniqueFd open_in_stub(const img::FileDesc& d, const FdRestoreState& st) const {
+    throw Error(std::string(name()) + ": cannot be opened in the process");
+  }
+  // In a stub, once table's fds are at their numbers. Runs after the stub
+  // closed its own stdio: errors are thrown, never printed.
+  virtual void after_install(const img::FdTable& table, const FdRestoreState& st) const {}
+};
+
+// Every kind, in the order they are asked (fd_kinds.cc).
+std::vector<std::unique_ptr<FdKind>> make_fd_kinds();
+
+// Factories, one per kind file.
+std::unique_ptr<FdKind> make_regular_file_kind();
+std::unique_ptr<FdKind> make_device_kind();
+std::unique_ptr<FdKind> make_pipe_kind();  // pipes and FIFOs
+
+}  // namespace ckpt

@@ -1,0 +1,13 @@
+#include "objects/fd_kind.h"
+
+namespace ckpt {
+
+std::vector<std::unique_ptr<FdKind>> make_fd_kinds() {
+  std::vector<std::unique_ptr<FdKind>> k;
+  k.push_back(make_regular_file_kind());
+  k.push_back(make_device_kind());
+  k.push_back(make_pipe_kind());
+  return k;
+}
+
+}  // namespace ckpt

@@ -1,0 +1,105 @@
+// Regular files, directories and devices, reopened by path.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "objects/fd_kind.h"
+#include "sys/error.h"
+#include "sys/log.h"
+
+namespace ckpt {
+
+namespace {
+
+uint32_t open_flags(const img::FileDesc& d) {
+  return d.flags() & ~static_cast<uint32_t>(O_CREAT | O_EXCL | O_TRUNC | O_CLOEXEC);
+}
+
+UniqueFd open_regular(const img::FileDesc& d) {
+  UniqueFd f = open_or_throw(d.reg().path(), static_cast<int>(open_flags(d)));
+  struct stat st{};
+  if (fstat(f.get(), &st) == 0 && S_ISREG(st.st_mode) &&
+      static_cast<uint64_t>(st.st_size) != d.reg().size())
+    LOG_DEBUG("%s: size %lld differs from %llu at dump", d.reg().path().c_str(),
+              static_cast<long long>(st.st_size), static_cast<unsigned long long>(d.reg().size()));
+  if (lseek(f.get(), static_cast<off_t>(d.pos()), SEEK_SET) < 0 && errno != ESPIPE &&
+      errno != EINVAL)
+    throw_errno("seek " + d.reg().path());
+  return f;
+}
+
+// "/proc/1234/..." with 1234 a pid of the restored tree.
+bool under_tree_proc(const std::string& path, const std::vector<pid_t>& pids) {
+  if (path.rfind("/proc/", 0) != 0) return false;
+  auto pid = static_cast<pid_t>(atoi(path.c_str() + 6));
+  return std::find(pids.begin(), pids.end(), pid) != pids.end();
+}
+
+bool ends_with(const std::string& s, const char* suffix) {
+  size_t n = strlen(suffix);
+  return s.size() >= n && s.compare(s.size() - n, n, suffix) == 0;
+}
+
+class RegularFileKind : public FdKind {
+ public:
+  const char* name() const override { return "regular file"; }
+  bool matches(const struct stat& st, const std::string&) const override {
+    return S_ISREG(st.st_mode) || S_ISDIR(st.st_mode);
+  }
+  void dump(const FdDumpArgs& a, img::FileDesc* d) override {
+    if (a.st.st_nlink == 0 || ends_with(a.link, " (deleted)"))
+      throw Error("open deleted files are not supported yet");
+    if (a.link.empty() || a.link[0] != '/') throw Error("file without a path");
+    auto* r = d->mutable_reg();
+    r->set_path(a.link);
+    r->set_size(static_cast<uint64_t>(a.st.st_size));
+    r->set_mode(a.st.st_mode);
+    r->set_dev(a.st.st_dev);
+    r->set_ino(a.st.st_ino);
+  }
+  bool owns(const img::FileDesc& d) const override { return d.has_reg(); }
+  UniqueFd open(const img::FileDesc& d, FdRestoreState& st) override {
+    // The process's own /proc files exist only once the process does.
+    if (under_tree_proc(d.reg().path(), st.tree_pids)) return UniqueFd();
+    return open_regular(d);
+  }
+  UniqueFd open_in_stub(const img::FileDesc& d, const FdRestoreState&) const override {
+    return open_regular(d);
+  }
+};
+
+// Terminals need --shell-job or pty support, which is not here yet.
+bool is_tty(dev_t rdev) {
+  unsigned maj = major(rdev);
+  return maj == 4 || maj == 5 || (maj >= 136 && maj <= 143);
+}
+
+class DeviceKind : public FdKind {
+ public:
+  const char* name() const override { return "device"; }
+  bool matches(const struct stat& st, const std::string&) const override {
+    return S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode);
+  }
+  void dump(const FdDumpArgs& a, img::FileDesc* d) override {
+    if (is_tty(a.st.st_rdev))
+      throw Error("terminals are not supported yet (use a tree without a tty)");
+    if (a.link.empty() || a.link[0] != '/') throw Error("device without a path");
+    auto* c = d->mutable_chr();
+    c->set_path(a.link);
+    c->set_rdev(static_cast<uint32_t>(a.st.st_rdev));
+  }
+  bool owns(const img::FileDesc& d) const override { return d.has_chr(); }
+  UniqueFd open(const img::FileDesc& d, FdRestoreState&) override {
+    return open_or_throw(d.chr().path(), static_cast<int>(open_flags(d)));
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<FdKind> make_regular_file_kind() { return std::make_unique<RegularFileKind>(); }
+std::unique_ptr<FdKind> make_device_kind() { return std::make_unique<DeviceKind>(); }
+
+}  // namespace ckpt
