@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "image/record_file.h"
+#include "objects/task_attrs.h"
 #include "objects/thread.h"
 #include "sys/error.h"
 #include "sys/fd.h"
@@ -82,6 +83,7 @@ void dump_task_core(DumpContext& ctx, DumpTask& t) {
   core.set_pdeath_sig(pdeath);
   core.set_dumpable(rt.check("prctl(PR_GET_DUMPABLE)", __NR_prctl, PR_GET_DUMPABLE) != 0);
   core.set_no_new_privs(t.status.no_new_privs != 0);
+  dump_task_attrs(t, &core);
 
   for (size_t i = 0; i < t.threads.size(); i++) {
     in_context(strfmt("thread %d", t.threads[i].tid()),

@@ -15,6 +15,7 @@
 #include "image/record_file.h"
 #include "objects/files.h"
 #include "objects/mm.h"
+#include "objects/task_attrs.h"
 #include "objects/task_core.h"
 #include "objects/thread.h"
 #include "restore/plan.h"
@@ -131,6 +132,7 @@ void finish_process(LiveTask& lt) {
     });
   }
   restore_rlimits(pid, p.core);
+  in_context("process attributes", [&] { restore_task_attrs(rt, lt.scratch, pid, p.core); });
   if (!p.core.root().empty() && p.core.root() != "/") {
     std::string root = p.core.root();
     lt.scratch.write(pid, 0, root.c_str(), root.size() + 1);
@@ -147,6 +149,9 @@ void finish_process(LiveTask& lt) {
   }
   restore_task_misc(rt, p.core);
   lt.scratch.unmap(rt);
+  in_context("process attributes", [&] {
+    restore_task_attrs_last(lt.threads, rt.syscall_ip(), pid, p.core);
+  });
   for (size_t i = 0; i < lt.threads.size(); i++) {
     const img::ThreadCore& tc = p.core.threads(static_cast<int>(i));
     restore_thread_regs(lt.threads[i], tc);
