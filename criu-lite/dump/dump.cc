@@ -11,6 +11,7 @@
 #include "image/record_file.h"
 #include "inventory.pb.h"
 #include "objects/files.h"
+#include "objects/ghosts.h"
 #include "objects/mm.h"
 #include "objects/pstree.h"
 #include "objects/task_core.h"
@@ -93,7 +94,9 @@ DumpResult dump_tree(const DumpRequest& req) {
   unlink((req.dir + "/" + kInventoryImage).c_str());
 
   DumpContext ctx;
+  GhostDumper ghosts;
   ctx.sink = &sink;
+  ctx.ghosts = &ghosts;
   ctx.opts = req.opts;
   FrozenTree frozen(ctx);
 
@@ -134,6 +137,7 @@ DumpResult dump_tree(const DumpRequest& req) {
     in_context(strfmt("pid %d", t->pid), [&] { dump_mm(ctx, *t); });
   }
   if (req.progress) req.progress->finish();
+  ghosts.finish(ctx);
   fault::point("dump-after-pages");
 
   // The inventory goes last: its presence marks the dump complete.

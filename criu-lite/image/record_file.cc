@@ -59,6 +59,8 @@ const char* kind_name(Kind k) {
       return "fdtable";
     case Kind::PipeData:
       return "pipe-data";
+    case Kind::Ghosts:
+      return "ghosts";
   }
   return "unknown";  // a value read from a foreign or corrupt file
 }

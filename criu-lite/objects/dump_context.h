@@ -54,6 +54,7 @@ struct DumpStats {
 };
 
 class Progress;
+class GhostDumper;
 
 struct DumpContext {
   image::ImageSink* sink = nullptr;
@@ -61,6 +62,7 @@ struct DumpContext {
   std::vector<std::unique_ptr<DumpTask>> tasks;  // parents before children
   DumpStats stats;
   Progress* progress = nullptr;
+  GhostDumper* ghosts = nullptr;  // deleted files and memfds, saved once
   // Shared anonymous memory objects already saved (by inode).
   std::set<uint64_t> shmem_done;
   // Pages to copy in total (for the progress bar), estimated from smaps.

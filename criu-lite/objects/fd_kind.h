@@ -31,6 +31,8 @@
 
 namespace ckpt {
 
+class GhostTable;
+
 // What the dump knows about one fd when it asks the kinds.
 struct FdDumpArgs {
   DumpContext& ctx;
@@ -48,6 +50,7 @@ struct FdRestoreState {
   const image::ImageSource* src = nullptr;
   std::map<uint32_t, img::FileDesc> descs;  // every description, by id
   std::vector<pid_t> tree_pids;
+  const GhostTable* ghosts = nullptr;  // recreated deleted files and memfds
   // Helper fds that must stay open until every description is opened (a
   // FIFO held open both ways); dropped before the tree runs.
   std::vector<UniqueFd> helpers;

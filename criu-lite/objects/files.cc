@@ -113,8 +113,9 @@ void FileTable::load(const image::ImageSource& src) {
 }
 
 void FileTable::open_all(const std::vector<img::FdTable>& tables,
-                         const std::vector<pid_t>& tree_pids) {
+                         const std::vector<pid_t>& tree_pids, const GhostTable* ghosts) {
   st_.tree_pids = tree_pids;
+  st_.ghosts = ghosts;
 
   int max_fd = 2;
   for (const auto& t : tables)

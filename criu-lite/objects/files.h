@@ -54,7 +54,8 @@ class FileTable {
   void load(const image::ImageSource& src);
   // tree_pids: files under /proc/PID of a restored process can only be
   // opened once that process exists (the stub opens those).
-  void open_all(const std::vector<img::FdTable>& tables, const std::vector<pid_t>& tree_pids);
+  void open_all(const std::vector<img::FdTable>& tables, const std::vector<pid_t>& tree_pids,
+                const GhostTable* ghosts);
   // In a restore stub: installs the task's fd table, closes every other fd,
   // then lets the kinds finish (epoll watches).
   void install(const img::FdTable& table) const;

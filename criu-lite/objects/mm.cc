@@ -14,6 +14,7 @@
 
 #include "image/page_store.h"
 #include "image/record_file.h"
+#include "objects/ghosts.h"
 #include "objects/progress.h"
 #include "sys/cancel.h"
 #include "sys/cpu.h"
@@ -51,7 +52,7 @@ std::string range_name(const proc::Vma& v) {
                 static_cast<unsigned long long>(v.end));
 }
 
-img::Vma classify(pid_t pid, const proc::Vma& v) {
+img::Vma classify(DumpContext& ctx, pid_t pid, const proc::Vma& v) {
   img::Vma o;
   o.set_start(v.start);
   o.set_end(v.end);
@@ -86,12 +87,18 @@ img::Vma classify(pid_t pid, const proc::Vma& v) {
   } else if (v.has_flag("pf") || v.has_flag("io")) {
     throw Error(where + ": device memory mapping (VM_PFNMAP/VM_IO) is not supported");
   } else if (!p.empty() && p[0] == '/') {
-    if (v.deleted)
-      throw Error(where + ": mapping of a deleted file is not supported yet");
-    if (p.rfind("/memfd:", 0) == 0 || p.rfind("/SYSV", 0) == 0)
-      throw Error(where + ": memfd and SysV shared memory mappings are not supported yet");
+    if (p.rfind("/SYSV", 0) == 0)
+      throw Error(where + ": SysV shared memory mappings are not supported yet");
     o.set_kind(v.shared ? img::VMA_FILE_SHARED : img::VMA_FILE_PRIVATE);
     o.set_path(p);
+    if (v.deleted || is_memfd_link(p)) {
+      // The file has no name any more: its content is saved with the images.
+      UniqueFd f = open_or_throw(strfmt("/proc/%d/map_files/%s", pid, range_name(v).c_str()),
+                                 O_RDONLY);
+      o.set_ghost_id(in_context(where, [&] {
+        return ctx.ghosts->add(ctx, f.get(), p + (v.deleted ? " (deleted)" : ""));
+      }));
+    }
     struct stat st{};
     if (stat(strfmt("/proc/%d/map_files/%s", pid, range_name(v).c_str()).c_str(), &st) == 0) {
       o.set_file_dev(st.st_dev);
@@ -308,7 +315,7 @@ void dump_mm(DumpContext& ctx, DumpTask& t) {
   image::PageWriter w(*ctx.sink, std::to_string(t.pid), {ctx.opts.zstd_level});
   PageCopier copier(t.pid, w, ctx.progress);
   for (const auto& v : t.vmas) {
-    img::Vma iv = classify(t.pid, v);
+    img::Vma iv = classify(ctx, t.pid, v);
     switch (iv.kind()) {
       case img::VMA_ANON_PRIVATE:
       case img::VMA_FILE_PRIVATE:
@@ -409,7 +416,8 @@ uint64_t put_path(const RemoteScratch& s, pid_t pid, size_t off, const std::stri
 }  // namespace
 
 void restore_mm(RemoteThread& rt, RemoteScratch& scratch, pid_t pid, const img::MmCore& mm,
-                const image::ImageSource& src, const ShmemTable& shmem, MmRestoreStats* stats) {
+                const image::ImageSource& src, const ShmemTable& shmem, const GhostTable& ghosts,
+                MmRestoreStats* stats) {
   // 1. Drop everything the stub inherited from ckpt but the kernel's special
   //    mappings, which are moved, not recreated.
   std::vector<proc::Vma> cur = proc::parse_maps(read_file(strfmt("/proc/%d/maps", pid)));
@@ -502,16 +510,17 @@ void restore_mm(RemoteThread& rt, RemoteScratch& scratch, pid_t pid, const img::
         case img::VMA_FILE_SHARED: {
           bool shared = v.kind() == img::VMA_FILE_SHARED;
           int oflags = shared && v.may_write() ? O_RDWR : O_RDONLY;
-          std::string key = v.path() + (oflags == O_RDWR ? "\n1" : "\n0");
+          std::string path = v.ghost_id() ? ghosts.path(v.ghost_id()) : v.path();
+          std::string key = path + (oflags == O_RDWR ? "\n1" : "\n0");
           if (key != open_path) {
             close_open();
             struct stat st{};
-            if (stat(v.path().c_str(), &st) == 0 && v.file_ino() &&
+            if (!v.ghost_id() && stat(v.path().c_str(), &st) == 0 && v.file_ino() &&
                 (st.st_ino != v.file_ino() || st.st_dev != v.file_dev()))
               LOG_WARN("pid %d: %s was replaced since the dump", pid, v.path().c_str());
             open_fd = static_cast<long>(
-                rt.check(("open " + v.path()).c_str(), __NR_openat, static_cast<uint64_t>(AT_FDCWD),
-                         put_path(scratch, pid, kPathOff, v.path()), oflags | O_CLOEXEC));
+                rt.check(("open " + path).c_str(), __NR_openat, static_cast<uint64_t>(AT_FDCWD),
+                         put_path(scratch, pid, kPathOff, path), oflags | O_CLOEXEC));
             open_path = key;
           }
           if (shared) prot = v.prot();  // writing into a shared file would change it

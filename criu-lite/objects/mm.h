@@ -46,8 +46,10 @@ struct MmRestoreStats {
 // Rebuilds the address space of a restore stub (a fork of ckpt, stopped,
 // driven through rt) into the dumped one. On return rt's syscall ip points
 // into the vDSO at its dumped address and scratch is mapped at a free place.
+class GhostTable;
 void restore_mm(RemoteThread& rt, RemoteScratch& scratch, pid_t pid, const img::MmCore& mm,
-                const image::ImageSource& src, const ShmemTable& shmem, MmRestoreStats* stats);
+                const image::ImageSource& src, const ShmemTable& shmem, const GhostTable& ghosts,
+                MmRestoreStats* stats);
 
 // The mm fields (brk, arg/env areas, auxv, exe) with PR_SET_MM_MAP.
 void restore_mm_fields(RemoteThread& rt, const RemoteScratch& scratch, pid_t pid,

@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "objects/fd_kind.h"
+#include "objects/ghosts.h"
 #include "sys/error.h"
 #include "sys/log.h"
 
@@ -18,8 +19,9 @@ uint32_t open_flags(const img::FileDesc& d) {
   return d.flags() & ~static_cast<uint32_t>(O_CREAT | O_EXCL | O_TRUNC | O_CLOEXEC);
 }
 
-UniqueFd open_regular(const img::FileDesc& d) {
-  UniqueFd f = open_or_throw(d.reg().path(), static_cast<int>(open_flags(d)));
+UniqueFd open_regular(const img::FileDesc& d, const GhostTable* ghosts) {
+  std::string path = d.reg().ghost_id() ? ghosts->path(d.reg().ghost_id()) : d.reg().path();
+  UniqueFd f = open_or_throw(path, static_cast<int>(open_flags(d)));
   struct stat st{};
   if (fstat(f.get(), &st) == 0 && S_ISREG(st.st_mode) &&
       static_cast<uint64_t>(st.st_size) != d.reg().size())
@@ -50,11 +52,16 @@ class RegularFileKind : public FdKind {
     return S_ISREG(st.st_mode) || S_ISDIR(st.st_mode);
   }
   void dump(const FdDumpArgs& a, img::FileDesc* d) override {
-    if (a.st.st_nlink == 0 || ends_with(a.link, " (deleted)"))
-      throw Error("open deleted files are not supported yet");
     if (a.link.empty() || a.link[0] != '/') throw Error("file without a path");
     auto* r = d->mutable_reg();
-    r->set_path(a.link);
+    if (is_memfd_link(a.link) || (S_ISREG(a.st.st_mode) && a.st.st_nlink == 0) ||
+        is_deleted_link(a.link)) {
+      // Its content goes with the images; its name is gone.
+      r->set_ghost_id(a.ctx.ghosts->add(a.ctx, a.local, a.link));
+      r->set_path(a.link.substr(0, a.link.size() - (is_deleted_link(a.link) ? 10 : 0)));
+    } else {
+      r->set_path(a.link);
+    }
     r->set_size(static_cast<uint64_t>(a.st.st_size));
     r->set_mode(a.st.st_mode);
     r->set_dev(a.st.st_dev);
@@ -63,11 +70,11 @@ class RegularFileKind : public FdKind {
   bool owns(const img::FileDesc& d) const override { return d.has_reg(); }
   UniqueFd open(const img::FileDesc& d, FdRestoreState& st) override {
     // The process's own /proc files exist only once the process does.
-    if (under_tree_proc(d.reg().path(), st.tree_pids)) return UniqueFd();
-    return open_regular(d);
+    if (!d.reg().ghost_id() && under_tree_proc(d.reg().path(), st.tree_pids)) return UniqueFd();
+    return open_regular(d, st.ghosts);
   }
-  UniqueFd open_in_stub(const img::FileDesc& d, const FdRestoreState&) const override {
-    return open_regular(d);
+  UniqueFd open_in_stub(const img::FileDesc& d, const FdRestoreState& st) const override {
+    return open_regular(d, st.ghosts);
   }
 };
 

@@ -14,6 +14,7 @@
 #include "image/page_store.h"
 #include "image/record_file.h"
 #include "objects/files.h"
+#include "objects/ghosts.h"
 #include "objects/mm.h"
 #include "objects/task_attrs.h"
 #include "objects/task_core.h"
@@ -61,7 +62,7 @@ void seize_stub(LiveTask& lt) {
 
 // Address space, mm fields, signal handlers, timers: all through the leader.
 void rebuild_process(LiveTask& lt, const image::ImageSource& src, const ShmemTable& shmem,
-                     MmRestoreStats* st) {
+                     const GhostTable& ghosts, MmRestoreStats* st) {
   const PlannedTask& p = *lt.plan;
   pid_t pid = p.pid();
   Tracee& leader = lt.threads[0];
@@ -72,7 +73,7 @@ void rebuild_process(LiveTask& lt, const image::ImageSource& src, const ShmemTab
   ckpt_rseq_configuration rc = leader.get_rseq();
   if (rc.rseq_abi_pointer)
     rt.check("rseq unregister", __NR_rseq, rc.rseq_abi_pointer, rc.rseq_abi_size, 1, rc.signature);
-  in_context("memory", [&] { restore_mm(rt, lt.scratch, pid, p.mm, src, shmem, st); });
+  in_context("memory", [&] { restore_mm(rt, lt.scratch, pid, p.mm, src, shmem, ghosts, st); });
   in_context("mm fields", [&] { restore_mm_fields(rt, lt.scratch, pid, p.mm); });
   in_context("signal handlers", [&] { restore_sigactions(rt, lt.scratch, pid, p.core); });
 }
@@ -170,6 +171,8 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   RestorePlan plan = load_plan(src);
   FileTable files;
   files.load(src);
+  GhostTable ghosts;
+  ghosts.load(src);
   res.tasks = static_cast<uint32_t>(plan.tasks.size());
   for (const auto& t : plan.tasks) res.threads += static_cast<uint32_t>(t.core.threads_size());
 
@@ -185,7 +188,8 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   }
   ShmemTable shmem;
   shmem.load(src, mms);
-  files.open_all(tables, pids);
+  ghosts.materialize(src);
+  files.open_all(tables, pids, &ghosts);
 
   StubTree stubs(plan, files);
   stubs.create(10000);
@@ -215,7 +219,7 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   for (auto& lt : live) {
     cancel::check();
     uint64_t before = mst.pages;
-    in_context(strfmt("restore pid %d", lt.plan->pid()), [&] { rebuild_process(lt, src, shmem, &mst); });
+    in_context(strfmt("restore pid %d", lt.plan->pid()), [&] { rebuild_process(lt, src, shmem, ghosts, &mst); });
     if (req.progress) req.progress->advance(mst.pages - before);
   }
   if (req.progress) req.progress->finish();
@@ -226,6 +230,8 @@ RestoreResult restore_tree(const RestoreRequest& req) {
       finish_process(lt);
     });
   res.pages = mst.pages;
+  // Every process has opened and mapped its deleted files: names go again.
+  ghosts.unlink_all();
   fault::point("restore-before-resume");
   cancel::check();
 
