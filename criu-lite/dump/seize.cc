@@ -71,8 +71,13 @@ void seize_tree(DumpContext& ctx, pid_t root) {
       if (!try_read_file(strfmt("/proc/%d/stat", pid), &text))
         throw Error(pid == root ? "no such process" : "the process exited during the dump");
       st = proc::parse_stat(text);
-      if (st.state == 'Z' || st.state == 'X')
-        throw Error("zombie processes are not supported yet (" + st.comm + ")");
+      if (st.state == 'Z' || st.state == 'X') {
+        // Exited, its parent (stopped now) has not reaped it: what the
+        // parent will read is all there is to save.
+        if (ppid == 0) throw Error("the process has exited (zombie)");
+        ctx.zombies.push_back({pid, ppid, st.pgrp, st.session, st.exit_code});
+        return;
+      }
       if (st.flags & 0x00200000 /* PF_KTHREAD */) throw Error("is a kernel thread");
       auto t = std::make_unique<DumpTask>();
       t->pid = pid;

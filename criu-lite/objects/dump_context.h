@@ -56,10 +56,17 @@ struct DumpStats {
 class Progress;
 class GhostDumper;
 
+// An exited child its parent has not reaped: only its ids and status.
+struct DumpZombie {
+  pid_t pid = 0, ppid = 0, pgid = 0, sid = 0;
+  int exit_status = 0;  // wait status
+};
+
 struct DumpContext {
   image::ImageSink* sink = nullptr;
   DumpOptions opts;
   std::vector<std::unique_ptr<DumpTask>> tasks;  // parents before children
+  std::vector<DumpZombie> zombies;
   DumpStats stats;
   Progress* progress = nullptr;
   GhostDumper* ghosts = nullptr;  // deleted files and memfds, saved once

@@ -11,6 +11,7 @@ void dump_pstree(DumpContext& ctx) {
   image::RecordWriter w(kPstreeImage, image::Kind::Pstree);
   std::set<pid_t> pids;
   for (auto& t : ctx.tasks) pids.insert(t->pid);
+  for (auto& z : ctx.zombies) pids.insert(z.pid);
   for (auto& t : ctx.tasks) {
     img::PstreeEntry e;
     e.set_pid(static_cast<uint32_t>(t->pid));
@@ -32,6 +33,21 @@ void dump_pstree(DumpContext& ctx) {
                          sid_in ? "process group" : "session",
                          sid_in ? t->stat.pgrp : t->stat.session));
     }
+    w.add(e);
+  }
+  // Zombies last: their parents (live tasks) come before them.
+  for (auto& z : ctx.zombies) {
+    if (!pids.count(z.pgid) || !pids.count(z.sid))
+      throw Error(strfmt("zombie %d: its process group or session leader is not in the tree",
+                         z.pid));
+    img::PstreeEntry e;
+    e.set_pid(static_cast<uint32_t>(z.pid));
+    e.set_ppid(static_cast<uint32_t>(z.ppid));
+    e.set_pgid(static_cast<uint32_t>(z.pgid));
+    e.set_sid(static_cast<uint32_t>(z.sid));
+    e.add_threads(static_cast<uint32_t>(z.pid));
+    e.set_zombie(true);
+    e.set_exit_status(z.exit_status);
     w.add(e);
   }
   w.save(*ctx.sink);

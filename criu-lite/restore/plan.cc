@@ -48,6 +48,14 @@ RestorePlan load_plan(const image::ImageSource& src) {
 
   std::map<uint32_t, int> index;
   for (auto& e : load_pstree(src)) {
+    if (e.zombie()) {
+      auto it = index.find(e.ppid());
+      if (it == index.end())
+        throw Error(strfmt("image %s: zombie %u has no live parent", kPstreeImage, e.pid()));
+      plan.tasks[it->second].zombies.push_back(static_cast<int>(plan.zombies.size()));
+      plan.zombies.push_back({e, it->second});
+      continue;
+    }
     PlannedTask t;
     t.entry = e;
     if (e.ppid() != 0) {
@@ -86,8 +94,11 @@ RestorePlan load_plan(const image::ImageSource& src) {
 
 void wait_pids_free(const RestorePlan& plan, int timeout_ms) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  for (const auto& t : plan.tasks) {
-    for (uint32_t tid : t.entry.threads()) {
+  std::vector<const img::PstreeEntry*> entries;
+  for (const auto& t : plan.tasks) entries.push_back(&t.entry);
+  for (const auto& z : plan.zombies) entries.push_back(&z.entry);
+  for (const auto* e : entries) {
+    for (uint32_t tid : e->threads()) {
       std::string path = strfmt("/proc/%u", tid);
       while (access(path.c_str(), F_OK) == 0) {
         if (std::chrono::steady_clock::now() > deadline) {

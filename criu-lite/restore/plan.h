@@ -23,12 +23,23 @@ struct PlannedTask {
   img::FdTable fds;
   int parent = -1;             // index in RestorePlan::tasks, -1 for the root
   std::vector<int> children;   // indexes
+  std::vector<int> zombies;    // indexes in RestorePlan::zombies
+  pid_t pid() const { return static_cast<pid_t>(entry.pid()); }
+};
+
+// An exited child not reaped at dump time: recreated as a process that
+// exits at once with the same status, and stays a zombie until its parent
+// (restored) reaps it.
+struct PlannedZombie {
+  img::PstreeEntry entry;
+  int parent = -1;  // index in RestorePlan::tasks
   pid_t pid() const { return static_cast<pid_t>(entry.pid()); }
 };
 
 struct RestorePlan {
   img::Inventory inv;
   std::vector<PlannedTask> tasks;  // parents before children; [0] is the root
+  std::vector<PlannedZombie> zombies;
 };
 
 // Reads every record image and checks it fits this machine: format version,

@@ -58,7 +58,7 @@ pid_t clone_with_pid(pid_t pid, int exit_signal) {
 }  // namespace
 
 StubTree::StubTree(const RestorePlan& plan, const FileTable& files) : plan_(plan), files_(files) {
-  ctl_size_ = sizeof(Control) + plan.tasks.size() * sizeof(Control::Slot);
+  ctl_size_ = sizeof(Control) + (plan.tasks.size() + plan.zombies.size()) * sizeof(Control::Slot);
   void* p = mmap(nullptr, ctl_size_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) throw_errno("map restore control block");
   ctl_ = static_cast<Control*>(p);
@@ -96,6 +96,15 @@ void StubTree::stub_main(int idx) {
     if (r < 0) {
       char msg[128];
       snprintf(msg, sizeof msg, "create child pid %d (clone3 set_tid)", ct.pid());
+      fail(msg, errno);
+    }
+  }
+  for (int z : t.zombies) {
+    pid_t r = clone_with_pid(plan_.zombies[z].pid(), SIGCHLD);
+    if (r == 0) zombie_main(z);
+    if (r < 0) {
+      char msg[128];
+      snprintf(msg, sizeof msg, "create zombie pid %d (clone3 set_tid)", plan_.zombies[z].pid());
       fail(msg, errno);
     }
   }
@@ -138,13 +147,57 @@ void StubTree::stub_main(int idx) {
   for (;;) pause();
 }
 
+void StubTree::zombie_main(int z) {
+  const img::PstreeEntry& e = plan_.zombies[z].entry;
+  int slot_idx = static_cast<int>(plan_.tasks.size()) + z;
+  auto fail = [&](const char* what, int err) {
+    auto& slot = ctl_->slots[slot_idx];
+    snprintf(slot.error, sizeof slot.error, "zombie %u: %s%s%s", e.pid(), what, err ? ": " : "",
+             err ? strerror(err) : "");
+    int expected = 0;
+    ctl_->failed.compare_exchange_strong(expected, 1);
+    futex_wake(&ctl_->failed);
+    _exit(1);
+  };
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  pid_t pid = static_cast<pid_t>(e.pid());
+  if (e.sid() == e.pid() && setsid() < 0) fail("setsid", errno);
+  ctl_->created.fetch_add(1);
+  futex_wake(&ctl_->created);
+  while (ctl_->phase.load() < 1) futex_wait(&ctl_->phase, 0);
+  pid_t pgid = static_cast<pid_t>(e.pgid());
+  if (pgid == pid && getpgrp() != pid && setpgid(0, 0) < 0) fail("setpgid (leader)", errno);
+  ctl_->grouped.fetch_add(1);
+  futex_wake(&ctl_->grouped);
+  while (ctl_->phase.load() < 2) futex_wait(&ctl_->phase, 1);
+  if (pgid != pid && getpgrp() != pgid && setpgid(0, pgid) < 0) fail("join process group", errno);
+  ctl_->ready.fetch_add(1);
+  futex_wake(&ctl_->ready);
+  // Exit the way the process did; its parent reads the same status.
+  int st = e.exit_status();
+  if (WIFSIGNALED(st)) {
+    int sig = WTERMSIG(st);
+    signal(sig, SIG_DFL);
+    sigset_t all;
+    sigfillset(&all);
+    sigprocmask(SIG_UNBLOCK, &all, nullptr);
+    prctl(PR_SET_DUMPABLE, 0);  // no core file for a status that only says "core dumped"
+    kill(getpid(), sig);
+  }
+  _exit(WEXITSTATUS(st));
+}
+
 void StubTree::wait_counter(std::atomic<int>& c, int want, int timeout_ms, const char* what) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   for (;;) {
     int f = ctl_->failed.load();
     if (f) {
-      const PlannedTask& t = plan_.tasks[f - 1];
-      throw Error(strfmt("pid %d: %s", t.pid(), ctl_->slots[f - 1].error));
+      for (size_t i = 0; i < plan_.tasks.size() + plan_.zombies.size(); i++)
+        if (ctl_->slots[i].error[0])
+          throw Error(i < plan_.tasks.size()
+                          ? strfmt("pid %d: %s", plan_.tasks[i].pid(), ctl_->slots[i].error)
+                          : std::string(ctl_->slots[i].error));
+      throw Error(strfmt("restore stub %d failed", f));
     }
     int v = c.load();
     if (v >= want) return;
@@ -166,7 +219,7 @@ void StubTree::raise_phase(int p) {
 
 void StubTree::create(int timeout_ms) {
   const PlannedTask& root = plan_.tasks[0];
-  int n = static_cast<int>(plan_.tasks.size());
+  int n = static_cast<int>(plan_.tasks.size() + plan_.zombies.size());
   // Orphaned stubs of a failed restore come to us, not to a PID 1 that
   // reaps late, so their pids are free again at once.
   prctl(PR_SET_CHILD_SUBREAPER, 1);
@@ -184,6 +237,7 @@ void StubTree::create(int timeout_ms) {
 
 void StubTree::kill_all() {
   for (const auto& t : plan_.tasks) kill(t.pid(), SIGKILL);
+  for (const auto& z : plan_.zombies) kill(z.pid(), SIGKILL);
   // Reap what comes to us (root and orphans, we are their subreaper) until
   // no pid of the plan exists any more.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);

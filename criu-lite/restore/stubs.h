@@ -41,6 +41,7 @@ class StubTree {
  private:
   struct Control;
   [[noreturn]] void stub_main(int idx);
+  [[noreturn]] void zombie_main(int z);
   void wait_counter(std::atomic<int>& c, int want, int timeout_ms, const char* what);
   void raise_phase(int p);
 
