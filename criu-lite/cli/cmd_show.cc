@@ -31,6 +31,8 @@ std::unique_ptr<google::protobuf::Message> message_for(image::Kind k) {
     case image::Kind::Files: return std::make_unique<img::FileDesc>();
     case image::Kind::FdTable: return std::make_unique<img::FdTable>();
     case image::Kind::PipeData: return std::make_unique<img::PipeData>();
+    case image::Kind::Ghosts: return std::make_unique<img::Ghost>();
+    case image::Kind::UnixQueues: return std::make_unique<img::UnixQueue>();
     default: return nullptr;
   }
 }

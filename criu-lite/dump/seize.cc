@@ -96,9 +96,21 @@ void prepare_tasks(DumpContext& ctx) {
     in_context(strfmt("pid %d", t.pid), [&] {
       t.stat = proc::read_stat(t.pid);
       t.status = proc::read_status(t.pid);
-      if (t.status.seccomp != 0)
-        throw Error("seccomp filters are not supported yet (the restored process would run "
-                    "without them)");
+      // A thread under seccomp would have its filter (or strict mode) judge
+      // our remote syscalls: suspend it while we drive the threads (needs
+      // CAP_SYS_ADMIN). Threads can differ; any one with seccomp counts.
+      bool seccomp = t.status.seccomp != 0;
+      for (size_t i = 1; i < t.threads.size() && !seccomp; i++) {
+        std::string st;
+        if (try_read_file(strfmt("/proc/%d/task/%d/status", t.pid, t.threads[i].tid()), &st))
+          seccomp = proc::parse_status(st).seccomp != 0;
+      }
+      if (seccomp)
+        for (auto& tr : t.threads)
+          if (ptrace(PTRACE_SETOPTIONS, tr.tid(), nullptr,
+                     kSeizeOptions | PTRACE_O_SUSPEND_SECCOMP) != 0)
+            throw_errno(strfmt("tid %d: PTRACE_O_SUSPEND_SECCOMP (needs CAP_SYS_ADMIN)",
+                               tr.tid()));
       t.vmas = proc::read_smaps(t.pid);
       for (const auto& v : t.vmas)
         if (v.path == "[vdso]") t.vdso_base = v.start;
@@ -131,6 +143,7 @@ void thaw_tasks(DumpContext& ctx) {
       try {
         if (i < t.sigmasks.size()) tr.set_sigmask(t.sigmasks[i]);
         if (i < t.regs.size()) tr.set_regs(t.regs[i]);
+        ptrace(PTRACE_SETOPTIONS, tr.tid(), nullptr, kSeizeOptions);  // seccomp back on
         tr.detach();
       } catch (const Error& e) {
         LOG_WARN("pid %d: %s", t.pid, e.what());

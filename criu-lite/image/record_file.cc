@@ -59,6 +59,8 @@ const char* kind_name(Kind k) {
       return "fdtable";
     case Kind::PipeData:
       return "pipe-data";
+    case Kind::UnixQueues:
+      return "unix-queues";
     case Kind::Ghosts:
       return "ghosts";
   }

@@ -38,6 +38,7 @@ enum class Kind : uint32_t {
   Files = 7,
   FdTable = 8,
   PipeData = 9,
+  UnixQueues = 10,
   Ghosts = 11,  // 10 is taken by the unix socket queues
 };
 const char* kind_name(Kind k);

@@ -91,5 +91,34 @@ std::vector<std::unique_ptr<FdKind>> make_fd_kinds();
 std::unique_ptr<FdKind> make_regular_file_kind();
 std::unique_ptr<FdKind> make_device_kind();
 std::unique_ptr<FdKind> make_pipe_kind();  // pipes and FIFOs
+std::unique_ptr<FdKind> make_unix_socket_kind();  // unix domain sockets
+std::unique_ptr<FdKind> make_eventfd_kind();
+std::unique_ptr<FdKind> make_signalfd_kind();
+std::unique_ptr<FdKind> make_timerfd_kind();
+std::unique_ptr<FdKind> make_epoll_kind();
+std::unique_ptr<FdKind> make_inotify_kind();
+
+// fdinfo parsers of the anonymous-inode kinds (eventfd.cc ... inotify.cc),
+// declared here for the unit tests. Each throws Error on a malformed line.
+img::EventFd parse_eventfd_fdinfo(const proc::FdInfo& info);
+img::SignalFd parse_signalfd_fdinfo(const proc::FdInfo& info);
+img::TimerFd parse_timerfd_fdinfo(const proc::FdInfo& info);
+struct EpollTarget {  // one "tfd:" line
+  int fd = -1;
+  uint32_t events = 0;
+  uint64_t data = 0;
+  uint64_t ino = 0;
+  uint32_t sdev = 0;
+};
+std::vector<EpollTarget> parse_epoll_fdinfo(const proc::FdInfo& info);
+struct InotifyMark {  // one "inotify wd:" line
+  int32_t wd = 0;
+  uint64_t ino = 0;
+  uint32_t sdev = 0;  // kernel dev_t: major << 20 | minor
+  uint32_t mask = 0, ignored_mask = 0;
+  int handle_type = 0;
+  std::string handle;  // f_handle bytes
+};
+std::vector<InotifyMark> parse_inotify_fdinfo(const proc::FdInfo& info);
 
 }  // namespace ckpt

@@ -133,7 +133,8 @@ void finish_process(LiveTask& lt) {
     });
   }
   restore_rlimits(pid, p.core);
-  in_context("process attributes", [&] { restore_task_attrs(rt, lt.scratch, pid, p.core); });
+  in_context("process attributes",
+             [&] { restore_task_attrs(rt, lt.threads, lt.scratch, pid, p.core); });
   if (!p.core.root().empty() && p.core.root() != "/") {
     std::string root = p.core.root();
     lt.scratch.write(pid, 0, root.c_str(), root.size() + 1);

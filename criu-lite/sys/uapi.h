@@ -106,3 +106,33 @@ struct ckpt_clone_args {
   __u64 set_tid_size;
   __u64 cgroup;
 };
+
+// --- prctl(PR_TIMER_CREATE_RESTORE_IDS): Linux 6.15. While on, timer_create
+// takes the id to use from *timerid (0..INT_MAX; EEXIST if taken) ---------
+#ifndef PR_TIMER_CREATE_RESTORE_IDS
+#define PR_TIMER_CREATE_RESTORE_IDS 77
+#define PR_TIMER_CREATE_RESTORE_IDS_OFF 0
+#define PR_TIMER_CREATE_RESTORE_IDS_ON 1
+#define PR_TIMER_CREATE_RESTORE_IDS_GET 2
+#endif
+
+// --- sched_getattr/sched_setattr argument (linux/sched/types.h, 3.14; the
+// utilization clamps are 5.3); glibc before 2.41 has no struct ---------------
+struct ckpt_sched_attr {
+  __u32 size;
+  __u32 sched_policy;
+  __u64 sched_flags;
+  __s32 sched_nice;
+  __u32 sched_priority;
+  __u64 sched_runtime;
+  __u64 sched_deadline;
+  __u64 sched_period;
+  __u32 sched_util_min;
+  __u32 sched_util_max;
+};
+#ifndef SCHED_FLAG_RESET_ON_FORK
+#define SCHED_FLAG_RESET_ON_FORK 0x01
+#endif
+#ifndef SCHED_DEADLINE
+#define SCHED_DEADLINE 6
+#endif

@@ -48,7 +48,7 @@ import traceback
 
 EXIT_PASS, EXIT_FAIL, EXIT_SKIP = 0, 1, 77
 
-WORKLOADS = ("memory", "threads", "tree", "pipes", "files", "signals", "identity", "counter", "ghost", "zombie")
+WORKLOADS = ("memory", "threads", "tree", "pipes", "files", "signals", "identity", "counter", "attrs", "evfds", "ghost", "unix", "zombie")
 DUMP_FAULTS = ("dump-after-seize", "dump-after-core", "dump-after-pages", "dump-before-inventory")
 RESTORE_FAULTS = ("restore-after-fork", "restore-after-files", "restore-after-mm",
                   "restore-before-resume")
