@@ -101,40 +101,49 @@ DumpResult dump_tree(const DumpRequest& req) {
   FrozenTree frozen(ctx);
 
   // Stop every thread of the tree; from here on nothing in it runs.
-  seize_tree(ctx, req.pid);
+  { log::StepTimer st("seize"); seize_tree(ctx, req.pid); }
   auto frozen_at = Clock::now();
   ctx.stats.tasks = static_cast<uint32_t>(ctx.tasks.size());
   LOG_DEBUG("seized %zu processes", ctx.tasks.size());
   fault::point("dump-after-seize");
 
   // Registers, signal masks, remote syscall engines.
-  prepare_tasks(ctx);
+  { log::StepTimer st("prepare"); prepare_tasks(ctx); }
   for (auto& t : ctx.tasks) ctx.pages_estimate += estimate_pages(t->vmas);
 
   // The tree's shape: who is whose parent, sessions and groups.
   dump_pstree(ctx);
 
   // Per process state: threads, signals, credentials, limits.
-  for (auto& t : ctx.tasks) {
-    cancel::check();
-    in_context(strfmt("pid %d", t->pid), [&] { dump_task_core(ctx, *t); });
+  {
+    log::StepTimer st("core");
+    for (auto& t : ctx.tasks) {
+      cancel::check();
+      in_context(strfmt("pid %d", t->pid), [&] { dump_task_core(ctx, *t); });
+    }
   }
   fault::point("dump-after-core");
 
   // Open files, each description once.
-  FileDumper files;
-  for (auto& t : ctx.tasks)
-    in_context(strfmt("pid %d", t->pid), [&] { files.dump_task(ctx, *t); });
-  files.finish(ctx);
+  {
+    log::StepTimer st("files");
+    FileDumper files;
+    for (auto& t : ctx.tasks)
+      in_context(strfmt("pid %d", t->pid), [&] { files.dump_task(ctx, *t); });
+    files.finish(ctx);
+  }
 
   // Memory: layout and pages, the bulk of the time.
   if (req.progress) {
     ctx.progress = req.progress;
     req.progress->start("dump", ctx.pages_estimate);
   }
-  for (auto& t : ctx.tasks) {
-    cancel::check();
-    in_context(strfmt("pid %d", t->pid), [&] { dump_mm(ctx, *t); });
+  {
+    log::StepTimer st("memory");
+    for (auto& t : ctx.tasks) {
+      cancel::check();
+      in_context(strfmt("pid %d", t->pid), [&] { dump_mm(ctx, *t); });
+    }
   }
   if (req.progress) req.progress->finish();
   ghosts.finish(ctx);
@@ -146,7 +155,10 @@ DumpResult dump_tree(const DumpRequest& req) {
   inv.mutable_stats()->set_frozen_us(us_since(frozen_at));
   fault::point("dump-before-inventory");
   image::save_message(sink, kInventoryImage, image::Kind::Inventory, inv);
-  sink.commit();
+  {
+    log::StepTimer st("commit (fsync)");
+    sink.commit();
+  }
 
   if (req.opts.leave_running)
     frozen.thaw();

@@ -19,9 +19,15 @@ namespace ckpt {
 
 namespace {
 
-bool same_description(int a, int b) {
-  pid_t me = getpid();
-  return syscall(SYS_kcmp, me, me, KCMP_FILE, a, b) == 0;
+// kcmp orders file descriptions (by their kernel address): 0 same, 1 less,
+// 2 greater. Used as a comparator, it finds a description among those of
+// one inode in O(log n) kcmp calls; a thousand fds on /dev/null would
+// otherwise cost half a million.
+int kcmp_files(int a, int b) {
+  static const pid_t me = getpid();
+  long r = syscall(SYS_kcmp, me, me, KCMP_FILE, a, b);
+  if (r < 0) throw_errno("kcmp");
+  return static_cast<int>(r);
 }
 
 }  // namespace
@@ -32,9 +38,13 @@ uint32_t FileDumper::find_or_add(DumpContext& ctx, DumpTask& t, int fd, UniqueFd
                                  const proc::FdInfo& info) {
   struct stat st{};
   if (fstat(local.get(), &st) != 0) throw_errno("fstat");
-  for (auto& d : descs_)
-    if (d.dev == st.st_dev && d.ino == st.st_ino && same_description(d.local.get(), local.get()))
-      return d.img.id();
+  // Descriptions of this inode, kept in kcmp order.
+  std::vector<size_t>& same_inode = by_inode_[{st.st_dev, st.st_ino}];
+  auto pos = std::lower_bound(same_inode.begin(), same_inode.end(), local.get(),
+                              [&](size_t i, int fd) { return kcmp_files(descs_[i].local.get(), fd) == 1; });
+  if (pos != same_inode.end() && kcmp_files(descs_[*pos].local.get(), local.get()) == 0)
+    return descs_[*pos].img.id();
+  same_inode.insert(pos, descs_.size());
 
   std::string link = read_link(strfmt("/proc/%d/fd/%d", t.pid, fd));
   Desc d;

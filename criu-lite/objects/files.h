@@ -42,6 +42,7 @@ class FileDumper {
                        const proc::FdInfo& info);
   std::vector<std::unique_ptr<FdKind>> kinds_;
   std::vector<Desc> descs_;
+  std::map<std::pair<dev_t, ino_t>, std::vector<size_t>> by_inode_;  // indexes into descs_
 };
 
 // Restore: opens every description once in the controller at fds above

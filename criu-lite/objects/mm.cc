@@ -420,15 +420,26 @@ void restore_mm(RemoteThread& rt, RemoteScratch& scratch, pid_t pid, const img::
                 MmRestoreStats* stats) {
   // 1. Drop everything the stub inherited from ckpt but the kernel's special
   //    mappings, which are moved, not recreated.
+  //    The gaps between the special mappings are unmapped whole: one
+  //    munmap for all of ckpt's own mappings below them, one above.
   std::vector<proc::Vma> cur = proc::parse_maps(read_file(strfmt("/proc/%d/maps", pid)));
   std::map<img::VmaKind, Range> cur_special;
   for (const auto& v : cur) {
     img::VmaKind k = special_kind(v.path);
-    if (k != img::VMA_UNKNOWN) {
-      cur_special[k] = {v.start, v.end};
-      continue;
+    if (k != img::VMA_UNKNOWN && k != img::VMA_VSYSCALL) cur_special[k] = {v.start, v.end};
+  }
+  {
+    constexpr uint64_t kLow = 0x10000;            // mmap_min_addr and below stay as they are
+    constexpr uint64_t kTop = 0x7ffffffff000ULL;  // end of the user address space (4-level)
+    std::vector<Range> keep;
+    for (auto& [k, r] : cur_special) keep.push_back(r);
+    std::sort(keep.begin(), keep.end(), [](const Range& a, const Range& b) { return a.start < b.start; });
+    uint64_t from = kLow;
+    for (const auto& r : keep) {
+      if (r.start > from) rt.check("munmap", __NR_munmap, from, r.start - from);
+      from = std::max(from, r.end);
     }
-    rt.check("munmap", __NR_munmap, v.start, v.end - v.start);
+    if (from < kTop) rt.check("munmap", __NR_munmap, from, kTop - from);
   }
 
   // 2. Move [vvar], [vvar_vclock], [vdso] to where they were, keeping their
@@ -484,7 +495,25 @@ void restore_mm(RemoteThread& rt, RemoteScratch& scratch, pid_t pid, const img::
   for (auto& [k, r] : want_special) busy.push_back(r);
   scratch = RemoteScratch(rt, 64 * 1024, find_gap(busy, 64 * 1024));
 
-  // 4. Map every VMA writable, so pages can be filled.
+  // 4. Map every VMA: writable where pages are to be filled into it, else
+  //    with its final protection straight away (no mprotect later).
+  image::PageReader pages(src, std::to_string(pid));
+  std::vector<bool> has_pages(static_cast<size_t>(mm.vmas_size()), false);
+  {
+    const auto& runs = pages.pagemap().runs();
+    int r = 0;
+    for (int i = 0; i < mm.vmas_size(); i++) {
+      const auto& v = mm.vmas(i);
+      while (r < runs.size() && runs[r].vaddr() + runs[r].nr_pages() * kPage <= v.start()) r++;
+      // Runs may span several VMAs: look at every run that starts before the end.
+      for (int k = r; k < runs.size() && runs[k].vaddr() < v.end(); k++)
+        if (runs[k].vaddr() + runs[k].nr_pages() * kPage > v.start()) {
+          has_pages[static_cast<size_t>(i)] = true;
+          break;
+        }
+    }
+  }
+  int vma_index = -1;
   constexpr size_t kPathOff = 4096;
   std::string open_path;
   long open_fd = -1;
@@ -494,9 +523,11 @@ void restore_mm(RemoteThread& rt, RemoteScratch& scratch, pid_t pid, const img::
     open_path.clear();
   };
   for (const auto& v : mm.vmas()) {
+    vma_index++;
     if (is_special(v.kind())) continue;
     uint64_t len = v.end() - v.start();
-    uint64_t prot = v.prot() | PROT_READ | PROT_WRITE;
+    uint64_t prot = has_pages[static_cast<size_t>(vma_index)] ? (v.prot() | PROT_READ | PROT_WRITE)
+                                                              : v.prot();
     uint64_t flags = MAP_FIXED | (v.growsdown() ? MAP_GROWSDOWN : 0);
     std::string where = strfmt("vma %llx-%llx", static_cast<unsigned long long>(v.start()),
                                static_cast<unsigned long long>(v.end()));
@@ -555,7 +586,6 @@ void restore_mm(RemoteThread& rt, RemoteScratch& scratch, pid_t pid, const img::
   //    and copies into it without zeroing it first. Other pages (copied-on-
   //    write pages of file mappings) go through process_vm_writev, after
   //    pre-faulting big runs (much faster here than faulting page by page).
-  image::PageReader pages(src, std::to_string(pid));
   std::vector<Range> uffd_ranges;
   Uffd uffd;
   long tfd = rt.call(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK);
@@ -563,8 +593,8 @@ void restore_mm(RemoteThread& rt, RemoteScratch& scratch, pid_t pid, const img::
     try {
       uffd = Uffd::adopt(pid, static_cast<int>(tfd));
       uffd.api(0);
-      for (const auto& v : mm.vmas())
-        if (v.kind() == img::VMA_ANON_PRIVATE) {
+      for (int i = 0; i < mm.vmas_size(); i++)
+        if (const auto& v = mm.vmas(i); v.kind() == img::VMA_ANON_PRIVATE && has_pages[static_cast<size_t>(i)]) {
           uffd.register_missing(v.start(), v.end() - v.start());
           uffd_ranges.push_back({v.start(), v.end()});
         }
@@ -613,11 +643,13 @@ void restore_mm(RemoteThread& rt, RemoteScratch& scratch, pid_t pid, const img::
   if (stats) stats->pages += pages.pages();
 
   // 6. Final protections and madvise flags.
+  vma_index = -1;
   for (const auto& v : mm.vmas()) {
+    vma_index++;
     if (is_special(v.kind())) continue;
     uint64_t len = v.end() - v.start();
     if (v.kind() != img::VMA_ANON_SHARED && v.kind() != img::VMA_FILE_SHARED &&
-        v.prot() != (PROT_READ | PROT_WRITE))
+        has_pages[static_cast<size_t>(vma_index)] && v.prot() != (PROT_READ | PROT_WRITE))
       rt.check("mprotect", __NR_mprotect, v.start(), len, v.prot());
     static const std::pair<uint32_t, int> kAdv[] = {
         {img::MADV_BIT_HUGEPAGE, MADV_HUGEPAGE},     {img::MADV_BIT_NOHUGEPAGE, MADV_NOHUGEPAGE},

@@ -44,11 +44,19 @@ void dump_task_core(DumpContext& ctx, DumpTask& t) {
     r->set_max(l.max);
   }
 
+  // Handlers are asked of the task only for caught signals (and SIGCHLD,
+  // whose flags matter even at SIG_DFL): a remote syscall costs tens of
+  // microseconds, and the rest are known from /proc: ignored or default.
   for (int sig = 1; sig <= 64; sig++) {
     if (sig == SIGKILL || sig == SIGSTOP) continue;
-    rt.check("rt_sigaction", __NR_rt_sigaction, sig, 0, t.scratch.addr(), 8);
+    uint64_t bit = 1ULL << (sig - 1);
     KernelSigaction ka{};
-    t.scratch.read(t.pid, 0, &ka, sizeof ka);
+    if ((t.status.sig_cgt & bit) || sig == SIGCHLD) {
+      rt.check("rt_sigaction", __NR_rt_sigaction, sig, 0, t.scratch.addr(), 8);
+      t.scratch.read(t.pid, 0, &ka, sizeof ka);
+    } else if (t.status.sig_ign & bit) {
+      ka.handler = reinterpret_cast<uint64_t>(SIG_IGN);
+    }
     if (ka.handler == 0 && ka.flags == 0 && ka.mask == 0) continue;  // SIG_DFL
     auto* a = core.add_sigactions();
     a->set_sig(static_cast<uint32_t>(sig));
@@ -102,8 +110,14 @@ void restore_sigactions(RemoteThread& rt, const RemoteScratch& s, pid_t pid,
     if (a.sig() < 1 || a.sig() > 64) throw Error(strfmt("sigaction for bad signal %u", a.sig()));
     acts[a.sig()] = {a.handler(), a.flags(), a.restorer(), a.mask()};
   }
+  // Only where it differs from what the stub inherited from ckpt (read
+  // here, no remote syscall), since remote syscalls are what costs.
   for (int sig = 1; sig <= 64; sig++) {
     if (sig == SIGKILL || sig == SIGSTOP) continue;
+    KernelSigaction mine{};
+    if (syscall(SYS_rt_sigaction, sig, nullptr, &mine, 8) == 0 &&
+        memcmp(&mine, &acts[sig], sizeof mine) == 0)
+      continue;
     s.write(pid, 0, &acts[sig], sizeof(KernelSigaction));
     if (rt.call(__NR_rt_sigaction, sig, s.addr(), 0, 8) < 0 && acts[sig].handler != 0)
       throw Error(strfmt("restore the handler of signal %d", sig));

@@ -6,6 +6,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "sys/error.h"
@@ -155,16 +156,47 @@ void restore_thread_state(RemoteThread& rt, const RemoteScratch& scratch, pid_t 
   rt.check("prctl(PR_SET_NAME)", __NR_prctl, PR_SET_NAME, scratch.addr());
 }
 
+namespace {
+
+// The stub starts with ckpt's own credentials; when the saved ones are the
+// same (a tree running as root, the usual case) there is nothing to set, and
+// the thirty-odd remote syscalls that setting them takes are saved.
+bool same_as_ours(const img::Creds& c) {
+  uid_t r, e, s;
+  gid_t gr, ge, gs;
+  if (getresuid(&r, &e, &s) != 0 || getresgid(&gr, &ge, &gs) != 0) return false;
+  if (c.uids(0) != r || c.uids(1) != e || c.uids(2) != s || c.uids(3) != e) return false;
+  if (c.gids(0) != gr || c.gids(1) != ge || c.gids(2) != gs || c.gids(3) != ge) return false;
+  std::vector<gid_t> groups(static_cast<size_t>(std::max(getgroups(0, nullptr), 0)));
+  if (getgroups(static_cast<int>(groups.size()), groups.data()) < 0) return false;
+  if (std::vector<uint32_t>(groups.begin(), groups.end()) !=
+      std::vector<uint32_t>(c.groups().begin(), c.groups().end()))
+    return false;
+  proc::Status me = proc::parse_status(read_file("/proc/thread-self/status"));
+  return c.cap_inh() == me.cap_inh && c.cap_prm() == me.cap_prm && c.cap_eff() == me.cap_eff &&
+         c.cap_bnd() == me.cap_bnd && c.cap_amb() == me.cap_amb &&
+         static_cast<int>(c.securebits()) == prctl(PR_GET_SECUREBITS) &&
+         c.keepcaps() == (prctl(PR_GET_KEEPCAPS) == 1);
+}
+
+}  // namespace
+
 void restore_thread_creds(RemoteThread& rt, const RemoteScratch& scratch, pid_t pid,
                           const img::Creds& c) {
   if (c.uids_size() != 4 || c.gids_size() != 4) throw Error("credentials image is incomplete");
+  if (same_as_ours(c)) return;
+  static const unsigned last_cap = [] {
+    std::string s;
+    return try_read_file("/proc/sys/kernel/cap_last_cap", &s) ? static_cast<unsigned>(atoi(s.c_str()))
+                                                              : 63u;
+  }();
   std::vector<gid_t> groups(c.groups().begin(), c.groups().end());
   if (!groups.empty()) scratch.write(pid, 0, groups.data(), groups.size() * sizeof(gid_t));
   rt.check("setgroups", __NR_setgroups, groups.size(), scratch.addr());
   rt.check("setresgid", __NR_setresgid, c.gids(0), c.gids(1), c.gids(2));
   rt.call(__NR_setfsgid, c.gids(3));
   // Drop from the bounding set while we still hold CAP_SETPCAP.
-  for (unsigned cap = 0; cap < 64; cap++) {
+  for (unsigned cap = 0; cap <= last_cap && cap < 64; cap++) {
     if (c.cap_bnd() & (1ULL << cap)) continue;
     long r = rt.call(__NR_prctl, PR_CAPBSET_READ, cap);
     if (r == 1) rt.check("prctl(PR_CAPBSET_DROP)", __NR_prctl, PR_CAPBSET_DROP, cap);

@@ -58,3 +58,22 @@ void write(Level l, const char* fmt, ...) {
 }
 
 }  // namespace ckpt::log
+
+namespace ckpt::log {
+
+namespace {
+long long now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+}  // namespace
+
+StepTimer::StepTimer(const char* name) : name_(name), start_ns_(now_ns()) {}
+
+StepTimer::~StepTimer() {
+  if (enabled(Level::Debug))
+    write(Level::Debug, "step %s: %.1f ms", name_, static_cast<double>(now_ns() - start_ns_) / 1e6);
+}
+
+}  // namespace ckpt::log

@@ -31,3 +31,20 @@ void write(Level l, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
     if (::ckpt::log::enabled(::ckpt::log::Level::Trace))                                 \
       ::ckpt::log::write(::ckpt::log::Level::Trace, __VA_ARGS__);                        \
   } while (0)
+
+namespace ckpt::log {
+
+// Logs at Debug how long a named step took, when it goes out of scope.
+class StepTimer {
+ public:
+  explicit StepTimer(const char* name);
+  ~StepTimer();
+  StepTimer(const StepTimer&) = delete;
+  StepTimer& operator=(const StepTimer&) = delete;
+
+ private:
+  const char* name_;
+  long long start_ns_;
+};
+
+}  // namespace ckpt::log
