@@ -16,15 +16,6 @@ namespace ckpt {
 
 namespace {
 
-uint64_t parse_u64(const std::string& key, const std::string& v, int base) {
-  errno = 0;
-  char* end = nullptr;
-  unsigned long long n = strtoull(v.c_str(), &end, base);
-  if (v.empty() || errno != 0 || *end != '\0' || v[0] == '-')
-    throw Error("fdinfo: " + key + ": bad value '" + v + "'");
-  return n;
-}
-
 class EventFdKind : public FdKind {
  public:
   const char* name() const override { return "eventfd"; }
@@ -58,10 +49,10 @@ img::EventFd parse_eventfd_fdinfo(const proc::FdInfo& info) {
   bool have_count = false, have_sem = false;
   for (const auto& [k, v] : info.extra) {
     if (k == "eventfd-count") {
-      e.set_count(parse_u64(k, v, 16));
+      e.set_count(parse_fdinfo_u64(k, v, 16));
       have_count = true;
     } else if (k == "eventfd-semaphore") {
-      e.set_semaphore(parse_u64(k, v, 10) != 0);
+      e.set_semaphore(parse_fdinfo_u64(k, v, 10) != 0);
       have_sem = true;
     }
   }

@@ -84,6 +84,9 @@ class FdKind {
   virtual void after_install(const img::FdTable& table, const FdRestoreState& st) const {}
 };
 
+// A number from an fdinfo value in the given base; throws Error naming key.
+uint64_t parse_fdinfo_u64(const std::string& key, const std::string& value, int base);
+
 // Every kind, in the order they are asked (fd_kinds.cc).
 std::vector<std::unique_ptr<FdKind>> make_fd_kinds();
 

@@ -1,6 +1,18 @@
 #include "objects/fd_kind.h"
 
+#include <cerrno>
+#include <cstdlib>
+
 namespace ckpt {
+
+uint64_t parse_fdinfo_u64(const std::string& key, const std::string& v, int base) {
+  errno = 0;
+  char* end = nullptr;
+  unsigned long long n = strtoull(v.c_str(), &end, base);
+  if (v.empty() || errno != 0 || *end != '\0' || v[0] == '-')
+    throw Error("fdinfo: " + key + ": bad value '" + v + "'");
+  return n;
+}
 
 std::vector<std::unique_ptr<FdKind>> make_fd_kinds() {
   std::vector<std::unique_ptr<FdKind>> k;

@@ -48,15 +48,6 @@ uint64_t parse_pair(const std::string& key, const std::string& v) {
   return static_cast<uint64_t>(sec) * kNs + static_cast<uint64_t>(nsec);
 }
 
-uint64_t parse_num(const std::string& key, const std::string& v, int base) {
-  errno = 0;
-  char* end = nullptr;
-  unsigned long long n = strtoull(v.c_str(), &end, base);
-  if (v.empty() || errno != 0 || *end != '\0' || v[0] == '-')
-    throw Error("fdinfo: " + key + ": bad value '" + v + "'");
-  return n;
-}
-
 class TimerFdKind : public FdKind {
  public:
   const char* name() const override { return "timerfd"; }
@@ -125,13 +116,13 @@ img::TimerFd parse_timerfd_fdinfo(const proc::FdInfo& info) {
   unsigned have = 0;
   for (const auto& [k, v] : info.extra) {
     if (k == "clockid") {
-      t.set_clockid(static_cast<int32_t>(parse_num(k, v, 10)));
+      t.set_clockid(static_cast<int32_t>(parse_fdinfo_u64(k, v, 10)));
       have |= 1;
     } else if (k == "ticks") {
-      t.set_ticks(parse_num(k, v, 10));
+      t.set_ticks(parse_fdinfo_u64(k, v, 10));
       have |= 2;
     } else if (k == "settime flags") {
-      t.set_settime_flags(static_cast<uint32_t>(parse_num(k, v, 8)));
+      t.set_settime_flags(static_cast<uint32_t>(parse_fdinfo_u64(k, v, 8)));
       have |= 4;
     } else if (k == "it_value") {
       t.set_value_ns(parse_pair(k, v));
