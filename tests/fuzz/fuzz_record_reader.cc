@@ -1,5 +1,5 @@
 // Feeds arbitrary bytes to RecordReader and parses each record into the
-// message of the image's kind (all nine kinds are covered). Any crash,
+// message of the image's kind (every kind is covered). Any crash,
 // over-read or exception other than ckpt::Error is a bug. Input layout: see
 // fuzz_common.h.
 #include <google/protobuf/stubs/logging.h>
@@ -16,6 +16,7 @@
 #include "mm.pb.h"
 #include "pagemap.pb.h"
 #include "pstree.pb.h"
+#include "sockets.pb.h"
 
 namespace {
 
@@ -53,6 +54,10 @@ void read_as(const std::string& bytes, Kind kind) {
       return read_all<ckpt::img::FdTable>(bytes, kind);
     case Kind::PipeData:
       return read_all<ckpt::img::PipeData>(bytes, kind);
+    case Kind::UnixQueues:
+      return read_all<ckpt::img::UnixQueue>(bytes, kind);
+    case Kind::Ghosts:
+      return read_all<ckpt::img::Ghost>(bytes, kind);
   }
 }
 
