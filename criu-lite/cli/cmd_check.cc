@@ -91,7 +91,9 @@ int cmd_check(const Args& args) {
 
   std::vector<Probe> probes = {
       {"ptrace PTRACE_SEIZE/INTERRUPT", "dump, restore", true,
-       [] { return true; /* every kernel ckpt runs on; checked on use */ }},
+       [] {
+         return true; /* every kernel ckpt runs on; checked on use */
+       }},
       {"PTRACE_GET_RSEQ_CONFIGURATION", "dump, restore (rseq)", true,
        [] {
          utsname u{};
@@ -112,7 +114,9 @@ int cmd_check(const Args& args) {
       {"/proc/PID/map_files", "dump, restore (shared memory)", true,
        [] { return exists("/proc/self/map_files"); }},
       {"/proc/PID/task/TID/children", "dump (tree walk)", true,
-       [] { return exists(("/proc/self/task/" + std::to_string(getpid()) + "/children").c_str()); }},
+       [] {
+         return exists(("/proc/self/task/" + std::to_string(getpid()) + "/children").c_str());
+       }},
       {"prctl PR_SET_MM_MAP", "restore (mm fields)", true,
        [] {
          unsigned size = 0;
@@ -133,9 +137,14 @@ int cmd_check(const Args& args) {
        [] { return uffd_features(UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED); }},
       {"soft-dirty bits", "not used (userfaultfd WP_ASYNC instead)", false, soft_dirty},
       {"cgroup v2 (cgroup.freeze)", "containers (freezing)", false,
-       [] { return exists("/sys/fs/cgroup/cgroup.controllers") || exists("/sys/fs/cgroup/unified/cgroup.controllers"); }},
+       [] {
+         return exists("/sys/fs/cgroup/cgroup.controllers") ||
+                exists("/sys/fs/cgroup/unified/cgroup.controllers");
+       }},
       {"cgroup v1 freezer", "containers (freezing)", false,
-       [] { return exists("/sys/fs/cgroup/freezer/freezer.state") || exists("/sys/fs/cgroup/freezer"); }},
+       [] {
+         return exists("/sys/fs/cgroup/freezer/freezer.state") || exists("/sys/fs/cgroup/freezer");
+       }},
   };
   utsname u{};
   uname(&u);

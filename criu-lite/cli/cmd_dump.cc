@@ -18,12 +18,11 @@ int cmd_dump(const Args& args) {
   int compress = 0;
   DumpRequest req;
   po::options_description desc("dump");
-  desc.add_options()
-      ("tree,t", po::value<pid_t>(&pid)->required(), "root pid")
-      ("images-dir,D", po::value<std::string>(&dir)->required(), "image directory")
-      ("leave-running,R", po::bool_switch(&req.opts.leave_running), "resume after dump")
-      ("compress", po::value<int>(&compress)->implicit_value(1), "zstd level")
-      ("shell-job", po::bool_switch(&req.opts.shell_job), "session outside the tree");
+  desc.add_options()("tree,t", po::value<pid_t>(&pid)->required(), "root pid")(
+      "images-dir,D", po::value<std::string>(&dir)->required(), "image directory")(
+      "leave-running,R", po::bool_switch(&req.opts.leave_running), "resume after dump")(
+      "compress", po::value<int>(&compress)->implicit_value(1), "zstd level")(
+      "shell-job", po::bool_switch(&req.opts.shell_job), "session outside the tree");
   add_common(desc, common);
   po::variables_map vm;
   if (!parse(args, desc, nullptr, vm, "dump")) return 0;
@@ -38,10 +37,11 @@ int cmd_dump(const Args& args) {
 
   DumpResult r = dump_tree(req);
   const auto& s = r.stats;
-  printf("dumped %u tasks, %u threads, %u vmas, %llu pages (%s stored) in %.3f s; frozen %.1f ms%s\n",
-         s.tasks, s.threads, s.vmas, static_cast<unsigned long long>(s.pages),
-         human_bytes(s.page_bytes).c_str(), static_cast<double>(r.total_us) / 1e6,
-         static_cast<double>(r.frozen_us) / 1e3, req.opts.leave_running ? "; tree left running" : "");
+  printf(
+      "dumped %u tasks, %u threads, %u vmas, %llu pages (%s stored) in %.3f s; frozen %.1f ms%s\n",
+      s.tasks, s.threads, s.vmas, static_cast<unsigned long long>(s.pages),
+      human_bytes(s.page_bytes).c_str(), static_cast<double>(r.total_us) / 1e6,
+      static_cast<double>(r.frozen_us) / 1e3, req.opts.leave_running ? "; tree left running" : "");
   return 0;
 }
 

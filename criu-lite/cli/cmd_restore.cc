@@ -14,10 +14,10 @@ int cmd_restore(const Args& args) {
   Common common;
   RestoreRequest req;
   po::options_description desc("restore");
-  desc.add_options()
-      ("images-dir,D", po::value<std::string>(&req.dir)->required(), "image directory")
-      ("restore-detached,d", po::bool_switch(&req.detach), "return once the tree runs")
-      ("pidfile", po::value<std::string>(&req.pidfile), "write root pid here");
+  desc.add_options()("images-dir,D", po::value<std::string>(&req.dir)->required(),
+                     "image directory")("restore-detached,d", po::bool_switch(&req.detach),
+                                        "return once the tree runs")(
+      "pidfile", po::value<std::string>(&req.pidfile), "write root pid here");
   add_common(desc, common);
   po::variables_map vm;
   if (!parse(args, desc, nullptr, vm, "restore")) return 0;

@@ -23,17 +23,28 @@ namespace {
 
 std::unique_ptr<google::protobuf::Message> message_for(image::Kind k) {
   switch (k) {
-    case image::Kind::Inventory: return std::make_unique<img::Inventory>();
-    case image::Kind::Pstree: return std::make_unique<img::PstreeEntry>();
-    case image::Kind::Core: return std::make_unique<img::TaskCore>();
-    case image::Kind::Mm: return std::make_unique<img::MmCore>();
-    case image::Kind::Pagemap: return std::make_unique<img::Pagemap>();
-    case image::Kind::Files: return std::make_unique<img::FileDesc>();
-    case image::Kind::FdTable: return std::make_unique<img::FdTable>();
-    case image::Kind::PipeData: return std::make_unique<img::PipeData>();
-    case image::Kind::Ghosts: return std::make_unique<img::Ghost>();
-    case image::Kind::UnixQueues: return std::make_unique<img::UnixQueue>();
-    default: return nullptr;
+    case image::Kind::Inventory:
+      return std::make_unique<img::Inventory>();
+    case image::Kind::Pstree:
+      return std::make_unique<img::PstreeEntry>();
+    case image::Kind::Core:
+      return std::make_unique<img::TaskCore>();
+    case image::Kind::Mm:
+      return std::make_unique<img::MmCore>();
+    case image::Kind::Pagemap:
+      return std::make_unique<img::Pagemap>();
+    case image::Kind::Files:
+      return std::make_unique<img::FileDesc>();
+    case image::Kind::FdTable:
+      return std::make_unique<img::FdTable>();
+    case image::Kind::PipeData:
+      return std::make_unique<img::PipeData>();
+    case image::Kind::Ghosts:
+      return std::make_unique<img::Ghost>();
+    case image::Kind::UnixQueues:
+      return std::make_unique<img::UnixQueue>();
+    default:
+      return nullptr;
   }
 }
 
@@ -62,8 +73,7 @@ std::string show_image(const image::ImageSource& src, const std::string& name) {
   uint32_t kind = header_kind(*blob);
   if (kind == 0) throw Error("image " + name + ": not a ckpt image");
   auto k = static_cast<image::Kind>(kind);
-  if (k == image::Kind::Pages)
-    return strfmt("{\"kind\": \"pages\", \"bytes\": %zu}", blob->size());
+  if (k == image::Kind::Pages) return strfmt("{\"kind\": \"pages\", \"bytes\": %zu}", blob->size());
   auto msg = message_for(k);
   if (!msg) throw Error(strfmt("image %s: unknown kind %u", name.c_str(), kind));
   image::RecordReader r(src, name, k);
@@ -83,9 +93,8 @@ int cmd_show(const Args& args) {
   Common common;
   std::string dir, image_name;
   po::options_description desc("show");
-  desc.add_options()
-      ("images-dir,D", po::value<std::string>(&dir)->required(), "image directory")
-      ("image", po::value<std::string>(&image_name), "one image");
+  desc.add_options()("images-dir,D", po::value<std::string>(&dir)->required(), "image directory")(
+      "image", po::value<std::string>(&image_name), "one image");
   add_common(desc, common);
   po::positional_options_description pos;
   pos.add("image", 1);

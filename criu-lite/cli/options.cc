@@ -9,11 +9,11 @@
 namespace ckpt::cli {
 
 void add_common(po::options_description& desc, Common& c) {
-  desc.add_options()
-      ("verbose,v", po::value<int>(&c.verbose)->implicit_value(1)->zero_tokens()->default_value(0),
-       "more detail (-v steps and timings, -vv every syscall)")
-      ("log-file,o", po::value<std::string>(&c.log_file), "also write the full log to FILE")
-      ("help,h", "show this help");
+  desc.add_options()("verbose,v",
+                     po::value<int>(&c.verbose)->implicit_value(1)->zero_tokens()->default_value(0),
+                     "more detail (-v steps and timings, -vv every syscall)")(
+      "log-file,o", po::value<std::string>(&c.log_file), "also write the full log to FILE")(
+      "help,h", "show this help");
 }
 
 bool parse(const std::vector<std::string>& args, const po::options_description& desc,
@@ -24,7 +24,8 @@ bool parse(const std::vector<std::string>& args, const po::options_description& 
     std::vector<std::string> a;
     int extra_v = 0;
     for (const auto& s : args) {
-      if (s.size() > 2 && s[0] == '-' && s[1] == 'v' && s.find_first_not_of('v', 1) == std::string::npos)
+      if (s.size() > 2 && s[0] == '-' && s[1] == 'v' &&
+          s.find_first_not_of('v', 1) == std::string::npos)
         extra_v += static_cast<int>(s.size()) - 1;
       else
         a.push_back(s);
@@ -62,7 +63,8 @@ std::string human_bytes(uint64_t b) {
     v /= 1024;
     u++;
   }
-  return u == 0 ? strfmt("%llu B", static_cast<unsigned long long>(b)) : strfmt("%.1f %s", v, units[u]);
+  return u == 0 ? strfmt("%llu B", static_cast<unsigned long long>(b))
+                : strfmt("%.1f %s", v, units[u]);
 }
 
 }  // namespace ckpt::cli

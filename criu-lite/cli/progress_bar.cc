@@ -10,7 +10,9 @@
 
 namespace ckpt::cli {
 
-bool ProgressBar::wanted() { return isatty(STDERR_FILENO) && log::level() <= log::Level::Info; }
+bool ProgressBar::wanted() {
+  return isatty(STDERR_FILENO) && log::level() <= log::Level::Info;
+}
 
 void ProgressBar::start(const char* what, uint64_t total_pages) {
   what_ = what;

@@ -101,14 +101,20 @@ DumpResult dump_tree(const DumpRequest& req) {
   FrozenTree frozen(ctx);
 
   // Stop every thread of the tree; from here on nothing in it runs.
-  { log::StepTimer st("seize"); seize_tree(ctx, req.pid); }
+  {
+    log::StepTimer st("seize");
+    seize_tree(ctx, req.pid);
+  }
   auto frozen_at = Clock::now();
   ctx.stats.tasks = static_cast<uint32_t>(ctx.tasks.size());
   LOG_DEBUG("seized %zu processes", ctx.tasks.size());
   fault::point("dump-after-seize");
 
   // Registers, signal masks, remote syscall engines.
-  { log::StepTimer st("prepare"); prepare_tasks(ctx); }
+  {
+    log::StepTimer st("prepare");
+    prepare_tasks(ctx);
+  }
   for (auto& t : ctx.tasks) ctx.pages_estimate += estimate_pages(t->vmas);
 
   // The tree's shape: who is whose parent, sessions and groups.

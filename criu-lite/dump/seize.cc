@@ -8,12 +8,12 @@
 #include <deque>
 #include <set>
 
+#include "objects/thread.h"
 #include "sys/cancel.h"
 #include "sys/cpu.h"
 #include "sys/error.h"
 #include "sys/fd.h"
 #include "sys/log.h"
-#include "objects/thread.h"
 
 namespace ckpt {
 
@@ -109,8 +109,7 @@ void prepare_tasks(DumpContext& ctx) {
         for (auto& tr : t.threads)
           if (ptrace(PTRACE_SETOPTIONS, tr.tid(), nullptr,
                      kSeizeOptions | PTRACE_O_SUSPEND_SECCOMP) != 0)
-            throw_errno(strfmt("tid %d: PTRACE_O_SUSPEND_SECCOMP (needs CAP_SYS_ADMIN)",
-                               tr.tid()));
+            throw_errno(strfmt("tid %d: PTRACE_O_SUSPEND_SECCOMP (needs CAP_SYS_ADMIN)", tr.tid()));
       t.vmas = proc::read_smaps(t.pid);
       for (const auto& v : t.vmas)
         if (v.path == "[vdso]") t.vdso_base = v.start;

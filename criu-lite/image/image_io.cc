@@ -77,7 +77,9 @@ constexpr mode_t kImageMode = 0600;
 
 }  // namespace
 
-void Blob::read(uint64_t off, void* dst, size_t len) const { memcpy(dst, data() + off, len); }
+void Blob::read(uint64_t off, void* dst, size_t len) const {
+  memcpy(dst, data() + off, len);
+}
 
 std::shared_ptr<const Blob> make_blob(std::string bytes) {
   return std::make_shared<HeapBlob>(std::move(bytes));

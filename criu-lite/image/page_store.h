@@ -74,7 +74,8 @@ class PageReader {
   // Calls fn for consecutive pieces of the page data, in address order; a
   // piece never crosses a run or a chunk. Each chunk's crc is checked before
   // its first piece is handed out (Error naming the image and the chunk).
-  void for_each(const std::function<void(uint64_t vaddr, const uint8_t* data, size_t npages)>& fn) const;
+  void for_each(
+      const std::function<void(uint64_t vaddr, const uint8_t* data, size_t npages)>& fn) const;
 
  private:
   std::string id_;
@@ -82,7 +83,11 @@ class PageReader {
   std::shared_ptr<const Blob> pages_;
 };
 
-inline std::string pages_name(const std::string& id) { return "pages-" + id + ".img"; }
-inline std::string pagemap_name(const std::string& id) { return "pagemap-" + id + ".img"; }
+inline std::string pages_name(const std::string& id) {
+  return "pages-" + id + ".img";
+}
+inline std::string pagemap_name(const std::string& id) {
+  return "pagemap-" + id + ".img";
+}
 
 }  // namespace ckpt::image

@@ -14,22 +14,22 @@
 #include "image/image_io.h"
 #include "inventory.pb.h"
 #include "sys/proc.h"
-#include "sys/tracee.h"
 #include "sys/remote.h"
+#include "sys/tracee.h"
 
 namespace ckpt {
 
 struct DumpOptions {
-  int zstd_level = 0;      // --compress
+  int zstd_level = 0;  // --compress
   bool leave_running = false;
   bool shell_job = false;
-  bool progress = false;   // draw a progress bar (stderr is a terminal)
+  bool progress = false;  // draw a progress bar (stderr is a terminal)
 };
 
 // One process of the tree, stopped: every thread seized and interrupted.
 struct DumpTask {
   pid_t pid = 0;
-  pid_t ppid = 0;          // parent inside the tree, 0 for the root
+  pid_t ppid = 0;               // parent inside the tree, 0 for the root
   std::vector<Tracee> threads;  // leader first
   std::vector<bool> group_stopped;
   proc::Stat stat;

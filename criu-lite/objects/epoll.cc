@@ -43,15 +43,15 @@ class EpollKind : public FdKind {
     std::map<int, uint32_t> seen;  // tfd -> lines so far with that number
     for (const EpollTarget& t : parse_epoll_fdinfo(a.info)) {
       // toff: the n-th item with this fd number (same number, other files).
-      kcmp_epoll_slot slot{static_cast<uint32_t>(a.fd), static_cast<uint32_t>(t.fd),
-                           seen[t.fd]++};
+      kcmp_epoll_slot slot{static_cast<uint32_t>(a.fd), static_cast<uint32_t>(t.fd), seen[t.fd]++};
       long r = syscall(SYS_kcmp, a.task.pid, a.task.pid, KCMP_EPOLL_TFD, t.fd, &slot);
       if (r != 0) {
         if (r < 0 && errno != EBADF && errno != ENOENT)
           throw_errno(strfmt("kcmp epoll watch on fd %d", t.fd));
-        throw Error(strfmt("watch on fd %d (inode %llu): epoll watch on a closed fd is not "
-                           "supported (the fd was closed or now names another file)",
-                           t.fd, static_cast<unsigned long long>(t.ino)));
+        throw Error(
+            strfmt("watch on fd %d (inode %llu): epoll watch on a closed fd is not "
+                   "supported (the fd was closed or now names another file)",
+                   t.fd, static_cast<unsigned long long>(t.ino)));
       }
       auto* w = ep->add_watches();
       w->set_fd(static_cast<uint32_t>(t.fd));
@@ -82,10 +82,9 @@ class EpollKind : public FdKind {
         epoll_event ev{};
         ev.events = w.events();
         ev.data.u64 = w.data();
-        if (epoll_ctl(static_cast<int>(e.fd()), EPOLL_CTL_ADD, static_cast<int>(w.fd()), &ev) !=
-            0)
-          throw_errno(strfmt("epoll fd %u: add watch on fd %u (events %#x)", e.fd(), w.fd(),
-                             w.events()));
+        if (epoll_ctl(static_cast<int>(e.fd()), EPOLL_CTL_ADD, static_cast<int>(w.fd()), &ev) != 0)
+          throw_errno(
+              strfmt("epoll fd %u: add watch on fd %u (events %#x)", e.fd(), w.fd(), w.events()));
       }
     }
   }
@@ -102,8 +101,8 @@ std::vector<EpollTarget> parse_epoll_fdinfo(const proc::FdInfo& info) {
     unsigned long long data = 0, ino = 0;
     unsigned events = 0, sdev = 0;
     int used = -1;
-    if (sscanf(v.c_str(), "%d events: %x data: %llx pos:%lli ino:%llx sdev:%x%n", &t.fd,
-               &events, &data, &pos, &ino, &sdev, &used) != 6 ||
+    if (sscanf(v.c_str(), "%d events: %x data: %llx pos:%lli ino:%llx sdev:%x%n", &t.fd, &events,
+               &data, &pos, &ino, &sdev, &used) != 6 ||
         static_cast<size_t>(used) != v.size() || t.fd < 0)
       throw Error("fdinfo: bad epoll line 'tfd: " + v + "'");
     t.events = events;
@@ -115,6 +114,8 @@ std::vector<EpollTarget> parse_epoll_fdinfo(const proc::FdInfo& info) {
   return out;
 }
 
-std::unique_ptr<FdKind> make_epoll_kind() { return std::make_unique<EpollKind>(); }
+std::unique_ptr<FdKind> make_epoll_kind() {
+  return std::make_unique<EpollKind>();
+}
 
 }  // namespace ckpt

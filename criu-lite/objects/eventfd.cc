@@ -58,11 +58,14 @@ img::EventFd parse_eventfd_fdinfo(const proc::FdInfo& info) {
   }
   if (!have_count) throw Error("fdinfo has no 'eventfd-count:' line");
   if (!have_sem)
-    LOG_WARN("fdinfo of an eventfd has no 'eventfd-semaphore:' line (kernel older than 6.6?): "
-             "saved as a plain counter");
+    LOG_WARN(
+        "fdinfo of an eventfd has no 'eventfd-semaphore:' line (kernel older than 6.6?): "
+        "saved as a plain counter");
   return e;
 }
 
-std::unique_ptr<FdKind> make_eventfd_kind() { return std::make_unique<EventFdKind>(); }
+std::unique_ptr<FdKind> make_eventfd_kind() {
+  return std::make_unique<EventFdKind>();
+}
 
 }  // namespace ckpt

@@ -25,8 +25,8 @@
 #include "files.pb.h"
 #include "image/image_io.h"
 #include "objects/dump_context.h"
-#include "sys/fd.h"
 #include "sys/error.h"
+#include "sys/fd.h"
 #include "sys/proc.h"
 
 namespace ckpt {
@@ -37,10 +37,10 @@ class GhostTable;
 struct FdDumpArgs {
   DumpContext& ctx;
   DumpTask& task;
-  int fd;                    // number in the task
-  int local;                 // our duplicate of it (pidfd_getfd): same description
+  int fd;     // number in the task
+  int local;  // our duplicate of it (pidfd_getfd): same description
   const struct stat& st;
-  const std::string& link;   // readlink /proc/PID/fd/N
+  const std::string& link;  // readlink /proc/PID/fd/N
   const proc::FdInfo& info;
 };
 
@@ -93,7 +93,7 @@ std::vector<std::unique_ptr<FdKind>> make_fd_kinds();
 // Factories, one per kind file.
 std::unique_ptr<FdKind> make_regular_file_kind();
 std::unique_ptr<FdKind> make_device_kind();
-std::unique_ptr<FdKind> make_pipe_kind();  // pipes and FIFOs
+std::unique_ptr<FdKind> make_pipe_kind();         // pipes and FIFOs
 std::unique_ptr<FdKind> make_unix_socket_kind();  // unix domain sockets
 std::unique_ptr<FdKind> make_eventfd_kind();
 std::unique_ptr<FdKind> make_signalfd_kind();

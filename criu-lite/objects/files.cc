@@ -36,12 +36,13 @@ FileDumper::FileDumper() : kinds_(make_fd_kinds()) {}
 
 uint32_t FileDumper::find_or_add(DumpContext& ctx, DumpTask& t, int fd, UniqueFd local,
                                  const proc::FdInfo& info) {
-  struct stat st{};
+  struct stat st {};
   if (fstat(local.get(), &st) != 0) throw_errno("fstat");
   // Descriptions of this inode, kept in kcmp order.
   std::vector<size_t>& same_inode = by_inode_[{st.st_dev, st.st_ino}];
-  auto pos = std::lower_bound(same_inode.begin(), same_inode.end(), local.get(),
-                              [&](size_t i, int fd) { return kcmp_files(descs_[i].local.get(), fd) == 1; });
+  auto pos = std::lower_bound(
+      same_inode.begin(), same_inode.end(), local.get(),
+      [&](size_t i, int fd) { return kcmp_files(descs_[i].local.get(), fd) == 1; });
   if (pos != same_inode.end() && kcmp_files(descs_[*pos].local.get(), local.get()) == 0)
     return descs_[*pos].img.id();
   same_inode.insert(pos, descs_.size());
@@ -140,9 +141,8 @@ void FileTable::open_all(const std::vector<img::FdTable>& tables,
   }
   for (const auto& [id, d] : st_.descs) {
     const FdKind& kind = kind_of(d);
-    UniqueFd fd = in_context(strfmt("file description %u (%s)", id, kind.name()), [&] {
-      return const_cast<FdKind&>(kind).open(d, st_);
-    });
+    UniqueFd fd = in_context(strfmt("file description %u (%s)", id, kind.name()),
+                             [&] { return const_cast<FdKind&>(kind).open(d, st_); });
     if (!fd) {
       deferred_.push_back(id);
       continue;
@@ -163,8 +163,8 @@ void FileTable::install(const img::FdTable& table) const {
     if (src < 0 && std::find(deferred_.begin(), deferred_.end(), id) != deferred_.end()) {
       if (!late.count(id)) {
         const img::FileDesc& d = st_.descs.at(id);
-        UniqueFd f = in_context(strfmt("fd %u", e.fd()),
-                                [&] { return kind_of(d).open_in_stub(d, st_); });
+        UniqueFd f =
+            in_context(strfmt("fd %u", e.fd()), [&] { return kind_of(d).open_in_stub(d, st_); });
         int moved = fcntl(f.get(), F_DUPFD_CLOEXEC, base_);
         if (moved < 0) throw_errno(strfmt("fd %u: move above fd %d", e.fd(), base_));
         late[id] = UniqueFd(moved);

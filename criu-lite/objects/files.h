@@ -18,7 +18,9 @@
 
 namespace ckpt {
 
-inline std::string fdtable_name(pid_t pid) { return "fdtable-" + std::to_string(pid) + ".img"; }
+inline std::string fdtable_name(pid_t pid) {
+  return "fdtable-" + std::to_string(pid) + ".img";
+}
 constexpr const char* kFilesImage = "files.img";
 
 // Collects the descriptions while the tasks are walked, then saves them.

@@ -28,11 +28,15 @@ std::string strip_deleted(const std::string& link) {
   return link;
 }
 
-std::string pages_id(uint64_t id) { return "ghost-" + std::to_string(id); }
+std::string pages_id(uint64_t id) {
+  return "ghost-" + std::to_string(id);
+}
 
 }  // namespace
 
-bool is_memfd_link(const std::string& link) { return link.rfind("/memfd:", 0) == 0; }
+bool is_memfd_link(const std::string& link) {
+  return link.rfind("/memfd:", 0) == 0;
+}
 
 bool is_deleted_link(const std::string& link) {
   size_t n = strlen(kDeleted);
@@ -40,7 +44,7 @@ bool is_deleted_link(const std::string& link) {
 }
 
 uint64_t GhostDumper::add(DumpContext& ctx, int fd, const std::string& link) {
-  struct stat st{};
+  struct stat st {};
   if (fstat(fd, &st) != 0) throw_errno("fstat");
   if (!S_ISREG(st.st_mode)) throw Error("a deleted file that is not a regular file");
   uint64_t id = st.st_ino;
@@ -94,7 +98,9 @@ void GhostDumper::finish(DumpContext& ctx) {
   w.save(*ctx.sink);
 }
 
-GhostTable::~GhostTable() { unlink_all(); }
+GhostTable::~GhostTable() {
+  unlink_all();
+}
 
 void GhostTable::load(const image::ImageSource& src) {
   if (!src.exists(kGhostsImage)) return;
@@ -151,7 +157,8 @@ void GhostTable::materialize(const image::ImageSource& src) {
 std::string GhostTable::path(uint64_t id) const {
   auto it = ghosts_.find(id);
   if (it == ghosts_.end() || it->second.path.empty())
-    throw Error(strfmt("ghost file %llu is not in the images", static_cast<unsigned long long>(id)));
+    throw Error(
+        strfmt("ghost file %llu is not in the images", static_cast<unsigned long long>(id)));
   return it->second.path;
 }
 

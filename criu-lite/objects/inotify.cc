@@ -47,8 +47,10 @@ int hexval(char c) {
 // Path of the inode behind a mark, through a mount of its filesystem.
 std::string resolve_mark(const InotifyMark& m) {
   if (m.handle.empty())
-    throw Error(strfmt("inotify wd %d: no file handle in fdinfo (the filesystem cannot export "
-                       "handles)", m.wd));
+    throw Error(
+        strfmt("inotify wd %d: no file handle in fdinfo (the filesystem cannot export "
+               "handles)",
+               m.wd));
   unsigned maj = m.sdev >> 20, min = m.sdev & 0xfffff;
   std::vector<proc::Mount> mounts = proc::read_mountinfo(getpid());
   // Mounts of the whole filesystem first: a path found through a bind mount
@@ -78,7 +80,8 @@ std::string resolve_mark(const InotifyMark& m) {
       continue;
     }
     std::string path = read_link(strfmt("/proc/self/fd/%d", f.get()));
-    struct stat want{}, got{};
+    struct stat want {
+    }, got{};
     if (fstat(f.get(), &want) != 0) throw_errno("fstat watched inode");
     if (path.empty() || path[0] != '/' || lstat(path.c_str(), &got) != 0 ||
         got.st_dev != want.st_dev || got.st_ino != want.st_ino) {
@@ -88,12 +91,13 @@ std::string resolve_mark(const InotifyMark& m) {
     return path;
   }
   if (!any_mount)
-    throw Error(strfmt("inotify wd %d: no mount of device %u:%u in ckpt's mount namespace",
-                       m.wd, maj, min));
-  if (last_err) throw_errno(last_err, strfmt("inotify wd %d: open watched inode %llu", m.wd,
-                                             static_cast<unsigned long long>(m.ino)));
-  throw Error(strfmt("inotify wd %d: no path reaches watched inode %llu on %u:%u (deleted?)",
-                     m.wd, static_cast<unsigned long long>(m.ino), maj, min));
+    throw Error(strfmt("inotify wd %d: no mount of device %u:%u in ckpt's mount namespace", m.wd,
+                       maj, min));
+  if (last_err)
+    throw_errno(last_err, strfmt("inotify wd %d: open watched inode %llu", m.wd,
+                                 static_cast<unsigned long long>(m.ino)));
+  throw Error(strfmt("inotify wd %d: no path reaches watched inode %llu on %u:%u (deleted?)", m.wd,
+                     static_cast<unsigned long long>(m.ino), maj, min));
 }
 
 // Takes wd `want` in instance fd: add and remove throwaway watches until the
@@ -130,8 +134,8 @@ class InotifyKind : public FdKind {
               [](const InotifyMark& x, const InotifyMark& y) { return x.wd < y.wd; });
     for (const InotifyMark& m : marks) {
       if (m.ignored_mask)
-        throw Error(strfmt("inotify wd %d: ignored mask %#x is not supported", m.wd,
-                           m.ignored_mask));
+        throw Error(
+            strfmt("inotify wd %d: ignored mask %#x is not supported", m.wd, m.ignored_mask));
       auto* w = in->add_watches();
       w->set_wd(m.wd);
       w->set_mask(m.mask);
@@ -144,8 +148,7 @@ class InotifyKind : public FdKind {
   UniqueFd open(const img::FileDesc& d, FdRestoreState&) override {
     UniqueFd fd(inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
     if (!fd) throw_errno("inotify_init1");
-    std::vector<img::InotifyWatch> ws(d.inotify().watches().begin(),
-                                      d.inotify().watches().end());
+    std::vector<img::InotifyWatch> ws(d.inotify().watches().begin(), d.inotify().watches().end());
     std::sort(ws.begin(), ws.end(), [](const img::InotifyWatch& x, const img::InotifyWatch& y) {
       return x.wd() < y.wd();
     });
@@ -162,8 +165,8 @@ class InotifyKind : public FdKind {
       int wd = inotify_add_watch(fd.get(), w.path().c_str(), w.mask() | IN_DONT_FOLLOW);
       if (wd < 0) throw_errno(strfmt("inotify: watch %s", w.path().c_str()));
       if (wd != w.wd())
-        throw Error(strfmt("inotify: watch %s got wd %d instead of %d", w.path().c_str(), wd,
-                           w.wd()));
+        throw Error(
+            strfmt("inotify: watch %s got wd %d instead of %d", w.path().c_str(), wd, w.wd()));
       next = wd + 1;
     }
     if (skipped) {
@@ -190,8 +193,8 @@ std::vector<InotifyMark> parse_inotify_fdinfo(const proc::FdInfo& info) {
     int htype = 0;
     unsigned long long ino = 0;
     int used = -1;
-    if (sscanf(v.c_str(), "%x ino:%llx sdev:%x mask:%x ignored_mask:%x%n", &wd, &ino, &sdev,
-               &mask, &ignored, &used) != 5)
+    if (sscanf(v.c_str(), "%x ino:%llx sdev:%x mask:%x ignored_mask:%x%n", &wd, &ino, &sdev, &mask,
+               &ignored, &used) != 5)
       throw bad();
     m.wd = static_cast<int32_t>(wd);
     m.ino = ino;
@@ -204,7 +207,8 @@ std::vector<InotifyMark> parse_inotify_fdinfo(const proc::FdInfo& info) {
     if (!rest.empty()) {
       int used2 = -1;
       if (sscanf(rest.c_str(), "fhandle-bytes:%x fhandle-type:%x f_handle:%n", &hbytes, &htype,
-                 &used2) != 2 || used2 < 0)
+                 &used2) != 2 ||
+          used2 < 0)
         throw bad();
       std::string hex = rest.substr(static_cast<size_t>(used2));
       while (!hex.empty() && hex.back() == ' ') hex.pop_back();
@@ -221,6 +225,8 @@ std::vector<InotifyMark> parse_inotify_fdinfo(const proc::FdInfo& info) {
   return out;
 }
 
-std::unique_ptr<FdKind> make_inotify_kind() { return std::make_unique<InotifyKind>(); }
+std::unique_ptr<FdKind> make_inotify_kind() {
+  return std::make_unique<InotifyKind>();
+}
 
 }  // namespace ckpt

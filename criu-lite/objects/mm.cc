@@ -9,8 +9,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <future>
 #include <cstring>
+#include <future>
 
 #include "image/page_store.h"
 #include "image/record_file.h"
@@ -93,13 +93,13 @@ img::Vma classify(DumpContext& ctx, pid_t pid, const proc::Vma& v) {
     o.set_path(p);
     if (v.deleted || is_memfd_link(p)) {
       // The file has no name any more: its content is saved with the images.
-      UniqueFd f = open_or_throw(strfmt("/proc/%d/map_files/%s", pid, range_name(v).c_str()),
-                                 O_RDONLY);
+      UniqueFd f =
+          open_or_throw(strfmt("/proc/%d/map_files/%s", pid, range_name(v).c_str()), O_RDONLY);
       o.set_ghost_id(in_context(where, [&] {
         return ctx.ghosts->add(ctx, f.get(), p + (v.deleted ? " (deleted)" : ""));
       }));
     }
-    struct stat st{};
+    struct stat st {};
     if (stat(strfmt("/proc/%d/map_files/%s", pid, range_name(v).c_str()).c_str(), &st) == 0) {
       o.set_file_dev(st.st_dev);
       o.set_file_ino(st.st_ino);
@@ -108,7 +108,7 @@ img::Vma classify(DumpContext& ctx, pid_t pid, const proc::Vma& v) {
     throw Error(where + ": unsupported kind of mapping");
   }
   if (o.kind() == img::VMA_ANON_SHARED) {
-    struct stat st{};
+    struct stat st {};
     if (stat(strfmt("/proc/%d/map_files/%s", pid, range_name(v).c_str()).c_str(), &st) != 0)
       throw_errno(where + ": stat map_files");
     o.set_shmem_id(st.st_ino);
@@ -256,8 +256,8 @@ void scan_pages(int pagemap_fd, uint64_t start, uint64_t end, bool file_backed, 
 
 void dump_shmem(DumpContext& ctx, DumpTask& t, const proc::Vma& v, const img::Vma& iv) {
   if (!ctx.shmem_done.insert(iv.shmem_id()).second) return;
-  UniqueFd fd = open_or_throw(strfmt("/proc/%d/map_files/%s", t.pid, range_name(v).c_str()),
-                              O_RDONLY);
+  UniqueFd fd =
+      open_or_throw(strfmt("/proc/%d/map_files/%s", t.pid, range_name(v).c_str()), O_RDONLY);
   image::PageWriter w(*ctx.sink, shmem_pages_id(iv.shmem_id()), {ctx.opts.zstd_level});
   std::vector<char> buf(1u << 20);
   off_t size = static_cast<off_t>(iv.shmem_size());
@@ -354,8 +354,9 @@ void ShmemTable::load(const image::ImageSource& src, const std::vector<img::MmCo
       if (v.kind() != img::VMA_ANON_SHARED || objs_.count(v.shmem_id())) continue;
       uint64_t size = std::max<uint64_t>(v.shmem_size(), kPage);
       void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-      if (p == MAP_FAILED) throw_errno(strfmt("map shared memory object %llu",
-                                              static_cast<unsigned long long>(v.shmem_id())));
+      if (p == MAP_FAILED)
+        throw_errno(
+            strfmt("map shared memory object %llu", static_cast<unsigned long long>(v.shmem_id())));
       objs_[v.shmem_id()] = {reinterpret_cast<uint64_t>(p), size};
       image::PageReader r(src, shmem_pages_id(v.shmem_id()));
       r.for_each([&](uint64_t off, const uint8_t* data, size_t n) {
@@ -368,8 +369,9 @@ void ShmemTable::load(const image::ImageSource& src, const std::vector<img::MmCo
 
 const ShmemObject& ShmemTable::get(uint64_t id) const {
   auto it = objs_.find(id);
-  if (it == objs_.end()) throw Error(strfmt("shared memory object %llu was not loaded",
-                                            static_cast<unsigned long long>(id)));
+  if (it == objs_.end())
+    throw Error(
+        strfmt("shared memory object %llu was not loaded", static_cast<unsigned long long>(id)));
   return it->second;
 }
 
@@ -381,7 +383,8 @@ struct Range {
 
 // A free place of size bytes that overlaps none of the ranges.
 uint64_t find_gap(std::vector<Range> used, uint64_t size) {
-  std::sort(used.begin(), used.end(), [](const Range& a, const Range& b) { return a.start < b.start; });
+  std::sort(used.begin(), used.end(),
+            [](const Range& a, const Range& b) { return a.start < b.start; });
   uint64_t cand = 0x100000000ULL;  // above the usual low executable area
   const uint64_t limit = 0x7ffff0000000ULL;
   for (const auto& r : used) {
@@ -433,7 +436,8 @@ void restore_mm(RemoteThread& rt, RemoteScratch& scratch, pid_t pid, const img::
     constexpr uint64_t kTop = 0x7ffffffff000ULL;  // end of the user address space (4-level)
     std::vector<Range> keep;
     for (auto& [k, r] : cur_special) keep.push_back(r);
-    std::sort(keep.begin(), keep.end(), [](const Range& a, const Range& b) { return a.start < b.start; });
+    std::sort(keep.begin(), keep.end(),
+              [](const Range& a, const Range& b) { return a.start < b.start; });
     uint64_t from = kLow;
     for (const auto& r : keep) {
       if (r.start > from) rt.check("munmap", __NR_munmap, from, r.start - from);
@@ -455,8 +459,9 @@ void restore_mm(RemoteThread& rt, RemoteScratch& scratch, pid_t pid, const img::
   for (auto& [k, r] : want_special) {
     auto it = cur_special.find(k);
     if (it == cur_special.end() || it->second.end - it->second.start != r.end - r.start)
-      throw Error("the kernel's special mappings ([vdso], [vvar]) differ from the dumped ones; "
-                  "restore on the same kernel build");
+      throw Error(
+          "the kernel's special mappings ([vdso], [vvar]) differ from the dumped ones; "
+          "restore on the same kernel build");
   }
   std::vector<Range> busy = dumped;
   for (auto& [k, r] : cur_special) busy.push_back(r);
@@ -526,8 +531,8 @@ void restore_mm(RemoteThread& rt, RemoteScratch& scratch, pid_t pid, const img::
     vma_index++;
     if (is_special(v.kind())) continue;
     uint64_t len = v.end() - v.start();
-    uint64_t prot = has_pages[static_cast<size_t>(vma_index)] ? (v.prot() | PROT_READ | PROT_WRITE)
-                                                              : v.prot();
+    uint64_t prot =
+        has_pages[static_cast<size_t>(vma_index)] ? (v.prot() | PROT_READ | PROT_WRITE) : v.prot();
     uint64_t flags = MAP_FIXED | (v.growsdown() ? MAP_GROWSDOWN : 0);
     std::string where = strfmt("vma %llx-%llx", static_cast<unsigned long long>(v.start()),
                                static_cast<unsigned long long>(v.end()));
@@ -545,7 +550,7 @@ void restore_mm(RemoteThread& rt, RemoteScratch& scratch, pid_t pid, const img::
           std::string key = path + (oflags == O_RDWR ? "\n1" : "\n0");
           if (key != open_path) {
             close_open();
-            struct stat st{};
+            struct stat st {};
             if (!v.ghost_id() && stat(v.path().c_str(), &st) == 0 && v.file_ino() &&
                 (st.st_ino != v.file_ino() || st.st_dev != v.file_dev()))
               LOG_WARN("pid %d: %s was replaced since the dump", pid, v.path().c_str());
@@ -555,8 +560,9 @@ void restore_mm(RemoteThread& rt, RemoteScratch& scratch, pid_t pid, const img::
             open_path = key;
           }
           if (shared) prot = v.prot();  // writing into a shared file would change it
-          rt.check("mmap", __NR_mmap, v.start(), len, prot, flags | (shared ? MAP_SHARED : MAP_PRIVATE),
-                   static_cast<uint64_t>(open_fd), v.pgoff());
+          rt.check("mmap", __NR_mmap, v.start(), len, prot,
+                   flags | (shared ? MAP_SHARED : MAP_PRIVATE), static_cast<uint64_t>(open_fd),
+                   v.pgoff());
           break;
         }
         case img::VMA_ANON_SHARED: {
@@ -565,10 +571,9 @@ void restore_mm(RemoteThread& rt, RemoteScratch& scratch, pid_t pid, const img::
           std::string path = strfmt("/proc/%d/map_files/%llx-%llx", getpid(),
                                     static_cast<unsigned long long>(o.addr),
                                     static_cast<unsigned long long>(o.addr + o.size));
-          long fd = static_cast<long>(rt.check("open shared memory", __NR_openat,
-                                               static_cast<uint64_t>(AT_FDCWD),
-                                               put_path(scratch, pid, kPathOff, path),
-                                               O_RDWR | O_CLOEXEC));
+          long fd = static_cast<long>(
+              rt.check("open shared memory", __NR_openat, static_cast<uint64_t>(AT_FDCWD),
+                       put_path(scratch, pid, kPathOff, path), O_RDWR | O_CLOEXEC));
           rt.check("mmap", __NR_mmap, v.start(), len, v.prot(), flags | MAP_SHARED,
                    static_cast<uint64_t>(fd), v.pgoff());
           rt.call(__NR_close, static_cast<uint64_t>(fd));
@@ -594,7 +599,8 @@ void restore_mm(RemoteThread& rt, RemoteScratch& scratch, pid_t pid, const img::
       uffd = Uffd::adopt(pid, static_cast<int>(tfd));
       uffd.api(0);
       for (int i = 0; i < mm.vmas_size(); i++)
-        if (const auto& v = mm.vmas(i); v.kind() == img::VMA_ANON_PRIVATE && has_pages[static_cast<size_t>(i)]) {
+        if (const auto& v = mm.vmas(i);
+            v.kind() == img::VMA_ANON_PRIVATE && has_pages[static_cast<size_t>(i)]) {
           uffd.register_missing(v.start(), v.end() - v.start());
           uffd_ranges.push_back({v.start(), v.end()});
         }
@@ -660,8 +666,8 @@ void restore_mm(RemoteThread& rt, RemoteScratch& scratch, pid_t pid, const img::
       if (v.madv() & bit) rt.call(__NR_madvise, v.start(), len, static_cast<uint64_t>(adv));
     if (!v.name().empty()) {
       uint64_t name = put_path(scratch, pid, kPathOff, v.name());
-      rt.call(__NR_prctl, 0x53564d41 /* PR_SET_VMA */, 0 /* PR_SET_VMA_ANON_NAME */, v.start(),
-              len, name);
+      rt.call(__NR_prctl, 0x53564d41 /* PR_SET_VMA */, 0 /* PR_SET_VMA_ANON_NAME */, v.start(), len,
+              name);
     }
     if (v.locked() && rt.call(__NR_mlock, v.start(), len) < 0)
       LOG_WARN("pid %d: could not lock memory at %llx", pid,

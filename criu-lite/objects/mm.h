@@ -11,8 +11,12 @@
 
 namespace ckpt {
 
-inline std::string mm_name(pid_t pid) { return "mm-" + std::to_string(pid) + ".img"; }
-inline std::string shmem_pages_id(uint64_t ino) { return "shmem-" + std::to_string(ino); }
+inline std::string mm_name(pid_t pid) {
+  return "mm-" + std::to_string(pid) + ".img";
+}
+inline std::string shmem_pages_id(uint64_t ino) {
+  return "shmem-" + std::to_string(ino);
+}
 
 // Saves mm-PID.img and the task's pages (and shared objects not saved yet).
 void dump_mm(DumpContext& ctx, DumpTask& t);

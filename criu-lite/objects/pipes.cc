@@ -67,10 +67,10 @@ class PipeKind : public FdKind {
     image::RecordWriter w(kPipeDataImage, image::Kind::PipeData);
     for (auto& [id, e] : ends) {
       if (!e.fifo && (!e.r || !e.w))
-        throw Error(strfmt("%s: pipe:[%llu] has its %s end outside the dumped tree; "
-                           "dump the process at the other end too",
-                           owner_[id].c_str(), static_cast<unsigned long long>(id),
-                           e.r ? "write" : "read"));
+        throw Error(strfmt(
+            "%s: pipe:[%llu] has its %s end outside the dumped tree; "
+            "dump the process at the other end too",
+            owner_[id].c_str(), static_cast<unsigned long long>(id), e.r ? "write" : "read"));
       if (e.read_fd < 0) continue;
       img::PipeData pd = in_context(owner_[id], [&] { return read_pipe_data(e.read_fd, id); });
       if (!pd.data().empty() || pd.capacity() != 65536) w.add(pd);
@@ -177,6 +177,8 @@ img::PipeData read_pipe_data(int read_fd, uint64_t pipe_id) {
   return d;
 }
 
-std::unique_ptr<FdKind> make_pipe_kind() { return std::make_unique<PipeKind>(); }
+std::unique_ptr<FdKind> make_pipe_kind() {
+  return std::make_unique<PipeKind>();
+}
 
 }  // namespace ckpt

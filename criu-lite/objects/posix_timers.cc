@@ -61,7 +61,8 @@ void parse_notify(const std::string& v, img::PosixTimer* pt) {
 
 void dump_posix_timers(DumpTask& t, img::TaskAttrs* a) {
   std::string text;
-  if (!try_read_file(strfmt("/proc/%d/timers", t.pid), &text)) return;  // no CONFIG_CHECKPOINT_RESTORE
+  if (!try_read_file(strfmt("/proc/%d/timers", t.pid), &text))
+    return;  // no CONFIG_CHECKPOINT_RESTORE
   std::istringstream in(text);
   std::string line;
   img::PosixTimer* pt = nullptr;
@@ -80,8 +81,7 @@ void dump_posix_timers(DumpTask& t, img::TaskAttrs* a) {
       // "14/0000000000000000": signal number and sigev_value.
       size_t slash = v.find('/');
       pt->set_signo(atoi(v.c_str()));
-      if (slash != std::string::npos)
-        pt->set_sival(strtoull(v.c_str() + slash + 1, nullptr, 16));
+      if (slash != std::string::npos) pt->set_sival(strtoull(v.c_str() + slash + 1, nullptr, 16));
     } else if (key == "notify") {
       parse_notify(v, pt);
     } else if (key == "ClockID") {
@@ -144,8 +144,8 @@ void restore_posix_timers(RemoteThread& leader, const RemoteScratch& scratch, pi
   }
   for (int id : dummies) leader.check("timer_delete", __NR_timer_delete, id);
   if (with_ids)
-    leader.check("prctl(PR_TIMER_CREATE_RESTORE_IDS, OFF)", __NR_prctl,
-                 PR_TIMER_CREATE_RESTORE_IDS, PR_TIMER_CREATE_RESTORE_IDS_OFF, 0, 0, 0);
+    leader.check("prctl(PR_TIMER_CREATE_RESTORE_IDS, OFF)", __NR_prctl, PR_TIMER_CREATE_RESTORE_IDS,
+                 PR_TIMER_CREATE_RESTORE_IDS_OFF, 0, 0, 0);
 }
 
 }  // namespace ckpt

@@ -25,10 +25,10 @@ void dump_pstree(DumpContext& ctx) {
     bool pgid_in = pids.count(t->stat.pgrp) != 0;
     if ((!sid_in || !pgid_in) && !ctx.opts.shell_job) {
       if (t->ppid == 0)
-        throw Error(strfmt("pid %d: its %s leader (%d) is outside the tree: start it with setsid, "
-                           "or dump with --shell-job",
-                           t->pid, sid_in ? "process group" : "session",
-                           sid_in ? t->stat.pgrp : t->stat.session));
+        throw Error(strfmt(
+            "pid %d: its %s leader (%d) is outside the tree: start it with setsid, "
+            "or dump with --shell-job",
+            t->pid, sid_in ? "process group" : "session", sid_in ? t->stat.pgrp : t->stat.session));
       throw Error(strfmt("pid %d: its %s leader (%d) is not in the dumped tree", t->pid,
                          sid_in ? "process group" : "session",
                          sid_in ? t->stat.pgrp : t->stat.session));
@@ -38,8 +38,8 @@ void dump_pstree(DumpContext& ctx) {
   // Zombies last: their parents (live tasks) come before them.
   for (auto& z : ctx.zombies) {
     if (!pids.count(z.pgid) || !pids.count(z.sid))
-      throw Error(strfmt("zombie %d: its process group or session leader is not in the tree",
-                         z.pid));
+      throw Error(
+          strfmt("zombie %d: its process group or session leader is not in the tree", z.pid));
     img::PstreeEntry e;
     e.set_pid(static_cast<uint32_t>(z.pid));
     e.set_ppid(static_cast<uint32_t>(z.ppid));
@@ -62,8 +62,8 @@ std::vector<img::PstreeEntry> load_pstree(const image::ImageSource& src) {
     if (e.pid() == 0 || e.threads_size() == 0 || e.threads(0) != e.pid())
       throw Error(strfmt("image %s: entry %zu is malformed", kPstreeImage, out.size()));
     if (out.empty() ? e.ppid() != 0 : !seen.count(e.ppid()))
-      throw Error(strfmt("image %s: pid %u comes before its parent %u", kPstreeImage, e.pid(),
-                         e.ppid()));
+      throw Error(
+          strfmt("image %s: pid %u comes before its parent %u", kPstreeImage, e.pid(), e.ppid()));
     if (!seen.insert(e.pid()).second)
       throw Error(strfmt("image %s: pid %u appears twice", kPstreeImage, e.pid()));
     out.push_back(e);

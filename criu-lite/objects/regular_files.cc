@@ -22,7 +22,7 @@ uint32_t open_flags(const img::FileDesc& d) {
 UniqueFd open_regular(const img::FileDesc& d, const GhostTable* ghosts) {
   std::string path = d.reg().ghost_id() ? ghosts->path(d.reg().ghost_id()) : d.reg().path();
   UniqueFd f = open_or_throw(path, static_cast<int>(open_flags(d)));
-  struct stat st{};
+  struct stat st {};
   if (fstat(f.get(), &st) == 0 && S_ISREG(st.st_mode) &&
       static_cast<uint64_t>(st.st_size) != d.reg().size())
     LOG_DEBUG("%s: size %lld differs from %llu at dump", d.reg().path().c_str(),
@@ -106,7 +106,11 @@ class DeviceKind : public FdKind {
 
 }  // namespace
 
-std::unique_ptr<FdKind> make_regular_file_kind() { return std::make_unique<RegularFileKind>(); }
-std::unique_ptr<FdKind> make_device_kind() { return std::make_unique<DeviceKind>(); }
+std::unique_ptr<FdKind> make_regular_file_kind() {
+  return std::make_unique<RegularFileKind>();
+}
+std::unique_ptr<FdKind> make_device_kind() {
+  return std::make_unique<DeviceKind>();
+}
 
 }  // namespace ckpt

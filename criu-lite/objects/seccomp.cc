@@ -43,9 +43,10 @@ void dump_seccomp(DumpTask& t, img::TaskAttrs* a) {
   for (size_t i = 0; i < t.threads.size(); i++) {
     pid_t tid = t.threads[i].tid();
     img::ThreadAttrs* ta = a->mutable_threads(static_cast<int>(i));
-    int mode = i == 0 ? t.status.seccomp
-                      : proc::parse_status(read_file(strfmt("/proc/%d/task/%d/status", t.pid, tid)))
-                            .seccomp;
+    int mode =
+        i == 0
+            ? t.status.seccomp
+            : proc::parse_status(read_file(strfmt("/proc/%d/task/%d/status", t.pid, tid))).seccomp;
     ta->set_seccomp_mode(static_cast<uint32_t>(mode));
     if (mode != SECCOMP_MODE_FILTER) continue;
     std::vector<uint32_t> newest_first;
@@ -109,9 +110,9 @@ void restore_seccomp(std::vector<Tracee>& threads, uint64_t syscall_ip, pid_t pi
       size += sizeof(sock_fprog) + ((a.seccomp_filters(k).prog().size() + 7) & ~7ULL);
     }
     size = (size + 4095) & ~4095ULL;
-    uint64_t base = leader.check("mmap for seccomp programs", __NR_mmap, 0, size,
-                                 PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                                 static_cast<uint64_t>(-1), 0);
+    uint64_t base =
+        leader.check("mmap for seccomp programs", __NR_mmap, 0, size, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS, static_cast<uint64_t>(-1), 0);
     for (int k = 0; k < a.seccomp_filters_size(); k++) {
       const std::string& prog = a.seccomp_filters(k).prog();
       if (prog.empty() || prog.size() % sizeof(sock_filter) != 0 ||
@@ -127,10 +128,10 @@ void restore_seccomp(std::vector<Tracee>& threads, uint64_t syscall_ip, pid_t pi
       uint64_t flags = a.seccomp_filters(static_cast<int>(k)).flags() | extra;
       long r = rt.call(__NR_seccomp, SECCOMP_SET_MODE_FILTER, flags, base + off[k]);
       if (r < 0)
-        throw Error(strfmt("tid %d: seccomp(SECCOMP_SET_MODE_FILTER)%s", rt.tracee().tid(),
-                           r == -EACCES ? " (the task has neither no_new_privs nor CAP_SYS_ADMIN)"
-                                        : ""),
-                    static_cast<int>(-r));
+        throw Error(
+            strfmt("tid %d: seccomp(SECCOMP_SET_MODE_FILTER)%s", rt.tracee().tid(),
+                   r == -EACCES ? " (the task has neither no_new_privs nor CAP_SYS_ADMIN)" : ""),
+            static_cast<int>(-r));
       if (r > 0) throw Error(strfmt("seccomp TSYNC failed on thread %ld", r));
     };
     // The same chain everywhere: once, synchronized to every thread.
@@ -151,7 +152,8 @@ void restore_seccomp(std::vector<Tracee>& threads, uint64_t syscall_ip, pid_t pi
       }
     }
     long r = leader.call(__NR_munmap, base, size);
-    if (r != 0) LOG_WARN("pid %d: unmap the seccomp programs: %s", pid, strerror(static_cast<int>(-r)));
+    if (r != 0)
+      LOG_WARN("pid %d: unmap the seccomp programs: %s", pid, strerror(static_cast<int>(-r)));
   }
 
   for (size_t i = 0; i < threads.size(); i++)

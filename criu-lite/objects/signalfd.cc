@@ -59,6 +59,8 @@ img::SignalFd parse_signalfd_fdinfo(const proc::FdInfo& info) {
   throw Error("fdinfo has no 'sigmask:' line");
 }
 
-std::unique_ptr<FdKind> make_signalfd_kind() { return std::make_unique<SignalFdKind>(); }
+std::unique_ptr<FdKind> make_signalfd_kind() {
+  return std::make_unique<SignalFdKind>();
+}
 
 }  // namespace ckpt

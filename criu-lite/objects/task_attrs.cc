@@ -117,8 +117,8 @@ void restore_task_attrs(RemoteThread& leader, std::vector<Tracee>& threads,
 
   // Images without per-thread attributes (older dumps) keep what the stub had.
   if (a.threads_size() != 0 && a.threads_size() != static_cast<int>(threads.size()))
-    throw Error(strfmt("%d thread attribute records for %zu threads", a.threads_size(),
-                       threads.size()));
+    throw Error(
+        strfmt("%d thread attribute records for %zu threads", a.threads_size(), threads.size()));
   for (size_t i = 0; i < static_cast<size_t>(a.threads_size()); i++) {
     const img::ThreadAttrs& ta = a.threads(static_cast<int>(i));
     pid_t tid = threads[i].tid();

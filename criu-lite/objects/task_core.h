@@ -10,7 +10,9 @@
 namespace ckpt {
 
 void dump_task_core(DumpContext& ctx, DumpTask& t);
-inline std::string core_name(pid_t pid) { return "core-" + std::to_string(pid) + ".img"; }
+inline std::string core_name(pid_t pid) {
+  return "core-" + std::to_string(pid) + ".img";
+}
 
 // Restore side (remote syscalls in the task's leader; scratch in the task).
 void restore_sigactions(RemoteThread& rt, const RemoteScratch& s, pid_t pid,

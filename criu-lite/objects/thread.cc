@@ -61,25 +61,65 @@ Regs normalize_regs(const Regs& in) {
 
 img::X86Regs regs_to_image(const Regs& r) {
   img::X86Regs o;
-  o.set_r15(r.r15); o.set_r14(r.r14); o.set_r13(r.r13); o.set_r12(r.r12);
-  o.set_rbp(r.rbp); o.set_rbx(r.rbx); o.set_r11(r.r11); o.set_r10(r.r10);
-  o.set_r9(r.r9); o.set_r8(r.r8); o.set_rax(r.rax); o.set_rcx(r.rcx);
-  o.set_rdx(r.rdx); o.set_rsi(r.rsi); o.set_rdi(r.rdi); o.set_orig_rax(r.orig_rax);
-  o.set_rip(r.rip); o.set_cs(r.cs); o.set_eflags(r.eflags); o.set_rsp(r.rsp);
-  o.set_ss(r.ss); o.set_fs_base(r.fs_base); o.set_gs_base(r.gs_base);
-  o.set_ds(r.ds); o.set_es(r.es); o.set_fs(r.fs); o.set_gs(r.gs);
+  o.set_r15(r.r15);
+  o.set_r14(r.r14);
+  o.set_r13(r.r13);
+  o.set_r12(r.r12);
+  o.set_rbp(r.rbp);
+  o.set_rbx(r.rbx);
+  o.set_r11(r.r11);
+  o.set_r10(r.r10);
+  o.set_r9(r.r9);
+  o.set_r8(r.r8);
+  o.set_rax(r.rax);
+  o.set_rcx(r.rcx);
+  o.set_rdx(r.rdx);
+  o.set_rsi(r.rsi);
+  o.set_rdi(r.rdi);
+  o.set_orig_rax(r.orig_rax);
+  o.set_rip(r.rip);
+  o.set_cs(r.cs);
+  o.set_eflags(r.eflags);
+  o.set_rsp(r.rsp);
+  o.set_ss(r.ss);
+  o.set_fs_base(r.fs_base);
+  o.set_gs_base(r.gs_base);
+  o.set_ds(r.ds);
+  o.set_es(r.es);
+  o.set_fs(r.fs);
+  o.set_gs(r.gs);
   return o;
 }
 
 Regs regs_from_image(const img::X86Regs& o) {
   Regs r{};
-  r.r15 = o.r15(); r.r14 = o.r14(); r.r13 = o.r13(); r.r12 = o.r12();
-  r.rbp = o.rbp(); r.rbx = o.rbx(); r.r11 = o.r11(); r.r10 = o.r10();
-  r.r9 = o.r9(); r.r8 = o.r8(); r.rax = o.rax(); r.rcx = o.rcx();
-  r.rdx = o.rdx(); r.rsi = o.rsi(); r.rdi = o.rdi(); r.orig_rax = o.orig_rax();
-  r.rip = o.rip(); r.cs = o.cs(); r.eflags = o.eflags(); r.rsp = o.rsp();
-  r.ss = o.ss(); r.fs_base = o.fs_base(); r.gs_base = o.gs_base();
-  r.ds = o.ds(); r.es = o.es(); r.fs = o.fs(); r.gs = o.gs();
+  r.r15 = o.r15();
+  r.r14 = o.r14();
+  r.r13 = o.r13();
+  r.r12 = o.r12();
+  r.rbp = o.rbp();
+  r.rbx = o.rbx();
+  r.r11 = o.r11();
+  r.r10 = o.r10();
+  r.r9 = o.r9();
+  r.r8 = o.r8();
+  r.rax = o.rax();
+  r.rcx = o.rcx();
+  r.rdx = o.rdx();
+  r.rsi = o.rsi();
+  r.rdi = o.rdi();
+  r.orig_rax = o.orig_rax();
+  r.rip = o.rip();
+  r.cs = o.cs();
+  r.eflags = o.eflags();
+  r.rsp = o.rsp();
+  r.ss = o.ss();
+  r.fs_base = o.fs_base();
+  r.gs_base = o.gs_base();
+  r.ds = o.ds();
+  r.es = o.es();
+  r.fs = o.fs();
+  r.gs = o.gs();
   return r;
 }
 
@@ -129,8 +169,8 @@ void dump_thread(DumpTask& t, size_t idx, img::ThreadCore* out) {
 
   proc::Status st = proc::parse_status(read_file(strfmt("/proc/%d/task/%d/status", t.pid, tid)));
   img::Creds c = creds_from_status(st);
-  c.set_securebits(static_cast<uint32_t>(rt.check("prctl(PR_GET_SECUREBITS)", __NR_prctl,
-                                                  PR_GET_SECUREBITS)));
+  c.set_securebits(
+      static_cast<uint32_t>(rt.check("prctl(PR_GET_SECUREBITS)", __NR_prctl, PR_GET_SECUREBITS)));
   c.set_keepcaps(rt.check("prctl(PR_GET_KEEPCAPS)", __NR_prctl, PR_GET_KEEPCAPS) != 0);
   *out->mutable_creds() = c;
 }
@@ -187,8 +227,9 @@ void restore_thread_creds(RemoteThread& rt, const RemoteScratch& scratch, pid_t 
   if (same_as_ours(c)) return;
   static const unsigned last_cap = [] {
     std::string s;
-    return try_read_file("/proc/sys/kernel/cap_last_cap", &s) ? static_cast<unsigned>(atoi(s.c_str()))
-                                                              : 63u;
+    return try_read_file("/proc/sys/kernel/cap_last_cap", &s)
+               ? static_cast<unsigned>(atoi(s.c_str()))
+               : 63u;
   }();
   std::vector<gid_t> groups(c.groups().begin(), c.groups().end());
   if (!groups.empty()) scratch.write(pid, 0, groups.data(), groups.size() * sizeof(gid_t));
@@ -222,8 +263,8 @@ void restore_thread_creds(RemoteThread& rt, const RemoteScratch& scratch, pid_t 
   rt.check("capset", __NR_capset, scratch.addr(), scratch.addr() + sizeof caps.hdr);
   for (unsigned cap = 0; cap < 64; cap++)
     if (c.cap_amb() & (1ULL << cap))
-      rt.check("prctl(PR_CAP_AMBIENT_RAISE)", __NR_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE,
-               cap, 0, 0);
+      rt.check("prctl(PR_CAP_AMBIENT_RAISE)", __NR_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap,
+               0, 0);
   // The securebits as they were; this may fail once CAP_SETPCAP is gone, in
   // which case only keep-caps can still be put back.
   if (rt.call(__NR_prctl, PR_SET_SECUREBITS, c.securebits()) < 0)

@@ -67,8 +67,9 @@ class TimerFdKind : public FdKind {
       if (ioctl(fd.get(), TFD_IOC_SET_TICKS, &ticks) == 0) return fd;
       if (errno != ENOTTY && errno != EINVAL) throw_errno("timerfd: set ticks");
       // Kernel without CONFIG_CHECKPOINT_RESTORE: fall back, once for all.
-      LOG_WARN("timerfd: TFD_IOC_SET_TICKS not supported; unread expirations come back "
-               "as one expiry 1 ns after the restore");
+      LOG_WARN(
+          "timerfd: TFD_IOC_SET_TICKS not supported; unread expirations come back "
+          "as one expiry 1 ns after the restore");
       set_ticks_supported_ = false;
     }
     return create(d, t.ticks() != 0);
@@ -133,11 +134,14 @@ img::TimerFd parse_timerfd_fdinfo(const proc::FdInfo& info) {
     }
   }
   if (have != 31)
-    throw Error("timerfd fdinfo lacks one of clockid, ticks, settime flags, it_value, "
-                "it_interval");
+    throw Error(
+        "timerfd fdinfo lacks one of clockid, ticks, settime flags, it_value, "
+        "it_interval");
   return t;
 }
 
-std::unique_ptr<FdKind> make_timerfd_kind() { return std::make_unique<TimerFdKind>(); }
+std::unique_ptr<FdKind> make_timerfd_kind() {
+  return std::make_unique<TimerFdKind>();
+}
 
 }  // namespace ckpt

@@ -49,7 +49,9 @@ constexpr uint32_t kSettable = O_NONBLOCK | O_ASYNC;
 constexpr uint32_t TCP_ESTABLISHED = 1;
 constexpr uint32_t TCP_LISTEN = 10;
 
-bool stream_like(uint32_t type) { return type == SOCK_STREAM || type == SOCK_SEQPACKET; }
+bool stream_like(uint32_t type) {
+  return type == SOCK_STREAM || type == SOCK_SEQPACKET;
+}
 
 std::string sk_label(uint64_t ino) {
   return strfmt("socket:[%llu]", static_cast<unsigned long long>(ino));
@@ -64,7 +66,9 @@ std::string printable(const std::string& name) {
   return out;
 }
 
-bool is_path(const std::string& name) { return !name.empty() && name[0] != '\0'; }
+bool is_path(const std::string& name) {
+  return !name.empty() && name[0] != '\0';
+}
 
 socklen_t make_addr(const std::string& name, sockaddr_un* a) {
   *a = sockaddr_un{};
@@ -93,8 +97,7 @@ void set_buf(int fd, bool snd, uint32_t want) {
   int opt = snd ? SO_SNDBUF : SO_RCVBUF;
   if (want == 0 || get_int_opt(fd, SOL_SOCKET, opt, "buf") == static_cast<int>(want)) return;
   int v = static_cast<int>(want / 2);
-  if (setsockopt(fd, SOL_SOCKET, snd ? SO_SNDBUFFORCE : SO_RCVBUFFORCE, &v, sizeof(v)) == 0)
-    return;
+  if (setsockopt(fd, SOL_SOCKET, snd ? SO_SNDBUFFORCE : SO_RCVBUFFORCE, &v, sizeof(v)) == 0) return;
   set_int_opt(fd, SOL_SOCKET, opt, v, snd ? "SO_SNDBUF" : "SO_RCVBUF");
 }
 
@@ -155,8 +158,7 @@ img::UnixQueue read_queue(int fd, const sockdiag::UnixInfo& u, int saved_peek_of
       buf.resize(static_cast<size_t>(n));
       continue;
     }
-    if (n == 0)
-      throw Error("an empty message is queued in it: not supported");
+    if (n == 0) throw Error("an empty message is queued in it: not supported");
     auto* p = q.add_packets();
     p->set_data(buf.data(), static_cast<size_t>(n));
     if (m.msg_namelen > offsetof(sockaddr_un, sun_path))
@@ -243,9 +245,10 @@ class UnixSocketKind : public FdKind {
             }
       if (!s->pending()) s->set_peer_gone(true);
       if (s->pending() && u.wqueue != 0)
-        throw Error(strfmt("%u bytes were sent on a connection that waits in the accept "
-                           "queue of %s: not supported",
-                           u.wqueue, printable(s->peer_name()).c_str()));
+        throw Error(
+            strfmt("%u bytes were sent on a connection that waits in the accept "
+                   "queue of %s: not supported",
+                   u.wqueue, printable(s->peer_name()).c_str()));
     }
     if (stream_like(u.type) && u.state == TCP_ESTABLISHED && !u.name.empty()) {
       bool listener = false;
@@ -261,7 +264,7 @@ class UnixSocketKind : public FdKind {
         s->set_bind_dir(cwd);
         path = cwd + "/" + path;
       }
-      struct stat fst{};
+      struct stat fst {};
       if (lstat(path.c_str(), &fst) == 0 && S_ISSOCK(fst.st_mode) &&
           (!u.has_vfs || fst.st_ino == u.vfs_ino)) {
         s->set_file_mode(fst.st_mode & 07777);
@@ -288,18 +291,20 @@ class UnixSocketKind : public FdKind {
         if (s->type() == SOCK_DGRAM && !s->peer_name().empty()) continue;  // reconnected by name
         std::string peer = sk_label(s->peer_ino());
         if (!s->peer_name().empty()) peer += " (" + printable(s->peer_name()) + ")";
-        throw Error(strfmt("%s is connected to %s outside the dumped tree; dump the "
-                           "process at the other end too",
-                           who.c_str(), peer.c_str()));
+        throw Error(
+            strfmt("%s is connected to %s outside the dumped tree; dump the "
+                   "process at the other end too",
+                   who.c_str(), peer.c_str()));
       }
       if (s->pending() && !tree.count(s->listener_ino()))
         throw Error(strfmt("%s waits to be accepted by %s outside the dumped tree", who.c_str(),
                            printable(s->peer_name()).c_str()));
       for (uint64_t c : s->icons())
         if (!tree.count(c))
-          throw Error(strfmt("%s (%s) has a connection from %s outside the dumped tree in "
-                             "its accept queue",
-                             who.c_str(), printable(s->name()).c_str(), sk_label(c).c_str()));
+          throw Error(
+              strfmt("%s (%s) has a connection from %s outside the dumped tree in "
+                     "its accept queue",
+                     who.c_str(), printable(s->name()).c_str(), sk_label(c).c_str()));
       if (s->type() == SOCK_DGRAM && s->peer_ino() && s->peer_name().empty()) {
         const img::UnixSocket* p = tree.at(s->peer_ino());
         if (p->peer_ino() != ino)
@@ -355,7 +360,7 @@ class UnixSocketKind : public FdKind {
     std::string full = name;
     if (is_path(name) && name[0] != '/' && !u.bind_dir().empty()) full = u.bind_dir() + "/" + name;
     if (is_path(name)) {
-      struct stat fst{};
+      struct stat fst {};
       if (lstat(full.c_str(), &fst) == 0) {
         if (!S_ISSOCK(fst.st_mode))
           throw Error(full + " exists and is not a socket: cannot bind there");
@@ -507,8 +512,8 @@ class UnixSocketKind : public FdKind {
       const img::UnixSocket& u = *s.u;
       if (u.type() != SOCK_DGRAM || s.fd) continue;
       auto p = sks_.find(u.peer_ino());
-      if (p != sks_.end() && !p->second.fd && p->second.u->peer_ino() == ino &&
-          u.name().empty() && p->second.u->name().empty()) {
+      if (p != sks_.end() && !p->second.fd && p->second.u->peer_ino() == ino && u.name().empty() &&
+          p->second.u->name().empty()) {
         int sv[2];
         if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv) != 0)
           throw_errno(sk_label(ino) + ": socketpair");
@@ -555,8 +560,8 @@ class UnixSocketKind : public FdKind {
     if (!q) return;
     size_t total = q->stream().size();
     for (const auto& p : q->packets()) total += p.data().size() + 1024;
-    set_buf(sender_fd, true, static_cast<uint32_t>(std::max<size_t>(2 * total + (1u << 20),
-                                                                    4u << 20)));
+    set_buf(sender_fd, true,
+            static_cast<uint32_t>(std::max<size_t>(2 * total + (1u << 20), 4u << 20)));
     std::string what = sk_label(r.u->ino());
     if (!q->stream().empty()) send_all(sender_fd, q->stream(), to, what);
     for (const auto& p : q->packets()) send_all(sender_fd, p.data(), to, what);
@@ -596,13 +601,13 @@ class UnixSocketKind : public FdKind {
       if (from < 0) {
         if (!anon) {
           anon = new_socket(SOCK_DGRAM);
-          set_buf(anon.get(), true, static_cast<uint32_t>(std::max<size_t>(
-                                        2 * total + (1u << 20), 4u << 20)));
+          set_buf(anon.get(), true,
+                  static_cast<uint32_t>(std::max<size_t>(2 * total + (1u << 20), 4u << 20)));
         }
         from = anon.get();
       } else {
-        set_buf(from, true, static_cast<uint32_t>(std::max<size_t>(2 * total + (1u << 20),
-                                                                  4u << 20)));
+        set_buf(from, true,
+                static_cast<uint32_t>(std::max<size_t>(2 * total + (1u << 20), 4u << 20)));
       }
       send_all(from, p.data(), &u.name(), sk_label(u.ino()));
     }
@@ -646,6 +651,8 @@ class UnixSocketKind : public FdKind {
 
 }  // namespace
 
-std::unique_ptr<FdKind> make_unix_socket_kind() { return std::make_unique<UnixSocketKind>(); }
+std::unique_ptr<FdKind> make_unix_socket_kind() {
+  return std::make_unique<UnixSocketKind>();
+}
 
 }  // namespace ckpt

@@ -32,9 +32,10 @@ void check_machine(const img::Inventory& inv) {
                        static_cast<unsigned long long>(missing)));
   std::string_view vdso = cpu::vdso_text();
   if (inv.vdso_size() != vdso.size() || inv.vdso_crc() != image::crc32c(vdso.data(), vdso.size()))
-    throw Error(strfmt("the vDSO differs from the one of the dumping kernel (%s, this is %s): "
-                       "restore on the same kernel build",
-                       inv.kernel_release().c_str(), u.release));
+    throw Error(
+        strfmt("the vDSO differs from the one of the dumping kernel (%s, this is %s): "
+               "restore on the same kernel build",
+               inv.kernel_release().c_str(), u.release));
 }
 }  // namespace
 
@@ -105,9 +106,10 @@ void wait_pids_free(const RestorePlan& plan, int timeout_ms) {
           std::string comm;
           try_read_file(path + "/comm", &comm);
           while (!comm.empty() && comm.back() == '\n') comm.pop_back();
-          throw Error(strfmt("pid %u is in use by another process (%s); the restored tree needs "
-                             "its pids back",
-                             tid, comm.c_str()));
+          throw Error(
+              strfmt("pid %u is in use by another process (%s); the restored tree needs "
+                     "its pids back",
+                     tid, comm.c_str()));
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
       }

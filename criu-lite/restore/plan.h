@@ -21,9 +21,9 @@ struct PlannedTask {
   img::TaskCore core;
   img::MmCore mm;
   img::FdTable fds;
-  int parent = -1;             // index in RestorePlan::tasks, -1 for the root
-  std::vector<int> children;   // indexes
-  std::vector<int> zombies;    // indexes in RestorePlan::zombies
+  int parent = -1;            // index in RestorePlan::tasks, -1 for the root
+  std::vector<int> children;  // indexes
+  std::vector<int> zombies;   // indexes in RestorePlan::zombies
   pid_t pid() const { return static_cast<pid_t>(entry.pid()); }
 };
 

@@ -7,10 +7,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <sched.h>
 #include <chrono>
 #include <memory>
 #include <optional>
-#include <sched.h>
 
 #include "image/image_io.h"
 #include "image/page_store.h"
@@ -39,8 +39,8 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr unsigned kStubOptions = PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACECLONE | PTRACE_O_EXITKILL;
-constexpr uint64_t kThreadFlags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND |
-                                  CLONE_THREAD | CLONE_SYSVSEM;
+constexpr uint64_t kThreadFlags =
+    CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM;
 
 // One stub being turned into its dumped process.
 struct LiveTask {
@@ -68,8 +68,8 @@ void rebuild_process(LiveTask& lt, const image::ImageSource& src, const ShmemTab
   const PlannedTask& p = *lt.plan;
   pid_t pid = p.pid();
   Tracee& leader = lt.threads[0];
-  lt.remote = std::make_unique<RemoteThread>(leader, reinterpret_cast<uint64_t>(cpu::vdso_text().data()) +
-                                                         cpu::vdso_syscall_offset());
+  lt.remote = std::make_unique<RemoteThread>(
+      leader, reinterpret_cast<uint64_t>(cpu::vdso_text().data()) + cpu::vdso_syscall_offset());
   RemoteThread& rt = *lt.remote;
   // glibc registered rseq in ckpt; the area is about to be unmapped.
   ckpt_rseq_configuration rc = leader.get_rseq();
@@ -153,9 +153,8 @@ void finish_process(LiveTask& lt) {
   }
   restore_task_misc(rt, p.core);
   lt.scratch.unmap(rt);
-  in_context("process attributes", [&] {
-    restore_task_attrs_last(lt.threads, rt.syscall_ip(), pid, p.core);
-  });
+  in_context("process attributes",
+             [&] { restore_task_attrs_last(lt.threads, rt.syscall_ip(), pid, p.core); });
   for (size_t i = 0; i < lt.threads.size(); i++) {
     const img::ThreadCore& tc = p.core.threads(static_cast<int>(i));
     restore_thread_regs(lt.threads[i], tc);
@@ -261,7 +260,8 @@ RestoreResult restore_tree(const RestoreRequest& req) {
       in_context(strfmt("restore pid %d", lt.plan->pid()), [&] { seize_stub(lt); });
   }
   if (req.progress) {
-    for (const auto& t : plan.tasks) total_pages += image::PageReader(src, std::to_string(t.pid())).pages();
+    for (const auto& t : plan.tasks)
+      total_pages += image::PageReader(src, std::to_string(t.pid())).pages();
     req.progress->start("restore", total_pages);
   }
   MmRestoreStats mst;
@@ -270,7 +270,8 @@ RestoreResult restore_tree(const RestoreRequest& req) {
     for (auto& lt : live) {
       cancel::check();
       uint64_t before = mst.pages;
-      in_context(strfmt("restore pid %d", lt.plan->pid()), [&] { rebuild_process(lt, src, shmem, ghosts, &mst); });
+      in_context(strfmt("restore pid %d", lt.plan->pid()),
+                 [&] { rebuild_process(lt, src, shmem, ghosts, &mst); });
       if (req.progress) req.progress->advance(mst.pages - before);
     }
   }

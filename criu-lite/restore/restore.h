@@ -16,10 +16,10 @@ struct RestoreResult;
 
 struct RestoreRequest {
   std::string dir;
-  bool detach = false;       // -d: return once the tree runs
+  bool detach = false;  // -d: return once the tree runs
   std::string pidfile;
   Progress* progress = nullptr;
-  int pid_wait_ms = 5000;    // how long pids held by dying processes are waited for
+  int pid_wait_ms = 5000;  // how long pids held by dying processes are waited for
   // Called once the tree runs (before waiting for the root without -d).
   std::function<void(const RestoreResult&)> on_running;
 };
@@ -29,7 +29,7 @@ struct RestoreResult {
   uint32_t tasks = 0, threads = 0;
   uint64_t pages = 0;
   uint64_t total_us = 0;
-  int exit_status = 0;       // without -d: the root's wait status
+  int exit_status = 0;  // without -d: the root's wait status
 };
 
 // With detach=false this returns after the root exits.

@@ -69,13 +69,16 @@ StubTree::~StubTree() {
   munmap(ctl_, ctl_size_);
 }
 
-pid_t StubTree::root_pid() const { return root_; }
+pid_t StubTree::root_pid() const {
+  return root_;
+}
 
 void StubTree::stub_main(int idx) {
   const PlannedTask& t = plan_.tasks[idx];
   auto& slot = ctl_->slots[idx];
   auto fail = [&](const char* what, int err) {
-    snprintf(slot.error, sizeof slot.error, "%s%s%s", what, err ? ": " : "", err ? strerror(err) : "");
+    snprintf(slot.error, sizeof slot.error, "%s%s%s", what, err ? ": " : "",
+             err ? strerror(err) : "");
     slot.state.store(2);
     int expected = 0;
     ctl_->failed.compare_exchange_strong(expected, idx + 1);
@@ -123,16 +126,19 @@ void StubTree::stub_main(int idx) {
     snprintf(msg, sizeof msg, "join process group %d", pgid);
     fail(msg, errno);
   }
-  if (t.entry.sid() != 0 && getsid(0) != static_cast<pid_t>(t.entry.sid()) && !plan_.inv.shell_job()) {
+  if (t.entry.sid() != 0 && getsid(0) != static_cast<pid_t>(t.entry.sid()) &&
+      !plan_.inv.shell_job()) {
     char msg[160];
-    snprintf(msg, sizeof msg, "ended up in session %d instead of %u (session layouts where a "
+    snprintf(msg, sizeof msg,
+             "ended up in session %d instead of %u (session layouts where a "
              "process is in neither its own nor its parent's session are not supported)",
              getsid(0), t.entry.sid());
     fail(msg, 0);
   }
 
   umask(t.core.umask());
-  if (!t.core.cwd().empty() && chdir(t.core.cwd().c_str()) < 0) fail(("chdir " + t.core.cwd()).c_str(), errno);
+  if (!t.core.cwd().empty() && chdir(t.core.cwd().c_str()) < 0)
+    fail(("chdir " + t.core.cwd()).c_str(), errno);
   try {
     files_.install(t.fds);
   } catch (const Error& e) {

@@ -8,8 +8,8 @@
 
 namespace ckpt::cpu {
 
-uint64_t xcr0();              // enabled XSAVE features (0 without OSXSAVE)
-uint32_t xstate_size();       // CPUID.(EAX=0xD,ECX=0).EBX
+uint64_t xcr0();         // enabled XSAVE features (0 without OSXSAVE)
+uint32_t xstate_size();  // CPUID.(EAX=0xD,ECX=0).EBX
 // Our own vDSO: its bytes (mapped at [vdso]).
 std::string_view vdso_text();
 // Offset of a `syscall` instruction inside the vDSO; throws if none.

@@ -31,7 +31,11 @@ Error& Error::wrap(std::string_view ctx) {
   return *this;
 }
 
-void throw_errno(std::string what) { throw Error(std::move(what), errno); }
-void throw_errno(int err, std::string what) { throw Error(std::move(what), err); }
+void throw_errno(std::string what) {
+  throw Error(std::move(what), errno);
+}
+void throw_errno(int err, std::string what) {
+  throw Error(std::move(what), err);
+}
 
 }  // namespace ckpt

@@ -16,15 +16,22 @@ int g_file = -1;
 Level g_file_level = Level::Trace;
 const char* prefix(Level l) {
   switch (l) {
-    case Level::Error: return "Error: ";
-    case Level::Warn: return "Warning: ";
-    default: return "";
+    case Level::Error:
+      return "Error: ";
+    case Level::Warn:
+      return "Warning: ";
+    default:
+      return "";
   }
 }
 }  // namespace
 
-void set_level(Level l) { g_level = l; }
-Level level() { return g_level; }
+void set_level(Level l) {
+  g_level = l;
+}
+Level level() {
+  return g_level;
+}
 
 void set_file(const std::string& path) {
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -32,7 +39,9 @@ void set_file(const std::string& path) {
   g_file = fd;
 }
 
-bool enabled(Level l) { return l <= g_level || (g_file >= 0 && l <= g_file_level); }
+bool enabled(Level l) {
+  return l <= g_level || (g_file >= 0 && l <= g_file_level);
+}
 
 void write(Level l, const char* fmt, ...) {
   char body[4096];

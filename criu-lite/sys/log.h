@@ -21,15 +21,15 @@ void write(Level l, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
 #define LOG_ERROR(...) ::ckpt::log::write(::ckpt::log::Level::Error, __VA_ARGS__)
 #define LOG_WARN(...) ::ckpt::log::write(::ckpt::log::Level::Warn, __VA_ARGS__)
 #define LOG_INFO(...) ::ckpt::log::write(::ckpt::log::Level::Info, __VA_ARGS__)
-#define LOG_DEBUG(...)                                                                   \
-  do {                                                                                   \
-    if (::ckpt::log::enabled(::ckpt::log::Level::Debug))                                 \
-      ::ckpt::log::write(::ckpt::log::Level::Debug, __VA_ARGS__);                        \
+#define LOG_DEBUG(...)                                            \
+  do {                                                            \
+    if (::ckpt::log::enabled(::ckpt::log::Level::Debug))          \
+      ::ckpt::log::write(::ckpt::log::Level::Debug, __VA_ARGS__); \
   } while (0)
-#define LOG_TRACE(...)                                                                   \
-  do {                                                                                   \
-    if (::ckpt::log::enabled(::ckpt::log::Level::Trace))                                 \
-      ::ckpt::log::write(::ckpt::log::Level::Trace, __VA_ARGS__);                        \
+#define LOG_TRACE(...)                                            \
+  do {                                                            \
+    if (::ckpt::log::enabled(::ckpt::log::Level::Trace))          \
+      ::ckpt::log::write(::ckpt::log::Level::Trace, __VA_ARGS__); \
   } while (0)
 
 namespace ckpt::log {

@@ -44,7 +44,9 @@ std::string quote(std::string_view s) {
   return out;
 }
 
-bool is_blank(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+bool is_blank(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && is_blank(s.front())) s.remove_prefix(1);
@@ -103,7 +105,9 @@ class Lines {
   throw Error(what + ": " + msg);
 }
 
-std::string proc_path(pid_t pid, const char* file) { return strfmt("/proc/%d/%s", pid, file); }
+std::string proc_path(pid_t pid, const char* file) {
+  return strfmt("/proc/%d/%s", pid, file);
+}
 
 // Decodes the "\ooo" escapes that mountinfo uses for ' ', '\t', '\n', '\\'.
 std::string unescape_octal(std::string_view s) {
@@ -611,7 +615,9 @@ bool Vma::has_flag(std::string_view f) const {
   return std::find(vm_flags.begin(), vm_flags.end(), f) != vm_flags.end();
 }
 
-Stat parse_stat(std::string_view text) { return parse_stat_named(text, "stat"); }
+Stat parse_stat(std::string_view text) {
+  return parse_stat_named(text, "stat");
+}
 
 Stat read_stat(pid_t pid) {
   std::string path = proc_path(pid, "stat");
@@ -623,15 +629,21 @@ Stat read_thread_stat(pid_t pid, pid_t tid) {
   return parse_stat_named(read_file(path), "parse " + path);
 }
 
-Status parse_status(std::string_view text) { return parse_status_named(text, "status"); }
+Status parse_status(std::string_view text) {
+  return parse_status_named(text, "status");
+}
 
 Status read_status(pid_t pid) {
   std::string path = proc_path(pid, "status");
   return parse_status_named(read_file(path), "parse " + path);
 }
 
-std::vector<Vma> parse_smaps(std::string_view text) { return parse_vmas(text, "smaps", true); }
-std::vector<Vma> parse_maps(std::string_view text) { return parse_vmas(text, "maps", false); }
+std::vector<Vma> parse_smaps(std::string_view text) {
+  return parse_vmas(text, "smaps", true);
+}
+std::vector<Vma> parse_maps(std::string_view text) {
+  return parse_vmas(text, "maps", false);
+}
 
 std::vector<Vma> read_smaps(pid_t pid) {
   std::string path = proc_path(pid, "smaps");
@@ -643,7 +655,9 @@ std::vector<Vma> read_maps(pid_t pid) {
   return parse_vmas(read_file(path), "parse " + path, false);
 }
 
-FdInfo parse_fdinfo(std::string_view text) { return parse_fdinfo_named(text, "fdinfo"); }
+FdInfo parse_fdinfo(std::string_view text) {
+  return parse_fdinfo_named(text, "fdinfo");
+}
 
 FdInfo read_fdinfo(pid_t pid, int fd) {
   std::string path = strfmt("/proc/%d/fdinfo/%d", pid, fd);

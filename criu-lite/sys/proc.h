@@ -17,7 +17,7 @@ namespace ckpt::proc {
 // /proc/PID/stat (fields after comm are numbered as in proc(5)).
 struct Stat {
   pid_t pid = 0;
-  std::string comm;       // without the parentheses; may contain spaces and ')'
+  std::string comm;  // without the parentheses; may contain spaces and ')'
   char state = '?';
   pid_t ppid = 0;
   pid_t pgrp = 0;
@@ -42,7 +42,7 @@ struct Status {
   uint32_t umask = 0;
   char state = '?';
   pid_t tgid = 0, pid = 0, ppid = 0;
-  uint32_t uid[4] = {};   // real, effective, saved, fs
+  uint32_t uid[4] = {};  // real, effective, saved, fs
   uint32_t gid[4] = {};
   std::vector<uint32_t> groups;
   std::vector<pid_t> nstgid, nspid, nspgid, nssid;  // outermost namespace first
@@ -63,8 +63,8 @@ struct Vma {
   uint64_t pgoff = 0;
   unsigned dev_major = 0, dev_minor = 0;
   uint64_t inode = 0;
-  std::string path;               // "" for anonymous, "[heap]", "[stack]", "[vdso]", "/lib/..."
-  bool deleted = false;           // path ended in " (deleted)" (suffix removed from path)
+  std::string path;                   // "" for anonymous, "[heap]", "[stack]", "[vdso]", "/lib/..."
+  bool deleted = false;               // path ended in " (deleted)" (suffix removed from path)
   std::vector<std::string> vm_flags;  // smaps "VmFlags:" two-letter codes
   uint64_t rss_kb = 0, swap_kb = 0, anonymous_kb = 0;
   bool has_flag(std::string_view f) const;
@@ -78,7 +78,7 @@ std::vector<Vma> read_maps(pid_t pid);
 // /proc/PID/fdinfo/FD
 struct FdInfo {
   uint64_t pos = 0;
-  uint32_t flags = 0;   // octal in the file
+  uint32_t flags = 0;  // octal in the file
   int mnt_id = -1;
   uint64_t ino = 0;
   // Every other "key: value" line, in order, for kinds that add their own

@@ -76,7 +76,9 @@ uint64_t RemoteThread::check(const char* what, long nr, uint64_t a1, uint64_t a2
   return static_cast<uint64_t>(r);
 }
 
-void RemoteThread::restore() { t_.set_regs(saved_); }
+void RemoteThread::restore() {
+  t_.set_regs(saved_);
+}
 
 RemoteScratch::RemoteScratch(RemoteThread& rt, size_t size, uint64_t addr) : size_(size) {
   int flags = MAP_PRIVATE | MAP_ANONYMOUS | (addr ? MAP_FIXED_NOREPLACE : 0);

@@ -126,8 +126,8 @@ std::vector<UnixInfo> SockDiag::dump_unix() {
   req.h.nlmsg_seq = ++seq_;
   req.r.sdiag_family = AF_UNIX;
   req.r.udiag_states = ~0u;
-  req.r.udiag_show = UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN | UDIAG_SHOW_ICONS |
-                     UDIAG_SHOW_VFS;
+  req.r.udiag_show =
+      UDIAG_SHOW_NAME | UDIAG_SHOW_PEER | UDIAG_SHOW_RQLEN | UDIAG_SHOW_ICONS | UDIAG_SHOW_VFS;
   sockaddr_nl nl{};
   nl.nl_family = AF_NETLINK;
   if (retry_eintr([&] {

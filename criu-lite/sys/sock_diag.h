@@ -19,12 +19,12 @@ struct UnixInfo {
   uint8_t state = 0;     // TCP_LISTEN, TCP_ESTABLISHED, TCP_CLOSE
   uint8_t shutdown = 0;  // bit 0 RCV_SHUTDOWN, bit 1 SEND_SHUTDOWN
   bool has_name = false;
-  std::string name;      // sun_path bytes (abstract: leading NUL), exact length
+  std::string name;  // sun_path bytes (abstract: leading NUL), exact length
   bool has_peer = false;
-  uint32_t peer = 0;     // peer inode; 0 for an embryo or a closed peer
+  uint32_t peer = 0;  // peer inode; 0 for an embryo or a closed peer
   bool has_rqlen = false;
-  uint32_t rqueue = 0;   // listen: connections queued; else bytes readable
-  uint32_t wqueue = 0;   // listen: backlog; else bytes sent not yet read
+  uint32_t rqueue = 0;          // listen: connections queued; else bytes readable
+  uint32_t wqueue = 0;          // listen: backlog; else bytes sent not yet read
   std::vector<uint32_t> icons;  // listen: client inodes waiting to be accepted
   bool has_vfs = false;
   uint32_t vfs_dev = 0, vfs_ino = 0;  // the bound file

@@ -28,7 +28,9 @@ Tracee Tracee::seize(pid_t tid, unsigned options) {
   return Tracee(tid);
 }
 
-Tracee Tracee::adopt(pid_t tid) { return Tracee(tid); }
+Tracee Tracee::adopt(pid_t tid) {
+  return Tracee(tid);
+}
 
 Tracee::Tracee(Tracee&& o) noexcept : tid_(std::exchange(o.tid_, -1)) {}
 Tracee& Tracee::operator=(Tracee&& o) noexcept {
@@ -203,6 +205,8 @@ void Tracee::kill_and_forget() {
   if (t > 0) ::kill(t, SIGKILL);
 }
 
-pid_t Tracee::release() { return std::exchange(tid_, -1); }
+pid_t Tracee::release() {
+  return std::exchange(tid_, -1);
+}
 
 }  // namespace ckpt

@@ -25,9 +25,9 @@ using Regs = user_regs_struct;
 // What a wait on a tracee returned.
 struct StopInfo {
   enum Kind { Event, Syscall, Signal, Exited } kind = Event;
-  int sig = 0;        // Signal: the signal; Event: WSTOPSIG
-  int event = 0;      // Event: PTRACE_EVENT_* (0 for a group-stop report)
-  int status = 0;     // raw wait status
+  int sig = 0;     // Signal: the signal; Event: WSTOPSIG
+  int event = 0;   // Event: PTRACE_EVENT_* (0 for a group-stop report)
+  int status = 0;  // raw wait status
 };
 
 class Tracee {
@@ -57,7 +57,7 @@ class Tracee {
 
   Regs get_regs() const;
   void set_regs(const Regs& r) const;
-  std::string get_xstate() const;           // NT_X86_XSTATE bytes
+  std::string get_xstate() const;  // NT_X86_XSTATE bytes
   void set_xstate(const std::string& x) const;
   uint64_t get_sigmask() const;
   void set_sigmask(uint64_t m) const;
@@ -66,11 +66,11 @@ class Tracee {
   std::vector<std::string> peek_siginfo(bool shared) const;
   ckpt_rseq_configuration get_rseq() const;
 
-  void cont(int sig = 0) const;     // PTRACE_CONT
-  void syscall_step() const;        // PTRACE_SYSCALL
+  void cont(int sig = 0) const;  // PTRACE_CONT
+  void syscall_step() const;     // PTRACE_SYSCALL
   void detach(int sig = 0);
-  void kill_and_forget();           // SIGKILL, no detach
-  pid_t release();                  // forget without detaching
+  void kill_and_forget();  // SIGKILL, no detach
+  pid_t release();         // forget without detaching
 
  private:
   explicit Tracee(pid_t tid) : tid_(tid) {}

@@ -56,9 +56,13 @@ constexpr const char* kInotify =
     "inotify wd:1 ino:a72436 sdev:fe00000 mask:300 ignored_mask:0 fhandle-bytes:8 "
     "fhandle-type:1 f_handle:3624a700917480b7\n";
 
-proc::FdInfo info_of(const std::string& text) { return proc::parse_fdinfo(text); }
+proc::FdInfo info_of(const std::string& text) {
+  return proc::parse_fdinfo(text);
+}
 
-proc::FdInfo live(int fd) { return proc::read_fdinfo(getpid(), fd); }
+proc::FdInfo live(int fd) {
+  return proc::read_fdinfo(getpid(), fd);
+}
 
 TEST(EventFdInfo, Captured) {
   img::EventFd e = parse_eventfd_fdinfo(info_of(kEventFd));
@@ -98,15 +102,14 @@ TEST(TimerFdInfo, Captured) {
 
 TEST(TimerFdInfo, Malformed) {
   std::string base = "pos:\t0\nflags:\t02\nclockid: 1\nticks: 3\nsettime flags: 01\n";
-  img::TimerFd t = parse_timerfd_fdinfo(
-      info_of(base + "it_value: (99, 801945130)\nit_interval: (1, 0)\n"));
+  img::TimerFd t =
+      parse_timerfd_fdinfo(info_of(base + "it_value: (99, 801945130)\nit_interval: (1, 0)\n"));
   EXPECT_EQ(t.ticks(), 3U);
   EXPECT_EQ(t.settime_flags(), static_cast<uint32_t>(TFD_TIMER_ABSTIME));
   EXPECT_EQ(t.value_ns(), 99801945130ULL);
   EXPECT_EQ(t.interval_ns(), 1000000000ULL);
   EXPECT_THROW(parse_timerfd_fdinfo(info_of(base + "it_value: (99, 8)\n")), Error);
-  EXPECT_THROW(parse_timerfd_fdinfo(info_of(base + "it_value: 99\nit_interval: (1, 0)\n")),
-               Error);
+  EXPECT_THROW(parse_timerfd_fdinfo(info_of(base + "it_value: 99\nit_interval: (1, 0)\n")), Error);
   EXPECT_THROW(
       parse_timerfd_fdinfo(info_of(base + "it_value: (1, 1000000000)\nit_interval: (1, 0)\n")),
       Error);
@@ -129,9 +132,9 @@ TEST(EpollInfo, Captured) {
   // An epoll with no watches has no tfd lines.
   EXPECT_TRUE(parse_epoll_fdinfo(info_of("pos: 0\nflags: 02\n")).empty());
   // EPOLLET and EPOLLEXCLUSIVE bits, all-ones data (older captured file).
-  auto t2 = parse_epoll_fdinfo(info_of(
-      "pos: 0\nflags: 02\n"
-      "tfd:        9 events: 90000019 data: ffffffffffffffff  pos:0 ino:40e sdev:10\n"));
+  auto t2 = parse_epoll_fdinfo(
+      info_of("pos: 0\nflags: 02\n"
+              "tfd:        9 events: 90000019 data: ffffffffffffffff  pos:0 ino:40e sdev:10\n"));
   ASSERT_EQ(t2.size(), 1U);
   EXPECT_EQ(t2[0].events, 0x90000019U);
   EXPECT_EQ(t2[0].data, ~0ULL);
@@ -140,11 +143,11 @@ TEST(EpollInfo, Captured) {
 TEST(EpollInfo, Malformed) {
   std::string base = "pos: 0\nflags: 02\n";
   EXPECT_THROW(parse_epoll_fdinfo(info_of(base + "tfd: 7 events: 19\n")), Error);
-  EXPECT_THROW(parse_epoll_fdinfo(info_of(
-                   base + "tfd: x events: 19 data: 1  pos:0 ino:40e sdev:10\n")),
-               Error);
-  EXPECT_THROW(parse_epoll_fdinfo(info_of(
-                   base + "tfd: 7 events: 19 data: 1  pos:0 ino:40e sdev:10 extra\n")),
+  EXPECT_THROW(
+      parse_epoll_fdinfo(info_of(base + "tfd: x events: 19 data: 1  pos:0 ino:40e sdev:10\n")),
+      Error);
+  EXPECT_THROW(parse_epoll_fdinfo(
+                   info_of(base + "tfd: 7 events: 19 data: 1  pos:0 ino:40e sdev:10 extra\n")),
                Error);
 }
 
@@ -170,13 +173,13 @@ TEST(InotifyInfo, Malformed) {
   EXPECT_EQ(ms[0].wd, 0x1f);  // wd is printed in hex
   EXPECT_TRUE(ms[0].handle.empty());
   EXPECT_THROW(parse_inotify_fdinfo(info_of(base + "inotify wd:1 ino:2\n")), Error);
-  EXPECT_THROW(parse_inotify_fdinfo(info_of(
-                   base + "inotify wd:1 ino:2 sdev:1 mask:1 ignored_mask:0 fhandle-bytes:8 "
-                          "fhandle-type:1 f_handle:0200\n")),
+  EXPECT_THROW(parse_inotify_fdinfo(
+                   info_of(base + "inotify wd:1 ino:2 sdev:1 mask:1 ignored_mask:0 fhandle-bytes:8 "
+                                  "fhandle-type:1 f_handle:0200\n")),
                Error);
-  EXPECT_THROW(parse_inotify_fdinfo(info_of(
-                   base + "inotify wd:1 ino:2 sdev:1 mask:1 ignored_mask:0 fhandle-bytes:2 "
-                          "fhandle-type:1 f_handle:02zz\n")),
+  EXPECT_THROW(parse_inotify_fdinfo(
+                   info_of(base + "inotify wd:1 ino:2 sdev:1 mask:1 ignored_mask:0 fhandle-bytes:2 "
+                                  "fhandle-type:1 f_handle:02zz\n")),
                Error);
 }
 

@@ -187,7 +187,7 @@ TEST(SockDiagLive, SocketpairAndListener) {
   ASSERT_EQ(connect(c, reinterpret_cast<sockaddr*>(&a), alen), 0);
 
   auto ino = [](int fd) {
-    struct stat st{};
+    struct stat st {};
     fstat(fd, &st);
     return static_cast<uint64_t>(st.st_ino);
   };
