@@ -183,6 +183,9 @@ void FileTable::install(const img::FdTable& table) const {
     next = fd + 1;
   }
   syscall(SYS_close_range, next, ~0U, 0);
+  // close_range closed the late descriptions too: forget them, or their
+  // owners would close again, later, numbers after_install may have reused.
+  for (auto& [id, fd] : late) fd.release();
   for (auto& k : kinds_) in_context(k->name(), [&] { k->after_install(table, st_); });
 }
 
