@@ -296,7 +296,7 @@ uint64_t estimate_pages(const std::vector<proc::Vma>& vmas) {
 
 void dump_mm(DumpContext& ctx, DumpTask& t) {
   img::MmCore mm;
-  mm.set_pid(static_cast<uint32_t>(t.pid));
+  mm.set_pid(static_cast<uint32_t>(t.vpid));
   mm.set_start_code(t.stat.start_code);
   mm.set_end_code(t.stat.end_code);
   mm.set_start_data(t.stat.start_data);
@@ -312,7 +312,7 @@ void dump_mm(DumpContext& ctx, DumpTask& t) {
   mm.set_exe_path(read_link(strfmt("/proc/%d/exe", t.pid)));
 
   UniqueFd pagemap = open_or_throw(strfmt("/proc/%d/pagemap", t.pid), O_RDONLY);
-  image::PageWriter w(*ctx.sink, std::to_string(t.pid), {ctx.opts.zstd_level});
+  image::PageWriter w(*ctx.sink, std::to_string(t.vpid), {ctx.opts.zstd_level});
   PageCopier copier(t.pid, w, ctx.progress);
   for (const auto& v : t.vmas) {
     img::Vma iv = classify(ctx, t.pid, v);
@@ -339,7 +339,7 @@ void dump_mm(DumpContext& ctx, DumpTask& t) {
   ctx.stats.vmas += static_cast<uint32_t>(t.vmas.size());
   ctx.stats.pages += w.pages();
   ctx.stats.page_bytes += w.stored_bytes();
-  image::save_message(*ctx.sink, mm_name(t.pid), image::Kind::Mm, mm);
+  image::save_message(*ctx.sink, mm_name(t.vpid), image::Kind::Mm, mm);
 }
 
 // ---------------------------------------------------------------- restore
@@ -502,7 +502,7 @@ void restore_mm(RemoteThread& rt, RemoteScratch& scratch, pid_t pid, const img::
 
   // 4. Map every VMA: writable where pages are to be filled into it, else
   //    with its final protection straight away (no mprotect later).
-  image::PageReader pages(src, std::to_string(pid));
+  image::PageReader pages(src, std::to_string(mm.pid()));  // the image is named by the tree's pid
   std::vector<bool> has_pages(static_cast<size_t>(mm.vmas_size()), false);
   {
     const auto& runs = pages.pagemap().runs();

@@ -260,6 +260,35 @@ def capture(root):
     return snap
 
 
+def inner_ids(path):
+    """(pid, pgid, sid) innermost in their pid namespace, from a status file."""
+    text = read_text(path) or ""
+    ids = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("NSpid", "NSpgid", "NSsid") and value.split():
+            ids[key] = int(value.split()[-1])
+    return ids.get("NSpid"), ids.get("NSpgid"), ids.get("NSsid")
+
+
+def ns_view(snap):
+    """A snapshot with every id as the tree sees it inside its own pid
+    namespace: a tree restored there has other pids on the host."""
+    inner = {pid: inner_ids(f"/proc/{pid}/status") for pid in snap}
+    out = {}
+    for pid, v in snap.items():
+        ipid, pgid, sid = inner[pid]
+        if ipid is None:
+            raise Failure(f"task {pid} vanished while being inspected")
+        threads = {}
+        for tid, comm in v["threads"].items():
+            itid = inner_ids(f"/proc/{pid}/task/{tid}/status")[0]
+            threads[itid if itid is not None else f"gone:{tid}"] = comm
+        ppid = inner[v["ppid"]][0] if v["ppid"] in inner else "outside"
+        out[ipid] = dict(v, ppid=ppid, pgid=pgid, sid=sid, threads=threads)
+    return out
+
+
 def fd_desc(f, with_pos):
     s = f"{f['target']} flags={f.get('flags')} mnt={f.get('mnt_id')}"
     if with_pos:
@@ -438,16 +467,32 @@ class Workload:
         self.root = None
         self.seen = set()   # every pid/tid ever part of the tree
         self.ndirs = 0
+        # Started as the init of a pid namespace of its own: snapshots are
+        # compared by the ids inside it, and the root's host pid changes
+        # with each restore.
+        self.pidns = False
 
     # -- lifecycle --
 
-    def start(self):
+    def start(self, prefix=()):
+        """prefix: a command that runs the workload (e.g. unshare); the
+        root is then its only child."""
         open(self.log_path, "a").close()
         self.proc = subprocess.Popen(
-            [self.binary, "--log", self.log_path, "--dir", self.dir],
+            list(prefix) + [self.binary, "--log", self.log_path, "--dir", self.dir],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True, close_fds=True, cwd=self.tmp)
         self.root = self.proc.pid
+        if prefix:
+            deadline = time.monotonic() + READY_TIMEOUT
+            while True:
+                kids = read_text(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children", "")
+                if kids.split():
+                    self.root = int(kids.split()[0])
+                    break
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise Failure(f"{prefix[0]} did not start wl_{self.name}")
+                time.sleep(0.02)
         self.seen.add(self.root)
         note(f"started wl_{self.name} as pid {self.root} (tmp {self.tmp})")
         deadline = time.monotonic() + READY_TIMEOUT
@@ -510,16 +555,16 @@ class Workload:
 
     def sample(self):
         """Two snapshots SAMPLE_GAP apart: (snapshot, stable offsets, transient fds)."""
-        s1 = capture(self.root)
+        s1 = self.capture()
         time.sleep(SAMPLE_GAP)
-        s2 = capture(self.root)
+        s2 = self.capture()
         self.remember()
         fds1 = {(p, fd): f for p, v in s1.items() for fd, f in v["fds"].items()}
         fds2 = {(p, fd): f for p, v in s2.items() for fd, f in v["fds"].items()}
         transient = frozenset(set(fds1) ^ set(fds2))
         stable = frozenset(k for k in set(fds1) & set(fds2)
                            if fds1[k].get("pos") == fds2[k].get("pos"))
-        drift = diff_snapshots(s1, s2, self.root, ignore=transient)
+        drift = diff_snapshots(s1, s2, self.view_root(), ignore=transient)
         if drift:
             for d in drift:
                 note("  drift: " + d)
@@ -527,10 +572,14 @@ class Workload:
                           f"{drift[0]}")
         return s2, stable, transient
 
+    def capture(self):
+        snap = capture(self.root)
+        return ns_view(snap) if self.pidns else snap
+
     def compare(self, before, stable, transient, when):
-        after = capture(self.root)
+        after = self.capture()
         self.remember()
-        diffs = diff_snapshots(before, after, self.root, stable, transient)
+        diffs = diff_snapshots(before, after, self.view_root(), stable, transient)
         if diffs:
             for d in diffs:
                 note("  diff: " + d)
@@ -541,6 +590,9 @@ class Workload:
              f"{sum(len(v['fds']) for v in after.values())} fds "
              f"({len(stable)} offsets compared)")
         return after
+
+    def view_root(self):
+        return 1 if self.pidns else self.root
 
     def wait_progress(self, offset, step, what, strict_first=None, first_range=None):
         """Waits for `step` consecutive progress lines after offset.
@@ -732,6 +784,12 @@ def require_restore_ok(res, wl, what):
         res.show()
         raise Failure(f"{what}: ckpt restore exited {res.rc}: {res.error_line()}")
     text = read_text(res.pidfile)
+    if wl.pidns and text and text.strip().isdigit():
+        # A new pid namespace: the root is 1 inside, anything on the host.
+        wl.root = int(text)
+        if inner_ids(f"/proc/{wl.root}/status")[0] != 1:
+            raise Failure(f"{what}: restored root {wl.root} is not pid 1 in its namespace")
+        wl.seen.add(wl.root)
     if text is None or text.strip() != str(wl.root):
         raise Failure(f"{what}: pidfile {res.pidfile} holds {text!r}, expected {wl.root}")
     if not task_alive(wl.root):
@@ -741,7 +799,7 @@ def require_restore_ok(res, wl, what):
 def dump_and_check_gone(env, wl, label):
     """Dump (killing the tree); returns (snapshot, stable, transient, imgdir, tasks)."""
     before, stable, transient = wl.sample()
-    tasks = snapshot_tasks(before)
+    tasks = wl.tasks() if wl.pidns else snapshot_tasks(before)
     img = wl.new_dir(label)
     res = env.ckpt.dump(wl, img)
     require_dump_ok(res, img, f"{label}: dump")
@@ -804,6 +862,18 @@ def leave_running_cycle(env, wl, label, wait_vanish):
 
 def sc_workload(env, name):
     wl = env.start(name)
+    for i in range(env.iters):
+        cycle(env, wl, f"iter{i + 1}")
+    wl.watch()
+
+
+def sc_pidns(env):
+    """wl_tree as the init of a pid namespace of its own: restored into a new
+    one, with the same pids inside (the root is 1 again) and other host pids."""
+    wl = Workload(env, env.workload_override or "tree")
+    env.workloads.append(wl)
+    wl.pidns = True
+    wl.start(prefix=("unshare", "--pid", "--fork", "setsid"))
     for i in range(env.iters):
         cycle(env, wl, f"iter{i + 1}")
     wl.watch()
@@ -1162,6 +1232,7 @@ def sc_bad_images(env):
 SCENARIOS = {name: (lambda env, n=name: sc_workload(env, n)) for name in WORKLOADS}
 SCENARIOS.update({
     "leave-running": sc_leave_running,
+    "pidns": sc_pidns,
     "repeat": sc_repeat,
     "restore-after-kill": sc_restore_after_kill,
     "fault-dump": sc_fault_dump,
