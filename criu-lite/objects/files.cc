@@ -142,11 +142,13 @@ void FileTable::load(const image::ImageSource& src) {
   }
 }
 
-void FileTable::open_all(const std::vector<img::FdTable>& tables,
-                         const std::vector<pid_t>& tree_pids, const GhostTable* ghosts) {
-  st_.tree_pids = tree_pids;
-  st_.ghosts = ghosts;
+int FileTable::holder_fd_number(const img::FdTable& table) {
+  int max_fd = 2;
+  for (const auto& e : table.fds()) max_fd = std::max(max_fd, static_cast<int>(e.fd()));
+  return max_fd + 1;
+}
 
+void FileTable::reserve(const std::vector<img::FdTable>& tables) {
   int max_fd = 2;
   for (const auto& t : tables)
     for (const auto& e : t.fds()) max_fd = std::max(max_fd, static_cast<int>(e.fd()));
@@ -158,6 +160,13 @@ void FileTable::open_all(const std::vector<img::FdTable>& tables,
     rl.rlim_cur = std::min(need, rl.rlim_max);
     setrlimit(RLIMIT_NOFILE, &rl);
   }
+}
+
+void FileTable::open_all(const std::vector<img::FdTable>& tables,
+                         const std::vector<pid_t>& tree_pids, const GhostTable* ghosts) {
+  st_.tree_pids = tree_pids;
+  st_.ghosts = ghosts;
+  if (!base_) reserve(tables);
   for (const auto& [id, d] : st_.descs) {
     const FdKind& kind = kind_of(d);
     UniqueFd fd = in_context(strfmt("file description %u (%s)", id, kind.name()),
@@ -176,11 +185,10 @@ void FileTable::install(const img::FdTable& table, int holder_pidfd) const {
   // moved above every number the table uses. From then on the lowest free
   // number is never above the fd being installed (ascending order), so a
   // temporary fd can never land on one already in place.
-  int max_fd = 2;
-  for (const auto& e : table.fds()) max_fd = std::max(max_fd, static_cast<int>(e.fd()));
-  int holder = fcntl(holder_pidfd, F_DUPFD_CLOEXEC, max_fd + 1);
-  if (holder < 0) throw_errno("move the holder's pidfd");
-  if (holder > 0) syscall(SYS_close_range, 0, holder - 1, 0);
+  int holder = holder_fd_number(table);
+  if (holder_pidfd != holder && dup3(holder_pidfd, holder, O_CLOEXEC) < 0)
+    throw_errno("move the holder's pidfd");
+  syscall(SYS_close_range, 0, holder - 1, 0);
   syscall(SYS_close_range, holder + 1, ~0U, 0);
 
   std::vector<const img::FdEntry*> order;
@@ -219,7 +227,6 @@ void FileTable::install(const img::FdTable& table, int holder_pidfd) const {
       placed.emplace(id, fd);
     });
   }
-  close(holder);
   for (auto& k : kinds_) in_context(k->name(), [&] { k->after_install(table, st_); });
 }
 

@@ -65,10 +65,16 @@ class FileTable {
   // opened once that process exists (the stub opens those).
   void open_all(const std::vector<img::FdTable>& tables, const std::vector<pid_t>& tree_pids,
                 const GhostTable* ghosts);
+  // Before the stubs are forked: RLIMIT_NOFILE high enough for every fd
+  // number of the tree and every description (the stubs inherit it).
+  void reserve(const std::vector<img::FdTable>& tables);
   // In a restore stub, after open_all ran in the holder: installs the task's
   // fd table from the holder's descriptions (holder_pidfd), closes every
-  // other fd, then lets the kinds finish (epoll watches).
+  // other fd, then lets the kinds finish (epoll watches). The pidfd stays
+  // open at holder_fd_number(table) for the rest of the restore (the
+  // controller closes it last).
   void install(const img::FdTable& table, int holder_pidfd) const;
+  static int holder_fd_number(const img::FdTable& table);
   // Drops the helper fds that kept FIFOs open while the table was built.
   void close_helpers() { st_.helpers.clear(); }
 

@@ -20,8 +20,9 @@ uint32_t open_flags(const img::FileDesc& d) {
 }
 
 UniqueFd open_regular(const img::FileDesc& d, const GhostTable* ghosts) {
-  std::string path = d.reg().ghost_id() ? ghosts->path(d.reg().ghost_id()) : d.reg().path();
-  UniqueFd f = open_or_throw(path, static_cast<int>(open_flags(d)));
+  UniqueFd f = d.reg().ghost_id()
+                   ? ghosts->open(d.reg().ghost_id(), static_cast<int>(open_flags(d)))
+                   : open_or_throw(d.reg().path(), static_cast<int>(open_flags(d)));
   struct stat st {};
   if (fstat(f.get(), &st) == 0 && S_ISREG(st.st_mode) &&
       static_cast<uint64_t>(st.st_size) != d.reg().size())

@@ -30,6 +30,7 @@
 #include "sys/fault.h"
 #include "sys/fd.h"
 #include "sys/log.h"
+#include "sys/ns_enter.h"
 #include "sys/proc.h"
 #include "sys/remote.h"
 #include "sys/tracee.h"
@@ -77,7 +78,9 @@ void rebuild_process(LiveTask& lt, const image::ImageSource& src, const ShmemTab
   ckpt_rseq_configuration rc = leader.get_rseq();
   if (rc.rseq_abi_pointer)
     rt.check("rseq unregister", __NR_rseq, rc.rseq_abi_pointer, rc.rseq_abi_size, 1, rc.signature);
-  in_context("memory", [&] { restore_mm(rt, lt.scratch, pid, p.mm, src, shmem, ghosts, st); });
+  int holder_fd = FileTable::holder_fd_number(p.fds);
+  in_context("memory",
+             [&] { restore_mm(rt, lt.scratch, pid, p.mm, src, shmem, ghosts, holder_fd, st); });
   in_context("mm fields", [&] { restore_mm_fields(rt, lt.scratch, pid, p.mm); });
   in_context("signal handlers", [&] { restore_sigactions(rt, lt.scratch, pid, p.core); });
 }
@@ -165,6 +168,8 @@ void finish_process(LiveTask& lt) {
                [&] { restore_thread_creds(*trt, lt.scratch, pid, tc.creds()); });
   }
   restore_task_misc(rt, p.core);
+  // The stub's pidfd on ckpt (files.h) is not the process's.
+  rt.call(__NR_close, static_cast<uint64_t>(FileTable::holder_fd_number(p.fds)));
   lt.scratch.unmap(rt);
   in_context("process attributes",
              [&] { restore_task_attrs_last(lt.threads, rt.syscall_ip(), pid, p.core); });
@@ -243,6 +248,7 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   ShmemTable shmem;
   shmem.load(src, mms);
 
+  files.reserve(tables);
   StubOptions sopts;
   sopts.root_ns_flags = namespace_clone_flags(plan.inv.namespaces());
   StubTree stubs(plan, files, std::move(sopts));
@@ -252,8 +258,14 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   }
   {
     log::StepTimer st("open files");
+    // Sockets and paths belong to the tree's namespaces.
+    int enter = (plan.inv.namespaces().net() ? CLONE_NEWNET : 0) |
+                (plan.inv.namespaces().mnt() ? CLONE_NEWNS : 0);
+    std::optional<NsEnter> in_tree;
+    if (enter) in_tree.emplace(stubs.root_pid(), enter);
     ghosts.materialize(src);
     files.open_all(tables, pids, &ghosts);
+    in_tree.reset();
     stubs.install_files(10000);
   }
   files.close_helpers();
