@@ -3,7 +3,9 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <unistd.h>
@@ -163,6 +165,32 @@ bool valid_relative(const std::string& p) {
   return true;
 }
 
+void mount_hierarchies(const Membership& m) {
+  LOG_DEBUG("cgroup: no cgroup mount in this mount namespace: mounting our own");
+  if (unshare(CLONE_NEWNS) != 0) throw_errno("cgroup: unshare a mount namespace to mount cgroups");
+  if (mount(nullptr, "/", nullptr, MS_REC | MS_SLAVE, nullptr) != 0)
+    throw_errno("cgroup: make / a slave mount");
+  const std::string top = "/sys/fs/cgroup";
+  if (mount("tmpfs", top.c_str(), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=755") != 0)
+    throw_errno("cgroup: mount tmpfs on " + top);
+  for (const auto& [ctrls, path] : m.v1) {
+    if (ctrls.empty()) continue;
+    bool named = ctrls.rfind("name=", 0) == 0;
+    std::string dir = top + "/" + (named ? ctrls.substr(5) : ctrls);
+    std::string opts = named ? "none," + ctrls : ctrls;
+    mkdir(dir.c_str(), 0755);
+    // Same controllers as the existing hierarchy: the kernel mounts that one.
+    if (mount("cgroup", dir.c_str(), "cgroup", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts.c_str()))
+      LOG_WARN("cgroup: cannot mount the %s hierarchy: %s", ctrls.c_str(), strerror(errno));
+  }
+  if (!m.v2.empty() || m.v1.empty()) {
+    std::string dir = m.v1.empty() ? top : top + "/unified";
+    mkdir(dir.c_str(), 0755);
+    if (mount("cgroup2", dir.c_str(), "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr))
+      LOG_WARN("cgroup: cannot mount cgroup2 on %s: %s", dir.c_str(), strerror(errno));
+  }
+}
+
 }  // namespace
 
 bool Hierarchy::has(std::string_view c) const {
@@ -208,7 +236,14 @@ Layout parse_mountinfo(std::string_view text) {
 }
 
 const Layout& layout() {
-  static const Layout l = parse_mountinfo(read_file("/proc/self/mountinfo"));
+  static const Layout l = [] {
+    Layout own = parse_mountinfo(read_file("/proc/self/mountinfo"));
+    if (own.v2 || !own.v1.empty()) return own;
+    Membership m = parse_proc_cgroup(read_file("/proc/self/cgroup"));
+    if (m.v2.empty() && m.v1.empty()) return own;
+    mount_hierarchies(m);
+    return parse_mountinfo(read_file("/proc/self/mountinfo"));
+  }();
   return l;
 }
 
@@ -268,7 +303,7 @@ Cgroup::~Cgroup() {
 void Cgroup::drop() noexcept {
   if (!owned_ || dirs_.empty()) return;
   try {
-    destroy(std::chrono::seconds(2));
+    destroy(std::chrono::seconds(2), true);
   } catch (const Error& e) {
     LOG_WARN("leaving cgroup behind: %s", e.what());
   }
@@ -331,7 +366,13 @@ Cgroup Cgroup::create(const std::string& name) {
         }
     }
     std::string dir = base + "/" + name;
-    if (mkdir(dir.c_str(), 0755) != 0) {
+    // ENOENT: another ckpt removed the empty parent just now (see destroy).
+    int r = mkdir(dir.c_str(), 0755);
+    if (r != 0 && errno == ENOENT) {
+      mkdir_p(base);
+      r = mkdir(dir.c_str(), 0755);
+    }
+    if (r != 0) {
       if (errno == EEXIST) throw Error("cgroup " + dir + " exists already", EEXIST);
       throw_errno("mkdir " + dir);
     }
@@ -350,7 +391,16 @@ Cgroup Cgroup::open(const std::vector<std::string>& paths) {
   return cg;
 }
 
+Cgroup Cgroup::open_existing(const std::vector<std::string>& paths) {
+  layout();  // may mount the hierarchies first
+  std::vector<std::string> there;
+  for (const auto& p : paths)
+    if (exists(p)) there.push_back(p);
+  return open(there);
+}
+
 Cgroup Cgroup::of_path(const std::string& path) {
+  layout();  // may mount the hierarchies first
   struct statfs fs;
   if (statfs(path.c_str(), &fs) != 0) throw_errno("cgroup " + path);
   Dir d;
@@ -582,7 +632,7 @@ void Cgroup::kill(int sig) const {
   if (froze) thaw();
 }
 
-void Cgroup::destroy(milliseconds timeout) {
+void Cgroup::destroy(milliseconds timeout, bool and_empty_parent) {
   if (dirs_.empty()) return;
   if (find("freezer", "cgroup.freeze") && frozen()) {
     try {
@@ -610,6 +660,14 @@ void Cgroup::destroy(milliseconds timeout) {
         }
         std::this_thread::sleep_for(milliseconds(20));
       }
+    }
+  }
+  // The shared parent (ckpt/) goes once its last container has gone; a
+  // busy or foreign parent simply stays.
+  if (and_empty_parent) {
+    for (const auto& d : dirs_) {
+      size_t slash = d.path.rfind('/');
+      if (slash != std::string::npos && slash > 0) rmdir(d.path.substr(0, slash).c_str());
     }
   }
   dirs_.clear();

@@ -48,7 +48,14 @@ struct Layout {
 // Cgroup mounts in /proc/PID/mountinfo text (one per hierarchy: the first
 // mount of each wins, preferring a mount of the hierarchy's root).
 Layout parse_mountinfo(std::string_view text);
-// This process's view, read once.
+// This process's view, read once. If our mount namespace shows no cgroup
+// file system although we are in cgroups (`ip netns exec` remounts /sys,
+// which hides /sys/fs/cgroup), the process moves to a mount namespace of
+// its own (slave of the old one, so nothing leaks out) and mounts the
+// hierarchies of /proc/self/cgroup where systemd puts them: v1 under
+// /sys/fs/cgroup/CONTROLLERS, v2 at /sys/fs/cgroup/unified (or at
+// /sys/fs/cgroup without v1), so paths are the same as outside. Call it
+// while the process has one thread (unshare needs that); the CLI does.
 const Layout& layout();
 
 // /proc/PID/cgroup text: the cgroup path of the process in the v2 hierarchy
@@ -102,6 +109,8 @@ class Cgroup {
   static Cgroup create(const std::string& name);
   // The cgroup made of these directories (as saved by paths()); not owned.
   static Cgroup open(const std::vector<std::string>& paths);
+  // The same, without the directories that no longer exist.
+  static Cgroup open_existing(const std::vector<std::string>& paths);
   // Any cgroup directory, v1 or v2 (e.g. --freeze-cgroup PATH); not owned.
   static Cgroup of_path(const std::string& path);
 
@@ -137,8 +146,11 @@ class Cgroup {
   void kill(int sig) const;
   // Removes the directories (sub-cgroups first), retrying while the kernel
   // still counts exiting tasks; throws after timeout naming what is left.
-  // Thaws first, so that killed tasks can exit.
-  void destroy(std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  // Thaws first, so that killed tasks can exit. and_empty_parent: also
+  // the parent directories if now empty (the ckpt/ of create; an owned
+  // cgroup does that when it goes out of scope).
+  void destroy(std::chrono::milliseconds timeout = std::chrono::seconds(5),
+               bool and_empty_parent = false);
 
  private:
   void drop() noexcept;

@@ -261,7 +261,7 @@ TEST_F(CgroupLive, ReleasedOutlivesOwnerAndCreateRefusesExisting) {
   }
   EXPECT_FALSE(gone(paths)) << "a failed create removed someone else's cgroup";
   Cgroup cg = Cgroup::open(paths);
-  cg.destroy();
+  cg.destroy(std::chrono::seconds(5), true);
   EXPECT_TRUE(gone(paths));
 }
 
