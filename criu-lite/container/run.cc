@@ -244,15 +244,13 @@ int run_container(const RunRequest& req) {
   img::ContainerNet net = parse_net(req.net);
   if (auto old = try_load_state(req.name))
     throw Error("container " + req.name + " exists already (" + status_name(live_status(*old)) +
-                    "; 'ckpt rm " + req.name + "' first)",
-                EEXIST);
+                "; 'ckpt rm " + req.name + "' first)");
   if (net.mode() == "bridge") {
     net.set_host_ifname(host_ifname_for(req.name));
     net.set_container_ifname("eth0");
     net.set_host_netns(own_netns());
     if (link_exists(net.host_ifname()))
-      throw Error("container " + req.name + ": link " + net.host_ifname() + " exists already",
-                  EEXIST);
+      throw Error("container " + req.name + ": link " + net.host_ifname() + " exists already");
   }
 
   return in_context("container " + req.name, [&]() -> int {

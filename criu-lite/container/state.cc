@@ -103,7 +103,7 @@ std::optional<img::ContainerState> try_load_state(const std::string& name) {
 
 img::ContainerState load_state(const std::string& name) {
   auto s = try_load_state(name);
-  if (!s) throw Error("no container " + name + " (no " + state_path(name) + ")", ENOENT);
+  if (!s) throw Error("container " + name + ": state file " + state_path(name), ENOENT);
   return *s;
 }
 
@@ -126,7 +126,7 @@ void create_state(const img::ContainerState& s) {
   int err = errno;
   unlink(tmp.c_str());
   if (r != 0 && err == EEXIST)
-    throw Error("container " + s.name() + " exists already (" + path + "; see 'ckpt ps')", EEXIST);
+    throw Error("container " + s.name() + " exists already (" + path + "; see 'ckpt ps')");
   if (r != 0) throw_errno(err, "link " + tmp + " to " + path);
 }
 

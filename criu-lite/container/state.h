@@ -31,7 +31,7 @@ img::ContainerState load_state(const std::string& name);
 std::optional<img::ContainerState> try_load_state(const std::string& name);
 // Writes (or replaces) the state of s.name().
 void save_state(const img::ContainerState& s);
-// Like save_state, but fails with EEXIST if a container of that name
+// Like save_state, but throws if a container of that name
 // exists: `ckpt run` claims its name with it.
 void create_state(const img::ContainerState& s);
 // No error if there is none.

@@ -373,7 +373,7 @@ Cgroup Cgroup::create(const std::string& name) {
       r = mkdir(dir.c_str(), 0755);
     }
     if (r != 0) {
-      if (errno == EEXIST) throw Error("cgroup " + dir + " exists already", EEXIST);
+      if (errno == EEXIST) throw Error("cgroup exists already: mkdir " + dir, EEXIST);
       throw_errno("mkdir " + dir);
     }
     cg.dirs_.push_back(Dir{h->v2, h->controllers, dir});

@@ -980,7 +980,7 @@ def sc_cli(env):
 
     run(["--version"], 0, "ckpt ", "stdout")
     run(["help"], 0, "commands:", "stdout")
-    for verb in ("dump", "restore", "show", "check"):
+    for verb in ("dump", "restore", "show", "check", "run", "ps", "kill", "rm"):
         run(["help", verb], 0, f"usage: ckpt {verb}", "stdout")
         run([verb, "--help"], 0, f"usage: ckpt {verb}", "stdout")
     run([], 2, "usage: ckpt", one_line=False)
