@@ -1050,7 +1050,7 @@ def sc_cli(env):
 
     run(["--version"], 0, "ckpt ", "stdout")
     run(["help"], 0, "commands:", "stdout")
-    for verb in ("dump", "restore", "show", "check"):
+    for verb in ("dump", "restore", "show", "check", "run", "ps", "kill", "rm"):
         run(["help", verb], 0, f"usage: ckpt {verb}", "stdout")
         run([verb, "--help"], 0, f"usage: ckpt {verb}", "stdout")
     run([], 2, "usage: ckpt", one_line=False)
@@ -1229,6 +1229,269 @@ def sc_bad_images(env):
     wl.watch()
 
 
+# ---------------------------------------------------------------------------
+# Containers: ckpt run / ps / kill / rm on simulated hosts (scripts/hosts)
+# ---------------------------------------------------------------------------
+
+HOSTS_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                            "scripts", "hosts")
+
+
+class Containers:
+    """ckpt run and friends inside a simulated host, with a state directory
+    and cgroup parent of their own; cleanup() removes every container and
+    the hosts, also after a failure."""
+
+    def __init__(self, env):
+        self.env = env
+        # Names of namespaces, containers and cgroups carry "run" and our pid.
+        self.prefix = f"run{os.getpid()}-"
+        self.tmp = tempfile.mkdtemp(prefix=f"ckpt-e2e-{self.prefix}")
+        self.run_dir = os.path.join(self.tmp, "state")
+        self.names = []
+        self.hosts_up = False
+
+    def ns(self, host):
+        return self.prefix + host
+
+    def sh(self, cmd, check=True, timeout=CKPT_TIMEOUT, env_extra=None):
+        e = dict(os.environ)
+        e.pop("CKPT_FAULT", None)
+        e.update(env_extra or {})
+        r = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                           timeout=timeout, env=e)
+        if check and r.returncode != 0:
+            raise Failure(f"{' '.join(cmd)}: exit {r.returncode}: "
+                          f"{(r.stderr or r.stdout).strip()[-300:]}")
+        return r
+
+    def hosts(self, verb):
+        note(f"HOSTS_PREFIX={self.prefix} scripts/hosts {verb}")
+        if verb == "up":
+            self.hosts_up = True
+        return self.sh(["bash", HOSTS_SCRIPT, verb], env_extra={"HOSTS_PREFIX": self.prefix})
+
+    def ckpt(self, args, host="hostA", check=True):
+        """ckpt ARGS in HOST's network namespace (as `ip netns exec` runs it)."""
+        cmd = ["ip", "netns", "exec", self.ns(host), self.env.ckpt_path] + args
+        note(" ".join(cmd[3:] if host else cmd))
+        return self.sh(cmd, check=check, env_extra={
+            "CKPT_RUN_DIR": self.run_dir, "CKPT_CGROUP_PARENT": self.prefix + "ckpt"})
+
+    def run(self, name, args, host="hostA"):
+        self.names.append(name)
+        r = self.ckpt(["run", "-d", "--name", name] + args, host)
+        m = re.match(r"^(\S+) (\d+)$", r.stdout.strip())
+        if not m or m[1] != name:
+            raise Failure(f"ckpt run -d printed {r.stdout.strip()!r}, expected 'NAME PID'")
+        return int(m[2])
+
+    def state(self, name):
+        text = read_text(os.path.join(self.run_dir, name))
+        if text is None:
+            raise Failure(f"no state file for {name} in {self.run_dir}")
+        return text
+
+    def cgroup_paths(self, name):
+        return re.findall(r'^cgroup_paths: "(.*)"$', self.state(name), re.M)
+
+    def ps(self, name):
+        """(pid, status) of NAME in `ckpt ps`, or None."""
+        out = self.ckpt(["ps"]).stdout.splitlines()
+        if not out or not out[0].split()[:5] == ["NAME", "PID", "STATUS", "CREATED", "COMMAND"]:
+            raise Failure(f"ckpt ps header unexpected: {out[:1]}")
+        for line in out[1:]:
+            f = line.split()
+            if f and f[0] == name:
+                return int(f[1]), f[2]
+        return None
+
+    def link_exists(self, host, ifname):
+        return self.sh(["ip", "-n", self.ns(host), "link", "show", ifname],
+                       check=False).returncode == 0
+
+    def cleanup(self):
+        for name in self.names:
+            try:
+                self.ckpt(["rm", "-f", name], check=False)
+            except Exception as e:
+                note(f"cleanup of container {name}: {e}")
+        if self.hosts_up:
+            try:
+                self.hosts("down")
+            except Exception as e:
+                note(f"hosts down: {e}")
+        if self.env.keep:
+            note(f"kept {self.tmp}")
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def wait_for(what, cond, timeout=GONE_TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise Failure(f"{what} (after {timeout:.0f} s)")
+        time.sleep(0.05)
+
+
+def check_container_removed(c, name, pid, cg_paths, host_if=None, log=None):
+    if os.path.exists(os.path.join(c.run_dir, name)):
+        raise Failure(f"ckpt rm {name} left its state file")
+    left = [p for p in cg_paths if os.path.exists(p)]
+    if left:
+        raise Failure(f"ckpt rm {name} left its cgroup: {left}")
+    if host_if and c.link_exists("hostA", host_if):
+        raise Failure(f"ckpt rm {name} left the host veth {host_if}")
+    if log and os.path.exists(log):
+        raise Failure(f"ckpt rm {name} left its log {log}")
+    if c.ps(name) is not None:
+        raise Failure(f"ckpt ps still lists {name} after rm")
+    wait_for(f"init {pid} of {name} still exists", lambda: not task_alive(pid))
+
+
+def make_rootfs(tmp, binary):
+    """A minimal root: the binary in /bin and the libraries ldd names."""
+    root = os.path.join(tmp, "rootfs")
+    for d in ("bin", "tmp", "proc", "dev"):
+        os.makedirs(os.path.join(root, d), exist_ok=True)
+    shutil.copy2(binary, os.path.join(root, "bin"))
+    out = subprocess.run(["ldd", binary], capture_output=True, text=True).stdout
+    for lib in re.findall(r"(/\S+)", out):
+        dst = os.path.join(root, lib.lstrip("/"))
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        shutil.copy(os.path.realpath(lib), dst)
+    return root
+
+
+def sc_container_run(env):
+    """ckpt run -d in a simulated host (scripts/hosts): the workload is pid 1
+    of its namespaces, with its hostname, bridge IP (pinged from the client),
+    cgroup and memory limit; ps shows it; kill and rm remove everything. Then
+    a tiny rootfs with pivot_root, removed with rm -f, and a foreground --rm."""
+    for tool in ("ip", "ping", "nsenter", "ldd"):
+        if not shutil.which(tool):
+            raise Skip(f"{tool} is not installed (scripts/deps)")
+    binary = os.path.realpath(os.path.join(env.workloads_dir, "wl_counter"))
+    if not os.access(binary, os.X_OK):
+        raise Failure(f"workload binary {binary} is missing")
+    c = Containers(env)
+    try:
+        c.hosts("up")
+        c.hosts("up")  # idempotent
+
+        # -- on the host's root, bridged -------------------------------------
+        name = c.prefix + "web"
+        log = os.path.join(c.tmp, "web.log")
+        pid = c.run(name, ["--hostname", "h1", "--memory", "64M",
+                           "--net", "bridge=br0,ip=10.77.0.10/24,gw=10.77.0.1",
+                           "--", binary, "--log", log])
+        wait_for("the containerized wl_counter did not log 'ready'",
+                 lambda: LogView(log).ready, READY_TIMEOUT)
+        lv = LogView(log)
+        if lv.starts != ["start 1"] or lv.fails:
+            raise Failure(f"workload is not pid 1 inside or failed: {lv.lines[:3]}")
+        nspid = re.search(r"^NSpid:\s+(.*)$", read_text(f"/proc/{pid}/status", ""), re.M)
+        if not nspid or nspid[1].split()[-1] != "1":
+            raise Failure(f"NSpid of {pid} is {nspid and nspid[1]!r}, expected ... 1")
+        inner = cmdline(f"{pid}/root/proc/1")
+        if "wl_counter" not in inner:
+            raise Failure(f"the container's /proc/1 is {inner!r}, not wl_counter")
+        host = c.sh(["nsenter", "-t", str(pid), "-u", "hostname"]).stdout.strip()
+        if host != "h1":
+            raise Failure(f"hostname inside is {host!r}, expected h1")
+        for ns in ("pid", "mnt", "uts", "ipc", "net"):
+            if read_link(f"/proc/{pid}/ns/{ns}") == read_link(f"/proc/self/ns/{ns}"):
+                raise Failure(f"the container shares our {ns} namespace")
+        note("  pid 1 inside, hostname h1, own pid/mnt/uts/ipc/net namespaces")
+
+        r = c.sh(["ip", "netns", "exec", c.ns("client"), "ping", "-c", "3", "-i", "0.2",
+                  "-W", "2", "10.77.0.10"], check=False)
+        if r.returncode != 0:
+            raise Failure(f"10.77.0.10 not reachable from the client: {r.stdout.strip()[-200:]}")
+        host_if = re.search(r'host_ifname: "(.*)"', c.state(name))[1]
+        if not c.link_exists("hostA", host_if):
+            raise Failure(f"no host veth {host_if} in hostA")
+        note(f"  10.77.0.10 answers the client; host end {host_if} on hostA's br0")
+
+        cg_paths = c.cgroup_paths(name)
+        if not cg_paths:
+            raise Failure("the state file names no cgroup")
+        limit = None
+        for p in cg_paths:
+            procs = (read_text(os.path.join(p, "cgroup.procs")) or "").split()
+            if str(pid) not in procs:
+                raise Failure(f"init {pid} is not in {p}/cgroup.procs ({procs})")
+            for f in ("memory.max", "memory.limit_in_bytes"):
+                v = read_text(os.path.join(p, f))
+                if v is not None:
+                    limit = int(v)
+        if limit != 64 << 20:
+            raise Failure(f"memory limit is {limit}, expected {64 << 20}")
+        note(f"  in its cgroup ({len(cg_paths)} hierarchies), memory limit 64 MiB")
+
+        if c.ps(name) != (pid, "running"):
+            raise Failure(f"ckpt ps shows {c.ps(name)}, expected ({pid}, 'running')")
+        r = c.ckpt(["rm", name], check=False)
+        if r.returncode != 1 or "running" not in r.stderr:
+            raise Failure(f"ckpt rm of a running container: exit {r.returncode} {r.stderr!r}")
+        c.ckpt(["kill", name])
+        wait_for(f"init {pid} still runs after ckpt kill", lambda: not task_alive(pid))
+        if c.ps(name) != (pid, "exited"):
+            raise Failure(f"ckpt ps shows {c.ps(name)} after kill, expected exited")
+        c.ckpt(["rm", name])
+        check_container_removed(c, name, pid, cg_paths, host_if)
+        note("  kill, then rm: no state, cgroup, veth or process left")
+
+        # -- a tiny rootfs, removed with rm -f while running ---------------------
+        root = make_rootfs(c.tmp, binary)
+        name2 = c.prefix + "rfs"
+        pid2 = c.run(name2, ["--rootfs", root, "--hostname", "h2", "--memory", "32M", "--",
+                             "/bin/" + os.path.basename(binary), "--log", "/tmp/w.log"])
+        log2 = os.path.join(root, "tmp", "w.log")
+        wait_for("wl_counter in the rootfs did not log 'ready'",
+                 lambda: LogView(log2).ready, READY_TIMEOUT)
+        if LogView(log2).starts != ["start 1"]:
+            raise Failure(f"rootfs workload: {LogView(log2).lines[:2]}")
+        seen = sorted(os.listdir(f"/proc/{pid2}/root"))
+        if seen != sorted(os.listdir(root)):
+            raise Failure(f"the container's / holds {seen}, expected {sorted(os.listdir(root))}")
+        if not os.path.exists(f"/proc/{pid2}/root/dev/null"):
+            raise Failure("no /dev/null in the rootfs container")
+        host = c.sh(["nsenter", "-t", str(pid2), "-u", "hostname"]).stdout.strip()
+        if host != "h2":
+            raise Failure(f"hostname in the rootfs container is {host!r}")
+        if c.ps(name2) != (pid2, "running"):
+            raise Failure(f"ckpt ps shows {c.ps(name2)} for the rootfs container")
+        note("  rootfs container: pid 1, / is the rootfs, hostname h2")
+        cg2 = c.cgroup_paths(name2)
+        c.ckpt(["rm", "-f", name2])
+        check_container_removed(c, name2, pid2, cg2, log=os.path.join(c.run_dir, name2 + ".log"))
+        note("  rm -f of the running rootfs container removed everything")
+
+        # -- foreground with --rm: exits with CMD's status, leaves nothing -------
+        name3 = c.prefix + "fg"
+        c.names.append(name3)
+        r = c.ckpt(["run", "--rm", "--name", name3, "--", "/bin/sh", "-c",
+                    'test "$$" = 1 && test "$(hostname)" != h1 && exit 7'], check=False)
+        if r.returncode != 7:
+            raise Failure(f"foreground ckpt run exited {r.returncode}, expected 7: "
+                          f"{r.stderr.strip()[-200:]}")
+        if os.path.exists(os.path.join(c.run_dir, name3)):
+            raise Failure("ckpt run --rm left a state file")
+        r = c.ckpt(["run", "--name", c.prefix + "bad", "--", "/nonexistent-cmd"], check=False)
+        if r.returncode != 1 or "/nonexistent-cmd" not in r.stderr:
+            raise Failure(f"exec failure: exit {r.returncode}, {r.stderr.strip()!r}")
+        if os.path.exists(os.path.join(c.run_dir, c.prefix + "bad")):
+            raise Failure("a container whose exec failed left a state file")
+        note("  foreground --rm exits 7 as its command; a failed exec leaves nothing")
+    finally:
+        c.cleanup()
+    if c.hosts_up and any(os.path.exists(f"/run/netns/{c.ns(h)}")
+                          for h in ("hostA", "hostB", "client")):
+        raise Failure("scripts/hosts down left namespaces behind")
+
+
 SCENARIOS = {name: (lambda env, n=name: sc_workload(env, n)) for name in WORKLOADS}
 SCENARIOS.update({
     "leave-running": sc_leave_running,
@@ -1242,6 +1505,7 @@ SCENARIOS.update({
     "cli": sc_cli,
     "disk-full": sc_disk_full,
     "interrupt": sc_interrupt,
+    "container-run": sc_container_run,
 })
 
 
