@@ -113,9 +113,10 @@ void dump_mqueues(img::IpcNs& ns, QueuedMessages& out) {
       put_back(0);
       m->set_curmsgs(taken.size());
       if (taken.size() != static_cast<size_t>(attr.mq_curmsgs))
-        throw Error(strfmt("held %zu messages, not %ld: it changed while it was read (is every "
-                           "process that uses it stopped?)",
-                           taken.size(), static_cast<long>(attr.mq_curmsgs)));
+        throw Error(
+            strfmt("held %zu messages, not %ld: it changed while it was read (is every "
+                   "process that uses it stopped?)",
+                   taken.size(), static_cast<long>(attr.mq_curmsgs)));
       for (auto& msg : taken) out.all.push_back(std::move(msg));
     });
   }

@@ -86,15 +86,17 @@ void dump_msg(img::IpcNs& ns, QueuedMessages& out) {
         if (n < 0) {
           if (errno == ENOMSG) {
             if (i != ds.msg_qnum)
-              throw Error(strfmt("the queue holds %llu messages, not %llu: it changed while it "
-                                 "was read (is every process that uses it stopped?)",
-                                 static_cast<unsigned long long>(i),
-                                 static_cast<unsigned long long>(ds.msg_qnum)));
+              throw Error(
+                  strfmt("the queue holds %llu messages, not %llu: it changed while it "
+                         "was read (is every process that uses it stopped?)",
+                         static_cast<unsigned long long>(i),
+                         static_cast<unsigned long long>(ds.msg_qnum)));
             break;
           }
           if (errno == ENOSYS)
             throw Error("msgrcv(MSG_COPY) needs a kernel with CONFIG_CHECKPOINT_RESTORE");
-          throw_errno(strfmt("msgrcv(MSG_COPY) of message %llu", static_cast<unsigned long long>(i)));
+          throw_errno(
+              strfmt("msgrcv(MSG_COPY) of message %llu", static_cast<unsigned long long>(i)));
         }
         img::IpcMessage m;
         m.set_msq_id(id);
@@ -122,8 +124,8 @@ void restore_msg(const img::IpcNs& ns, const std::vector<img::IpcMessage>& msgs)
       if (id < 0) throw_errno("msgget");
       if (id != p.id()) {
         msgctl(id, IPC_RMID, nullptr);
-        throw Error(strfmt("msgget gave id %d (the slot is taken: restore into a fresh namespace)",
-                           id));
+        throw Error(
+            strfmt("msgget gave id %d (the slot is taken: restore into a fresh namespace)", id));
       }
       msqid_ds ds{};
       if (msgctl(id, IPC_STAT, &ds) != 0) throw_errno("msgctl(IPC_STAT)");
@@ -140,8 +142,8 @@ void restore_msg(const img::IpcNs& ns, const std::vector<img::IpcMessage>& msgs)
         memcpy(b.mtext(), m.data().data(), m.data().size());
         if (retry_eintr([&] { return msgsnd(id, b.buf.get(), m.data().size(), IPC_NOWAIT); }) != 0)
           throw_errno(strfmt("msgsnd of message %llu (type %lld, %zu bytes)",
-                             static_cast<unsigned long long>(n),
-                             static_cast<long long>(m.mtype()), m.data().size()));
+                             static_cast<unsigned long long>(n), static_cast<long long>(m.mtype()),
+                             m.data().size()));
         n++;
       }
     });

@@ -63,13 +63,22 @@ using ipc::write_sysctl;
 // Every sysctl of an IPC namespace but the obsolete kernel.auto_msgmni. The
 // *_next_id ones are saved too (a value set and not used yet) and written
 // last at restore, since the restore itself uses them.
-const char* const kSysctls[] = {
-    "kernel/shmmax",          "kernel/shmall",       "kernel/shmmni",
-    "kernel/shm_rmid_forced", "kernel/msgmax",       "kernel/msgmnb",
-    "kernel/msgmni",          "kernel/sem",          "fs/mqueue/queues_max",
-    "fs/mqueue/msg_max",      "fs/mqueue/msgsize_max", "fs/mqueue/msg_default",
-    "fs/mqueue/msgsize_default", "kernel/shm_next_id", "kernel/msg_next_id",
-    "kernel/sem_next_id"};
+const char* const kSysctls[] = {"kernel/shmmax",
+                                "kernel/shmall",
+                                "kernel/shmmni",
+                                "kernel/shm_rmid_forced",
+                                "kernel/msgmax",
+                                "kernel/msgmnb",
+                                "kernel/msgmni",
+                                "kernel/sem",
+                                "fs/mqueue/queues_max",
+                                "fs/mqueue/msg_max",
+                                "fs/mqueue/msgsize_max",
+                                "fs/mqueue/msg_default",
+                                "fs/mqueue/msgsize_default",
+                                "kernel/shm_next_id",
+                                "kernel/msg_next_id",
+                                "kernel/sem_next_id"};
 
 bool is_next_id(const std::string& name) {
   return name.size() > 8 && name.compare(name.size() - 8, 8, "_next_id") == 0;
@@ -101,8 +110,8 @@ std::string join(const std::vector<uint64_t>& v) {
 // The limits the objects of ns need, whatever the namespace's own sysctls
 // say (they may have been lowered after the objects were made): raised
 // while the objects are recreated, then set to the saved values.
-std::map<std::string, std::vector<uint64_t>> needed_limits(const img::IpcNs& ns,
-                                                           const std::vector<img::IpcMessage>& msgs) {
+std::map<std::string, std::vector<uint64_t>> needed_limits(
+    const img::IpcNs& ns, const std::vector<img::IpcMessage>& msgs) {
   std::map<std::string, std::vector<uint64_t>> need;
   uint64_t shm_pages = 0, shm_max = 0;
   for (const auto& s : ns.shm()) {
@@ -230,8 +239,7 @@ void restore_ipcns(int ipcns_fd, const img::IpcNs& ns, const image::ImageSource&
       in_context("POSIX message queues", [&] { ipc::restore_mqueues(ns, msgs); });
       // The saved values; shm_rmid_forced=1 waits for finish_ipcns_restore.
       for (const auto& s : ns.sysctls())
-        if (!is_next_id(s.name()) &&
-            !(s.name() == "kernel/shm_rmid_forced" && s.value() != "0"))
+        if (!is_next_id(s.name()) && !(s.name() == "kernel/shm_rmid_forced" && s.value() != "0"))
           write_sysctl(s.name(), s.value());
       // -1 (none pending) is what the kernel leaves after use, and cannot be written.
       for (const auto& s : ns.sysctls())

@@ -56,13 +56,14 @@ void restore_sem(const img::IpcNs& ns) {
       int id;
       {
         ThreadIdsAs as(p.cuid(), p.cgid());
-        id = semget(p.key(), s.values_size(), IPC_CREAT | IPC_EXCL | static_cast<int>(p.mode() & 0777));
+        id = semget(p.key(), s.values_size(),
+                    IPC_CREAT | IPC_EXCL | static_cast<int>(p.mode() & 0777));
       }
       if (id < 0) throw_errno(strfmt("semget of %d semaphores", s.values_size()));
       if (id != p.id()) {
         semctl(id, 0, IPC_RMID);
-        throw Error(strfmt("semget gave id %d (the slot is taken: restore into a fresh namespace)",
-                           id));
+        throw Error(
+            strfmt("semget gave id %d (the slot is taken: restore into a fresh namespace)", id));
       }
       std::vector<unsigned short> v;
       for (uint32_t x : s.values()) {

@@ -152,8 +152,8 @@ void restore_shm(const img::IpcNs& ns, const image::ImageSource& src) {
       if (id < 0) throw_errno("shmget");
       if (id != p.id()) {
         shmctl(id, IPC_RMID, nullptr);
-        throw Error(strfmt("shmget gave id %d (the slot is taken: restore into a fresh namespace)",
-                           id));
+        throw Error(
+            strfmt("shmget gave id %d (the slot is taken: restore into a fresh namespace)", id));
       }
       shmid_ds ds{};
       if (shmctl(id, IPC_STAT, &ds) != 0) throw_errno("shmctl(IPC_STAT)");

@@ -62,7 +62,8 @@ void restore_sysv_shm_vma(RemoteThread& rt, const RemoteScratch& scratch, pid_t 
       uint64_t at = rt.check("shmat", __NR_shmat, static_cast<uint64_t>(id), v.start(), flags);
       if (at != v.start()) throw Error(strfmt("shmat attached at %llx", (unsigned long long)at));
     } else {
-      uint64_t at = rt.check("shmat", __NR_shmat, static_cast<uint64_t>(id), free_range(seg), flags);
+      uint64_t at =
+          rt.check("shmat", __NR_shmat, static_cast<uint64_t>(id), free_range(seg), flags);
       rt.check("mremap part of the attach", __NR_mremap, at + v.pgoff(), len, len,
                MREMAP_MAYMOVE | MREMAP_FIXED, v.start());
       if (v.pgoff()) rt.check("munmap", __NR_munmap, at, v.pgoff());

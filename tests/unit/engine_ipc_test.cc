@@ -13,8 +13,8 @@
 #include <mqueue.h>
 #include <sched.h>
 #include <signal.h>
-#include <sys/msg.h>
 #include <sys/mman.h>
+#include <sys/msg.h>
 #include <sys/prctl.h>
 #include <sys/sem.h>
 #include <sys/shm.h>
@@ -23,6 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <functional>
@@ -136,7 +137,8 @@ class NsChild {
 // ---------------------------------------------------------------- the content
 
 unsigned char pattern(int seg, size_t off) {
-  return static_cast<unsigned char>((off * 131 + static_cast<size_t>(seg) * 17 + off / kPage) & 0xff);
+  return static_cast<unsigned char>((off * 131 + static_cast<size_t>(seg) * 17 + off / kPage) &
+                                    0xff);
 }
 
 struct Msg {
@@ -218,9 +220,8 @@ void populate() {
   ids.shm_b = must(shmget(IPC_PRIVATE, 1 << 20, IPC_CREAT | 0600), "shmget b");
   fill_shm(ids.shm_b, 2, 1 << 20, {0, 7, 200});
   int gap = must(shmget(IPC_PRIVATE, kPage, IPC_CREAT | 0600), "shmget gap");
-  as_user(1234, 2345, [&] {
-    ids.shm_c = must(shmget(0x3333, 64 << 10, IPC_CREAT | 0660), "shmget c");
-  });
+  as_user(1234, 2345,
+          [&] { ids.shm_c = must(shmget(0x3333, 64 << 10, IPC_CREAT | 0660), "shmget c"); });
   fill_shm(ids.shm_c, 3, 64 << 10);
   shmid_ds ds{};
   must(shmctl(ids.shm_c, IPC_STAT, &ds), "IPC_STAT c");
@@ -263,7 +264,8 @@ void populate() {
   } arg{};
   arg.array = vals;
   must(semctl(ids.sem_1, 0, SETALL, arg), "SETALL");
-  as_user(1234, 2345, [&] { ids.sem_2 = must(semget(IPC_PRIVATE, 1, IPC_CREAT | 0666), "semget 2"); });
+  as_user(1234, 2345,
+          [&] { ids.sem_2 = must(semget(IPC_PRIVATE, 1, IPC_CREAT | 0666), "semget 2"); });
   arg.val = 7;
   must(semctl(ids.sem_2, 0, SETVAL, arg), "SETVAL");
 
@@ -307,9 +309,9 @@ std::string verify_here(const Ids& ids, bool dest_attached) {
     size_t size;
     std::vector<size_t> pages;
   };
-  for (const Seg& s : {Seg{ids.shm_a, 1, 3 * kPage + 100, {}}, Seg{ids.shm_b, 2, 1 << 20, {0, 7, 200}},
-                       Seg{ids.shm_c, 3, 64 << 10, {}}, Seg{ids.shm_high, 4, 2 * kPage, {}},
-                       Seg{ids.shm_dest, 5, 5 * kPage, {}}}) {
+  for (const Seg& s : {Seg{ids.shm_a, 1, 3 * kPage + 100, {}},
+                       Seg{ids.shm_b, 2, 1 << 20, {0, 7, 200}}, Seg{ids.shm_c, 3, 64 << 10, {}},
+                       Seg{ids.shm_high, 4, 2 * kPage, {}}, Seg{ids.shm_dest, 5, 5 * kPage, {}}}) {
     auto* p = static_cast<unsigned char*>(shmat(s.id, nullptr, SHM_RDONLY));
     if (p == reinterpret_cast<void*>(-1)) return strfmt("shmat %d: %s", s.id, strerror(errno));
     std::string err;
@@ -338,7 +340,8 @@ std::string verify_here(const Ids& ids, bool dest_attached) {
     ssize_t n = msgrcv(ids.msg_1, b.data(), 10000, 0, IPC_NOWAIT);
     long type;
     memcpy(&type, b.data(), sizeof type);
-    if (n < 0 || type != m.type || std::string(b.data() + sizeof(long), static_cast<size_t>(n)) != m.text)
+    if (n < 0 || type != m.type ||
+        std::string(b.data() + sizeof(long), static_cast<size_t>(n)) != m.text)
       return strfmt("msg: got type %ld, %zd bytes; want type %ld, %zu bytes", type, n, m.type,
                     m.text.size());
   }
@@ -440,8 +443,17 @@ void expect_same(const std::string& dir_a, const Dumped& a, const std::string& d
       s.clear_dest();
     }
   EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(x, y))
-      << "first:\n" << x.DebugString() << "second:\n" << y.DebugString();
-  EXPECT_EQ(messages_of(dir_a, a.ipc.ns_id()), messages_of(dir_b, b.ipc.ns_id()));
+      << "first:\n"
+      << x.DebugString() << "second:\n"
+      << y.DebugString();
+  std::vector<std::string> ma = messages_of(dir_a, a.ipc.ns_id()),
+                           mb = messages_of(dir_b, b.ipc.ns_id());
+  EXPECT_EQ(ma.size(), mb.size()) << "queued messages";
+  for (size_t i = 0; i < std::min(ma.size(), mb.size()); i++)
+    if (ma[i] != mb[i]) {
+      ADD_FAILURE() << "message " << i << " differs";
+      break;
+    }
   for (const auto& s : a.ipc.shm())
     EXPECT_EQ(shm_pages_of(dir_a, a.ipc.ns_id(), s.perm().id()),
               shm_pages_of(dir_b, b.ipc.ns_id(), s.perm().id()))
@@ -541,7 +553,8 @@ TEST_F(IpcNsTest, RestoreIntoUsedNamespaceSaysWhichObject) {
 }
 
 TEST_F(IpcNsTest, CallerStaysInItsNamespaces) {
-  struct stat before {}, after {};
+  struct stat before {
+  }, after{};
   ASSERT_EQ(stat("/proc/thread-self/ns/ipc", &before), 0);
   NsChild c([] {
     if (sethostname("elsewhere", 9)) throw_errno("sethostname");
