@@ -15,6 +15,7 @@
 #include "image/page_store.h"
 #include "image/record_file.h"
 #include "objects/ghosts.h"
+#include "objects/ipc_shm_vma.h"
 #include "objects/progress.h"
 #include "sys/cancel.h"
 #include "sys/cpu.h"
@@ -84,11 +85,11 @@ img::Vma classify(DumpContext& ctx, pid_t pid, const proc::Vma& v) {
     }
   } else if (p == "/dev/zero" && v.deleted && v.shared) {
     o.set_kind(img::VMA_ANON_SHARED);
+  } else if (p.rfind("/SYSV", 0) == 0 && v.deleted && v.shared) {
+    in_context(where, [&] { describe_sysv_shm_vma(pid, v, &o); });  // ipc_shm_vma.h
   } else if (v.has_flag("pf") || v.has_flag("io")) {
     throw Error(where + ": device memory mapping (VM_PFNMAP/VM_IO) is not supported");
   } else if (!p.empty() && p[0] == '/') {
-    if (p.rfind("/SYSV", 0) == 0)
-      throw Error(where + ": SysV shared memory mappings are not supported yet");
     o.set_kind(v.shared ? img::VMA_FILE_SHARED : img::VMA_FILE_PRIVATE);
     o.set_path(p);
     if (v.deleted || is_memfd_link(p)) {
@@ -597,6 +598,14 @@ void restore_mm(RemoteThread& rt, RemoteScratch& scratch, pid_t pid, const img::
           rt.check("mmap", __NR_mmap, v.start(), len, v.prot(), flags | MAP_SHARED,
                    static_cast<uint64_t>(fd), v.pgoff());
           rt.call(__NR_close, static_cast<uint64_t>(fd));
+          break;
+        }
+        case img::VMA_SYSV_SHM: {  // ipc_shm_vma.h
+          close_open();
+          std::vector<Range> b = busy;
+          b.push_back({scratch.addr(), scratch.addr() + scratch.size()});
+          restore_sysv_shm_vma(rt, scratch, pid, v,
+                               [&](uint64_t size) { return find_gap(b, size); });
           break;
         }
         default:

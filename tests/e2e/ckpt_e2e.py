@@ -25,7 +25,7 @@ After the last cycle the tree is watched for 7 s more, so that watchdogs
 (a peer stuck for 5 s, e.g. a shared mapping no longer shared) can fire.
 
 Scenarios: one per workload (memory threads tree pipes files signals
-identity counter), plus leave-running, repeat, restore-after-kill,
+identity counter ... sysv), plus leave-running, repeat, restore-after-kill,
 fault-dump, fault-restore and bad-images (see the sc_* functions).
 
 Workload trees use global PIDs, so scenarios must run one at a time.  Every
@@ -48,7 +48,7 @@ import traceback
 
 EXIT_PASS, EXIT_FAIL, EXIT_SKIP = 0, 1, 77
 
-WORKLOADS = ("memory", "threads", "tree", "pipes", "files", "signals", "identity", "counter", "attrs", "evfds", "ghost", "unix", "zombie")
+WORKLOADS = ("memory", "threads", "tree", "pipes", "files", "signals", "identity", "counter", "attrs", "evfds", "ghost", "unix", "zombie", "sysv")
 DUMP_FAULTS = ("dump-after-seize", "dump-after-core", "dump-after-pages", "dump-before-inventory")
 RESTORE_FAULTS = ("restore-after-fork", "restore-after-files", "restore-after-mm",
                   "restore-before-resume")
@@ -725,10 +725,21 @@ class Workload:
                 self.proc = None
             if not victims:
                 break
+        self.remove_ipc_objects()
         if self.env.keep:
             note(f"kept {self.tmp}")
         else:
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def remove_ipc_objects(self):
+        """SysV objects a workload made in the host's IPC namespace outlive
+        it (wl_sysv logs their key as `ipc-key 0x...`): remove them."""
+        for line in self.log().lines:
+            if line.startswith("ipc-key "):
+                key = line.split()[1]
+                for flag in ("-M", "-S", "-Q"):
+                    subprocess.run(["ipcrm", flag, key], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, check=False)
 
 
 # ---------------------------------------------------------------------------
