@@ -40,6 +40,8 @@ enum class Kind : uint32_t {
   PipeData = 9,
   UnixQueues = 10,
   Ghosts = 11,  // 10 is taken by the unix socket queues
+  MntNs = 30,   // mntns.img (mnt.proto MntNs); 30+ to stay clear of the other kinds in flight
+  Tmpfs = 31,   // tmpfs-ID.img (mnt.proto TmpfsEntry)
 };
 const char* kind_name(Kind k);
 
