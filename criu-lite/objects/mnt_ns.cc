@@ -250,30 +250,35 @@ std::vector<UniqueFd> clone_mounts(pid_t pid, const std::vector<const img::Mount
   pid_t child = fork();
   if (child < 0) throw_errno("fork");
   if (child == 0) {
-    // Raw syscalls only: this is a fork of a possibly threaded process.
+    // Syscalls only, and nothing may unwind into the parent's frames: this
+    // is a fork of a possibly threaded process.
     ours.reset();
-    int32_t st = 0;
-    if (setns(ns.get(), CLONE_NEWNS) != 0 || fchdir(root.get()) != 0 || chroot(".") != 0)
-      st = errno;
-    for (size_t i = 0; i < paths.size(); i++) {
-      if (st) {
-        sysmnt::send_fd(theirs.get(), -1, st);
-        continue;
+    try {
+      int32_t st = 0;
+      if (setns(ns.get(), CLONE_NEWNS) != 0 || fchdir(root.get()) != 0 || chroot(".") != 0)
+        st = errno;
+      for (size_t i = 0; i < paths.size(); i++) {
+        if (st) {
+          sysmnt::send_fd(theirs.get(), -1, st);
+          continue;
+        }
+        struct statx stx {};
+        if (statx(AT_FDCWD, paths[i].c_str(), 0, STATX_MNT_ID, &stx) != 0) {
+          sysmnt::send_fd(theirs.get(), -1, errno);
+          continue;
+        }
+        if (stx.stx_mnt_id != ms[i]->id()) {
+          sysmnt::send_fd(theirs.get(), -1, -1);  // covered by another mount
+          continue;
+        }
+        int fd = open_tree(AT_FDCWD, paths[i].c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+        sysmnt::send_fd(theirs.get(), fd, fd < 0 ? errno : 0);
+        if (fd >= 0) close(fd);
       }
-      struct statx stx {};
-      if (statx(AT_FDCWD, paths[i].c_str(), 0, STATX_MNT_ID, &stx) != 0) {
-        sysmnt::send_fd(theirs.get(), -1, errno);
-        continue;
-      }
-      if (stx.stx_mnt_id != ms[i]->id()) {
-        sysmnt::send_fd(theirs.get(), -1, -1);  // covered by another mount
-        continue;
-      }
-      int fd = open_tree(AT_FDCWD, paths[i].c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
-      sysmnt::send_fd(theirs.get(), fd, fd < 0 ? errno : 0);
-      if (fd >= 0) close(fd);
+      _exit(st ? 1 : 0);
+    } catch (...) {
+      _exit(1);
     }
-    _exit(st ? 1 : 0);
   }
   ChildGuard guard(child);
   theirs.reset();
