@@ -82,7 +82,9 @@ class TempDir {
 // killed. Killing the pid-1 process ends everything in its namespaces.
 class NsChild {
  public:
-  explicit NsChild(const std::function<void()>& fn) {
+  // propagation: what the child makes of the mounts it copied (MS_PRIVATE,
+  // or MS_SLAVE as container runtimes do to keep receiving the host's).
+  explicit NsChild(const std::function<void()>& fn, unsigned long propagation = MS_PRIVATE) {
     // The pid and the report come through separate pipes: the two writers race.
     int p[2], q[2];
     check(pipe2(p, O_CLOEXEC) == 0 && pipe2(q, O_CLOEXEC) == 0, "pipe");
@@ -94,7 +96,7 @@ class NsChild {
       pid_rd.reset();
       prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (unshare(CLONE_NEWNS | CLONE_NEWPID) != 0 ||
-          mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+          mount("none", "/", nullptr, MS_REC | propagation, nullptr) != 0)
         _exit(2);
       pid_t inner = fork();
       if (inner < 0) _exit(3);
@@ -462,6 +464,76 @@ TEST_F(MntNsTest, HostRoot) {
   std::string rroot = strfmt("/proc/%d/root", rs->pid());
   EXPECT_EQ(manifest(rroot + base + "/tmp"), want_tmp);
   EXPECT_EQ(read_link(rroot + "/proc/1/exe"), read_link(strfmt("/proc/%d/exe", rs->pid())));
+}
+
+// An overlay rootfs mounted on the host (saved as a bind of its merged
+// directory) and bind mounts that are slaves of the host's shared mounts.
+// The "host" is a child of its own, so its mounts can be shared and the
+// overlay mounted without touching the machine's namespace; it runs the
+// dump and the restore and reports a mismatch as an error.
+TEST_F(MntNsTest, OverlayRootfsSlaveOfHost) {
+  TempDir t;
+  std::string h = t / "h";
+  make_dirs(h);
+  NsChild host([&] {
+    auto mnt = [](const char* src, const std::string& dst, const char* type, unsigned long fl,
+                  const char* data) {
+      check(mount(src, dst.c_str(), type, fl, data) == 0, "mount " + dst);
+    };
+    // Pids below are this namespace's: /proc must show it.
+    mnt("proc", "/proc", "proc", 0, nullptr);
+    mnt("scratch", h, "tmpfs", 0, "size=16m");
+    for (const char* d :
+         {"/lower", "/upper", "/work", "/merged", "/src", "/lower/proc", "/lower/data", "/img"})
+      check(mkdir((h + d).c_str(), 0755) == 0, std::string("mkdir ") + d);
+    write_text(h + "/lower/etc-file", "from the lower layer\n", 0644);
+    write_text(h + "/src/shared-file", "on a shared host mount\n", 0644);
+    mnt(nullptr, h, nullptr, MS_SHARED, nullptr);
+    std::string opts = "lowerdir=" + h + "/lower,upperdir=" + h + "/upper,workdir=" + h + "/work";
+    mnt("overlay", h + "/merged", "overlay", 0, opts.c_str());
+    std::string rootfs = h + "/merged";
+    auto container = [&] {
+      mnt(rootfs.c_str(), rootfs, nullptr, MS_BIND, nullptr);
+      mnt("proc", rootfs + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
+      mnt((h + "/src").c_str(), rootfs + "/data", nullptr, MS_BIND, nullptr);
+      check(chdir(rootfs.c_str()) == 0, "chdir");
+      check(syscall(SYS_pivot_root, ".", ".") == 0, "pivot_root");
+      check(umount2(".", MNT_DETACH) == 0, "umount old root");
+      check(chdir("/") == 0, "chdir /");
+    };
+    NsChild ct(container, MS_SLAVE);
+    if (ct.status() != "OK") throw Error("container: " + ct.status());
+    auto all = [](const std::string&) { return true; };
+    std::string want = normalized_mountinfo(ct.pid(), all);
+    for (const char* w : {" / rw,relatime master:g0 - overlay", " /data rw,relatime master:g1 "})
+      if (want.find(w) == std::string::npos) throw Error("unexpected original tree:\n" + want);
+    {
+      image::DirSink sink(h + "/img");
+      img::MntNs ns = dump_mntns(ct.pid(), sink);
+      if (ns.mounts(0).kind() != img::MOUNT_BIND_HOST || ns.mounts(0).host_path() != rootfs)
+        throw Error("the overlay rootfs is not a bind of " + rootfs + ": " + ns.DebugString());
+      save_mntns(sink, ns);
+      sink.commit();
+    }
+    NsChild rs(
+        [&] {
+          image::DirSource src(h + "/img");
+          restore_mntns(load_mntns(src), src);
+        },
+        MS_SHARED);
+    if (rs.status() != "OK") throw Error("restore: " + rs.status());
+    std::string got = normalized_mountinfo(rs.pid(), all);
+    if (got != want) throw Error("restored tree:\n" + got + "original:\n" + want);
+    std::string f = read_file(strfmt("/proc/%d/root/etc-file", rs.pid()));
+    if (f != "from the lower layer\n") throw Error("rootfs content: " + f);
+    // Still a slave: a mount the host makes under its shared /src reaches
+    // the restored /data.
+    check(mkdir((h + "/src/late").c_str(), 0755) == 0, "mkdir late");
+    mnt("late", h + "/src/late", "tmpfs", 0, "size=4k");
+    if (!in_ns_of(rs.pid(), [] { return is_mount_point("/data/late"); }))
+      throw Error("the host's new mount did not reach the restored /data");
+  });
+  EXPECT_EQ(host.status(), "OK");
 }
 
 TEST_F(MntNsTest, ClearErrors) {
