@@ -15,6 +15,7 @@
 #include "ipc.pb.h"
 #include "mm.pb.h"
 #include "mnt.pb.h"
+#include "namespaces.pb.h"
 #include "pagemap.pb.h"
 #include "pstree.pb.h"
 #include "sys/error.h"
@@ -47,6 +48,8 @@ std::unique_ptr<google::protobuf::Message> message_for(image::Kind k) {
       return std::make_unique<img::UnixQueue>();
     case image::Kind::IpcMsgs:
       return std::make_unique<img::IpcMessage>();
+    case image::Kind::Namespaces:
+      return std::make_unique<img::NamespaceImages>();
     case image::Kind::MntNs:
       return std::make_unique<img::MntNs>();
     case image::Kind::Tmpfs:

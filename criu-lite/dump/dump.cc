@@ -4,7 +4,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <optional>
 
 #include "dump/seize.h"
 #include "image/crc32c.h"
@@ -13,6 +15,7 @@
 #include "objects/files.h"
 #include "objects/ghosts.h"
 #include "objects/mm.h"
+#include "objects/cgroup.h"
 #include "objects/namespaces.h"
 #include "objects/pstree.h"
 #include "objects/task_core.h"
@@ -21,6 +24,7 @@
 #include "sys/error.h"
 #include "sys/fault.h"
 #include "sys/log.h"
+#include "sys/cgroup.h"
 
 namespace ckpt {
 
@@ -101,10 +105,43 @@ DumpResult dump_tree(const DumpRequest& req) {
   ctx.opts = req.opts;
   FrozenTree frozen(ctx);
 
+  // With a cgroup, nothing in it may fork or exit while the tree is walked:
+  // freeze it, seize every task (they then stay in ptrace stops), thaw it
+  // (a frozen task would not run the remote syscalls).
+  std::optional<cgroup::Cgroup> cg;
+  if (req.cgroup_paths.size() == 1 && !req.save_cgroup)
+    cg = cgroup::Cgroup::of_path(req.cgroup_paths[0]);
+  else if (!req.cgroup_paths.empty())
+    cg = cgroup::Cgroup::open_existing(req.cgroup_paths);
+  struct ThawCgroup {
+    cgroup::Cgroup* cg = nullptr;
+    ~ThawCgroup() {
+      if (!cg) return;
+      try {
+        cg->thaw();
+      } catch (const Error& e) {
+        LOG_ERROR("thaw the cgroup: %s", e.what());
+      }
+    }
+  } thaw_cg;
+  if (cg) {
+    log::StepTimer st("freeze cgroup");
+    cg->freeze();
+    thaw_cg.cg = &*cg;
+  }
+
   // Stop every thread of the tree; from here on nothing in it runs.
   {
     log::StepTimer st("seize");
     seize_tree(ctx, req.pid);
+  }
+  if (cg) {
+    for (pid_t p : cg->procs())
+      if (!ctx.find(p) && std::none_of(ctx.zombies.begin(), ctx.zombies.end(),
+                                       [&](const DumpZombie& z) { return z.pid == p; }))
+        throw Error(strfmt("pid %d is in the cgroup but not in the tree of pid %d", p, req.pid));
+    thaw_cg.cg = nullptr;
+    cg->thaw();
   }
   auto frozen_at = Clock::now();
   ctx.stats.tasks = static_cast<uint32_t>(ctx.tasks.size());
@@ -118,6 +155,13 @@ DumpResult dump_tree(const DumpRequest& req) {
     map_namespace_pids(ctx);
   }
   img::Namespaces namespaces = detect_namespaces(ctx);
+  img::NamespaceImages ns_extra;
+  if (cg && req.save_cgroup) {
+    *ns_extra.mutable_cgroup() = dump_cgroup(*cg);
+  }
+  if (req.container) {
+    *ns_extra.mutable_container() = *req.container;
+  }
   for (auto& t : ctx.tasks) ctx.pages_estimate += estimate_pages(t->vmas);
 
   // The tree's shape: who is whose parent, sessions and groups.
@@ -140,6 +184,12 @@ DumpResult dump_tree(const DumpRequest& req) {
     for (auto& t : ctx.tasks)
       in_context(strfmt("pid %d", t->pid), [&] { files.dump_task(ctx, *t); });
     files.finish(ctx);
+  }
+
+  // The tree's own namespaces: mounts and tmpfs contents, IPC objects, ...
+  {
+    log::StepTimer st("namespaces");
+    dump_namespaces(ctx, namespaces, ns_extra);
   }
 
   // Memory: layout and pages, the bulk of the time.

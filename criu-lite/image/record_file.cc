@@ -65,6 +65,8 @@ const char* kind_name(Kind k) {
       return "ghosts";
     case Kind::IpcMsgs:
       return "ipc-msgs";
+    case Kind::Namespaces:
+      return "namespaces";
     case Kind::MntNs:
       return "mntns";
     case Kind::Tmpfs:

@@ -18,6 +18,7 @@
 #include "objects/files.h"
 #include "objects/ghosts.h"
 #include "objects/mm.h"
+#include "objects/cgroup.h"
 #include "objects/namespaces.h"
 #include "objects/task_attrs.h"
 #include "objects/task_core.h"
@@ -226,6 +227,9 @@ RestoreResult restore_tree(const RestoreRequest& req) {
     log::StepTimer st("load images");
     return load_plan(src);
   }();
+  TreeNamespaces namespaces = load_namespaces(src, plan.inv.namespaces());
+  if (!req.cgroup_name.empty() && !namespaces.images.has_cgroup())
+    throw Error("the images hold no cgroup (dumped without --container)");
   FileTable files;
   files.load(src);
   GhostTable ghosts;
@@ -249,8 +253,18 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   shmem.load(src, mms);
 
   files.reserve(tables);
+  // Declared before the stubs: on failure it goes after them, once empty.
+  std::optional<cgroup::Cgroup> cg;
   StubOptions sopts;
   sopts.root_ns_flags = namespace_clone_flags(plan.inv.namespaces());
+  sopts.on_root = [&](pid_t root) {
+    if (!req.cgroup_name.empty()) {
+      cg = restore_cgroup(req.cgroup_name, namespaces.images.cgroup());
+      cg->attach(root);
+    }
+    restore_namespaces(root, namespaces, src);
+  };
+  sopts.in_root = [&] { restore_namespaces_in_root(namespaces, src); };
   StubTree stubs(plan, files, std::move(sopts));
   {
     log::StepTimer st("fork tree");
@@ -319,6 +333,7 @@ RestoreResult restore_tree(const RestoreRequest& req) {
       });
   }
   res.pages = mst.pages;
+  finish_namespaces(stubs.root_pid(), namespaces);
   // Every process has opened and mapped its deleted files: names go again.
   ghosts.unlink_all();
   fault::point("restore-before-resume");
@@ -329,6 +344,10 @@ RestoreResult restore_tree(const RestoreRequest& req) {
     for (auto& t : lt.threads) t.detach();
   kill_first.armed = false;
   stubs.release();
+  if (cg) {
+    res.cgroup_paths = cg->paths();
+    cg->release();
+  }
   pin.reset();
   prctl(PR_SET_CHILD_SUBREAPER, 0);
   res.total_us = static_cast<uint64_t>(

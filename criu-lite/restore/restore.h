@@ -20,6 +20,9 @@ struct RestoreRequest {
   std::string pidfile;
   Progress* progress = nullptr;
   int pid_wait_ms = 5000;  // how long pids held by dying processes are waited for
+  // Put the tree in a new cgroup of this name, with the limits the images
+  // saved (restore --container).
+  std::string cgroup_name;
   // Called once the tree runs (before waiting for the root without -d).
   std::function<void(const RestoreResult&)> on_running;
 };
@@ -30,6 +33,7 @@ struct RestoreResult {
   uint64_t pages = 0;
   uint64_t total_us = 0;
   int exit_status = 0;  // without -d: the root's wait status
+  std::vector<std::string> cgroup_paths;  // of the new cgroup (cgroup_name)
 };
 
 // With detach=false this returns after the root exits.
