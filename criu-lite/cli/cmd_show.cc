@@ -13,6 +13,7 @@
 #include "image/record_file.h"
 #include "inventory.pb.h"
 #include "mm.pb.h"
+#include "netns.pb.h"
 #include "pagemap.pb.h"
 #include "pstree.pb.h"
 #include "sys/error.h"
@@ -43,6 +44,8 @@ std::unique_ptr<google::protobuf::Message> message_for(image::Kind k) {
       return std::make_unique<img::Ghost>();
     case image::Kind::UnixQueues:
       return std::make_unique<img::UnixQueue>();
+    case image::Kind::NetNs:
+      return std::make_unique<img::NetNs>();
     default:
       return nullptr;
   }

@@ -40,6 +40,7 @@ enum class Kind : uint32_t {
   PipeData = 9,
   UnixQueues = 10,
   Ghosts = 11,  // 10 is taken by the unix socket queues
+  NetNs = 12,
 };
 const char* kind_name(Kind k);
 

@@ -5,6 +5,7 @@
 
 #include <set>
 
+#include "image/record_file.h"
 #include "objects/netns_parts.h"
 #include "sys/error.h"
 #include "sys/log.h"
@@ -107,6 +108,16 @@ void restore_netns(int netns_fd, const img::NetNs& ns, const NetRestoreOptions& 
     });
     undo.commit();
   });
+}
+
+void save_netns_image(image::ImageSink& sink, const img::NetNs& ns) {
+  image::save_message(sink, kNetNsImage, image::Kind::NetNs, ns);
+}
+
+img::NetNs load_netns_image(const image::ImageSource& src) {
+  img::NetNs ns;
+  image::load_message(src, kNetNsImage, image::Kind::NetNs, ns);
+  return ns;
 }
 
 void remove_restored_netns_links(const img::NetNs& ns, const NetRestoreOptions& opts) {

@@ -17,6 +17,7 @@
 
 #include <string>
 
+#include "image/image_io.h"
 #include "netns.pb.h"
 
 namespace ckpt {
@@ -47,5 +48,10 @@ void restore_netns(int netns_fd, const img::NetNs& ns, const NetRestoreOptions& 
 // with the restored MAC whose peer has the restored ifindex) are touched.
 // Never throws; problems are logged.
 void remove_restored_netns_links(const img::NetNs& ns, const NetRestoreOptions& opts);
+
+// netns.img (image kind NetNs, one NetNs record).
+constexpr const char* kNetNsImage = "netns.img";
+void save_netns_image(image::ImageSink& sink, const img::NetNs& ns);
+img::NetNs load_netns_image(const image::ImageSource& src);
 
 }  // namespace ckpt
