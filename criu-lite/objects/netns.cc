@@ -3,6 +3,8 @@
 // netns_sysctl.cc.
 #include "objects/netns.h"
 
+#include <net/if.h>
+
 #include <set>
 
 #include "image/record_file.h"
@@ -108,6 +110,28 @@ void restore_netns(int netns_fd, const img::NetNs& ns, const NetRestoreOptions& 
     });
     undo.commit();
   });
+}
+
+NetRestoreOptions parse_net_options(const std::string& spec) {
+  NetRestoreOptions o;
+  size_t pos = 0;
+  while (pos < spec.size()) {
+    size_t end = spec.find(',', pos);
+    if (end == std::string::npos) end = spec.size();
+    std::string item = spec.substr(pos, end - pos);
+    pos = end + 1;
+    size_t eq = item.find('=');
+    std::string key = item.substr(0, eq),
+                value = eq == std::string::npos ? "" : item.substr(eq + 1);
+    std::string* field = key == "bridge"        ? &o.bridge
+                         : key == "host_ifname" ? &o.host_ifname
+                                                : nullptr;
+    if (!field) throw UsageError("--net: unknown setting '" + item + "' (bridge=, host_ifname=)");
+    if (value.empty() || value.size() >= IFNAMSIZ || value.find('/') != std::string::npos)
+      throw UsageError("--net: " + key + " needs an interface name (1 to 15 characters)");
+    *field = value;
+  }
+  return o;
 }
 
 void save_netns_image(image::ImageSink& sink, const img::NetNs& ns) {

@@ -32,6 +32,11 @@ struct NetRestoreOptions {
   std::string host_ifname;
 };
 
+// Parses the value of `--net`: comma-separated "bridge=BR" and
+// "host_ifname=NAME" (e.g. "bridge=br2,host_ifname=veth-c1"). Throws
+// UsageError for anything else or a name longer than an interface name.
+NetRestoreOptions parse_net_options(const std::string& spec);
+
 // Reads everything the namespace netns_fd holds. Throws Error naming the
 // link, route, rule or table that cannot be saved (unsupported link kind,
 // a route through a nexthop object, a veth whose peer is not in our

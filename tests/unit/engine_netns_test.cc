@@ -338,5 +338,16 @@ TEST_F(NetnsTest, UnsupportedLinkKindIsAClearError) {
   }
 }
 
+TEST(NetOptions, Parse) {
+  NetRestoreOptions o = parse_net_options("bridge=br2,host_ifname=veth-c1");
+  EXPECT_EQ(o.bridge, "br2");
+  EXPECT_EQ(o.host_ifname, "veth-c1");
+  EXPECT_EQ(parse_net_options("bridge=br9").bridge, "br9");
+  EXPECT_TRUE(parse_net_options("").bridge.empty());
+  EXPECT_THROW(parse_net_options("bridge="), UsageError);
+  EXPECT_THROW(parse_net_options("bridge=a-name-that-is-too-long"), UsageError);
+  EXPECT_THROW(parse_net_options("vlan=5"), UsageError);
+}
+
 }  // namespace
 }  // namespace ckpt
