@@ -16,6 +16,7 @@
 #include "mm.pb.h"
 #include "mnt.pb.h"
 #include "namespaces.pb.h"
+#include "netns.pb.h"
 #include "pagemap.pb.h"
 #include "pstree.pb.h"
 #include "sys/error.h"
@@ -54,6 +55,8 @@ std::unique_ptr<google::protobuf::Message> message_for(image::Kind k) {
       return std::make_unique<img::MntNs>();
     case image::Kind::Tmpfs:
       return std::make_unique<img::TmpfsEntry>();
+    case image::Kind::NetNs:
+      return std::make_unique<img::NetNs>();
     default:
       return nullptr;
   }

@@ -71,6 +71,8 @@ const char* kind_name(Kind k) {
       return "mntns";
     case Kind::Tmpfs:
       return "tmpfs";
+    case Kind::NetNs:
+      return "netns";
   }
   return "unknown";  // a value read from a foreign or corrupt file
 }

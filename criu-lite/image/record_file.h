@@ -40,10 +40,11 @@ enum class Kind : uint32_t {
   PipeData = 9,
   UnixQueues = 10,
   Ghosts = 11,  // 10 is taken by the unix socket queues
-  IpcMsgs = 12,
-  Namespaces = 13,  // namespaces.img (namespaces.proto NamespaceImages)  // messages of SysV and POSIX queues (ipc.proto IpcMessage)
-  MntNs = 30,   // mntns.img (mnt.proto MntNs); 30+ to stay clear of the other kinds in flight
-  Tmpfs = 31,   // tmpfs-ID.img (mnt.proto TmpfsEntry)
+  IpcMsgs = 12,     // messages of SysV and POSIX queues (ipc.proto IpcMessage)
+  Namespaces = 13,  // namespaces.img (namespaces.proto NamespaceImages)
+  NetNs = 14,       // netns.img (netns.proto NetNs)
+  MntNs = 30,       // mntns.img (mnt.proto MntNs)
+  Tmpfs = 31,       // tmpfs-ID.img (mnt.proto TmpfsEntry)
 };
 const char* kind_name(Kind k);
 
