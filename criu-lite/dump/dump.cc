@@ -12,19 +12,19 @@
 #include "image/crc32c.h"
 #include "image/record_file.h"
 #include "inventory.pb.h"
+#include "objects/cgroup.h"
 #include "objects/files.h"
 #include "objects/ghosts.h"
 #include "objects/mm.h"
-#include "objects/cgroup.h"
 #include "objects/namespaces.h"
 #include "objects/pstree.h"
 #include "objects/task_core.h"
 #include "sys/cancel.h"
+#include "sys/cgroup.h"
 #include "sys/cpu.h"
 #include "sys/error.h"
 #include "sys/fault.h"
 #include "sys/log.h"
-#include "sys/cgroup.h"
 
 namespace ckpt {
 
@@ -155,6 +155,9 @@ DumpResult dump_tree(const DumpRequest& req) {
     map_namespace_pids(ctx);
   }
   img::Namespaces namespaces = detect_namespaces(ctx);
+  // The tree's mounts are told from ours by comparing: ours must be the
+  // machine's (see restore.cc).
+  if (namespaces.mnt()) cgroup::layout();
   img::NamespaceImages ns_extra;
   if (cg && req.save_cgroup) {
     *ns_extra.mutable_cgroup() = dump_cgroup(*cg);

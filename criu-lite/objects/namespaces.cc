@@ -10,13 +10,7 @@
 #include "objects/ipc_ns.h"
 #include "objects/mnt_ns.h"
 #include "objects/uts_ns.h"
-#include "image/record_file.h"
-#include "objects/ipc_ns.h"
-#include "objects/mnt_ns.h"
-#include "objects/uts_ns.h"
 #include "sys/error.h"
-#include "sys/fd.h"
-#include "sys/log.h"
 #include "sys/fd.h"
 #include "sys/log.h"
 
@@ -38,7 +32,7 @@ struct Kind {
 // recreated); pid_for_children differs from pid only in a task that
 // unshared one and has not forked since, which restore cannot rebuild.
 constexpr Kind kKinds[] = {
-    {"net", false},  {"ipc", true},     {"uts", true},   {"mnt", true},
+    {"net", true},   {"ipc", true},     {"uts", true},   {"mnt", true},
     {"user", false}, {"cgroup", false}, {"time", false}, {"pid_for_children", false}};
 
 UniqueFd ns_fd(pid_t pid, const char* kind) {
@@ -97,11 +91,15 @@ uint64_t namespace_clone_flags(const img::Namespaces& ns) {
 void dump_namespaces(DumpContext& ctx, const img::Namespaces& ns, img::NamespaceImages extra) {
   pid_t root = ctx.tasks.front()->pid;
   if (ns.uts())
-    in_context("uts namespace", [&] { *extra.mutable_uts() = dump_utsns(ns_fd(root, "uts").get()); });
+    in_context("uts namespace",
+               [&] { *extra.mutable_uts() = dump_utsns(ns_fd(root, "uts").get()); });
   if (ns.ipc())
     in_context("ipc namespace", [&] {
       *extra.mutable_ipc() = dump_ipcns(ns_fd(root, "ipc").get(), *ctx.sink, ctx.opts.zstd_level);
     });
+  if (ns.net())
+    in_context("network namespace",
+               [&] { save_netns_image(*ctx.sink, dump_netns(ns_fd(root, "net").get())); });
   if (ns.mnt())
     in_context("mount namespace",
                [&] { save_mntns(*ctx.sink, dump_mntns(root, *ctx.sink, ctx.opts.zstd_level)); });
@@ -117,6 +115,7 @@ TreeNamespaces load_namespaces(const image::ImageSource& src, const img::Namespa
   else if (kinds.uts() || kinds.ipc())
     throw Error(strfmt("image %s is missing", kNamespacesImage));
   if (kinds.ipc()) check_ipcns_images(t.images.ipc(), src);
+  if (kinds.net()) t.net = load_netns_image(src);
   if (kinds.mnt()) {
     t.mnt = load_mntns(src);
     check_mntns_images(t.mnt, src);
@@ -124,12 +123,22 @@ TreeNamespaces load_namespaces(const image::ImageSource& src, const img::Namespa
   return t;
 }
 
-void restore_namespaces(pid_t root, const TreeNamespaces& ns, const image::ImageSource& src) {
+void restore_namespaces(pid_t root, TreeNamespaces& ns, const image::ImageSource& src) {
+  if (ns.kinds.net())
+    in_context("network namespace", [&] {
+      restore_netns(ns_fd(root, "net").get(), ns.net, ns.net_opts);
+      ns.net_made = true;
+    });
   if (ns.kinds.uts())
     in_context("uts namespace", [&] { restore_utsns(ns_fd(root, "uts").get(), ns.images.uts()); });
   if (ns.kinds.ipc())
     in_context("ipc namespace",
                [&] { restore_ipcns(ns_fd(root, "ipc").get(), ns.images.ipc(), src); });
+}
+
+void undo_namespaces(TreeNamespaces& ns) {
+  if (ns.net_made) remove_restored_netns_links(ns.net, ns.net_opts);
+  ns.net_made = false;
 }
 
 void restore_namespaces_in_root(const TreeNamespaces& ns, const image::ImageSource& src) {

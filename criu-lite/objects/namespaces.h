@@ -10,7 +10,9 @@
 #include "inventory.pb.h"
 #include "mnt.pb.h"
 #include "namespaces.pb.h"
+#include "netns.pb.h"
 #include "objects/dump_context.h"
+#include "objects/netns.h"
 
 namespace ckpt {
 
@@ -34,11 +36,19 @@ struct TreeNamespaces {
   img::Namespaces kinds;
   img::NamespaceImages images;
   img::MntNs mnt;
+  img::NetNs net;
+  NetRestoreOptions net_opts;  // restore --net
+  // restore_namespaces made the host ends of veth pairs: a failed restore
+  // removes them (undo_namespaces).
+  bool net_made = false;
 };
 TreeNamespaces load_namespaces(const image::ImageSource& src, const img::Namespaces& kinds);
 // In ckpt, once the root exists in its new namespaces (root: ckpt's pid of
 // it), before it forks the others: host name, IPC objects.
-void restore_namespaces(pid_t root, const TreeNamespaces& ns, const image::ImageSource& src);
+void restore_namespaces(pid_t root, TreeNamespaces& ns, const image::ImageSource& src);
+// A restore failed after restore_namespaces: removes what it made outside
+// the tree's namespaces (those die with the tree). Never throws.
+void undo_namespaces(TreeNamespaces& ns);
 // In the root's stub, before it forks the others: the mounts.
 void restore_namespaces_in_root(const TreeNamespaces& ns, const image::ImageSource& src);
 // Once every address space is rebuilt (segments are attached again).

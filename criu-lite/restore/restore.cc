@@ -15,10 +15,10 @@
 #include "image/image_io.h"
 #include "image/page_store.h"
 #include "image/record_file.h"
+#include "objects/cgroup.h"
 #include "objects/files.h"
 #include "objects/ghosts.h"
 #include "objects/mm.h"
-#include "objects/cgroup.h"
 #include "objects/namespaces.h"
 #include "objects/task_attrs.h"
 #include "objects/task_core.h"
@@ -228,12 +228,14 @@ RestoreResult restore_tree(const RestoreRequest& req) {
     return load_plan(src);
   }();
   TreeNamespaces namespaces = load_namespaces(src, plan.inv.namespaces());
+  namespaces.net_opts = req.net;
   if (!req.cgroup_name.empty() && !namespaces.images.has_cgroup())
     throw Error("the images hold no cgroup (dumped without --container)");
   FileTable files;
   files.load(src);
   GhostTable ghosts;
   ghosts.load(src);
+  if (namespaces.images.has_container()) res.container = namespaces.images.container();
   res.tasks = static_cast<uint32_t>(plan.tasks.size());
   for (const auto& t : plan.tasks) res.threads += static_cast<uint32_t>(t.core.threads_size());
 
@@ -253,8 +255,18 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   shmem.load(src, mms);
 
   files.reserve(tables);
-  // Declared before the stubs: on failure it goes after them, once empty.
+  // A new mount namespace starts as a copy of ours: settle which one that
+  // is first (under ip netns exec, the cgroup layer joins PID 1's).
+  if (plan.inv.namespaces().mnt() || !req.cgroup_name.empty()) cgroup::layout();
+  // Declared before the stubs: on failure they go after them, once empty.
   std::optional<cgroup::Cgroup> cg;
+  struct UndoNamespaces {
+    TreeNamespaces& ns;
+    bool armed = true;
+    ~UndoNamespaces() {
+      if (armed) undo_namespaces(ns);
+    }
+  } undo_ns{namespaces};
   StubOptions sopts;
   sopts.root_ns_flags = namespace_clone_flags(plan.inv.namespaces());
   sopts.on_root = [&](pid_t root) {
@@ -343,6 +355,7 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   for (auto& lt : live)
     for (auto& t : lt.threads) t.detach();
   kill_first.armed = false;
+  undo_ns.armed = false;
   stubs.release();
   if (cg) {
     res.cgroup_paths = cg->paths();

@@ -7,6 +7,12 @@
 
 #include <functional>
 #include <string>
+#include <vector>
+
+#include <optional>
+
+#include "container.pb.h"
+#include "objects/netns.h"
 
 #include "objects/progress.h"
 
@@ -23,6 +29,8 @@ struct RestoreRequest {
   // Put the tree in a new cgroup of this name, with the limits the images
   // saved (restore --container).
   std::string cgroup_name;
+  // --net: where a recreated network namespace's veth peers go.
+  NetRestoreOptions net;
   // Called once the tree runs (before waiting for the root without -d).
   std::function<void(const RestoreResult&)> on_running;
 };
@@ -32,8 +40,9 @@ struct RestoreResult {
   uint32_t tasks = 0, threads = 0;
   uint64_t pages = 0;
   uint64_t total_us = 0;
-  int exit_status = 0;  // without -d: the root's wait status
-  std::vector<std::string> cgroup_paths;  // of the new cgroup (cgroup_name)
+  int exit_status = 0;                           // without -d: the root's wait status
+  std::vector<std::string> cgroup_paths;         // of the new cgroup (cgroup_name)
+  std::optional<img::ContainerState> container;  // dumped with --container
 };
 
 // With detach=false this returns after the root exits.

@@ -1375,6 +1375,141 @@ def make_rootfs(tmp, binary):
     return root
 
 
+def container_view(c, pid, tmpfs_dir):
+    """What a container's processes see, as comparable text: the pid tree
+    (ids inside its pid namespace), hostname, links, addresses, routes of
+    every table, rules, the nftables ruleset, SysV IPC objects, its mounts
+    (ids masked) and a file on its tmpfs."""
+    def inside(flags, cmd):
+        return c.sh(["nsenter", "-t", str(pid)] + flags + cmd).stdout
+    snap = ns_view(capture(pid))
+    for v in snap.values():
+        for f in v["fds"].values():
+            f.pop("mnt_id", None)  # a new mount namespace numbers its mounts anew
+    mounts = []
+    for line in (read_text(f"/proc/{pid}/mountinfo") or "").splitlines():
+        f = line.split()
+        sep = f.index("-")
+        # Under `ip netns exec` (which remounts /sys) ckpt mounts the cgroup
+        # hierarchies again in a private namespace of its own (sys/cgroup);
+        # a container restored by another ckpt has that ckpt's instance.
+        if f[4].startswith("/sys/fs/cgroup"):
+            continue
+        mounts.append(" ".join([f[4], f[5], f[sep + 1], f[sep + 2]]))
+    return {
+        "tree": snap,
+        "hostname": inside(["-u"], ["hostname"]),
+        # The peer's index and namespace are the host's business (another
+        # host after a move).
+        "links": re.sub(r" link-netns \S+", "", re.sub(r"@if\d+", "@ifN",
+                                                     inside(["-n"], ["ip", "-o", "link"]))),
+        "addr": inside(["-n"], ["ip", "-o", "addr"]),
+        "routes": inside(["-n"], ["ip", "route", "show", "table", "all"]),
+        "rules": inside(["-n"], ["ip", "rule"]),
+        "nft": inside(["-n"], ["nft", "list", "ruleset"]),
+        "ipc": inside(["-i"], ["ipcs"]),
+        "mounts": mounts,
+        "tmpfs": read_text(f"/proc/{pid}/root{tmpfs_dir}/data.txt"),
+    }
+
+
+def diff_views(a, b):
+    out = []
+    for k in a:
+        if k == "tree":
+            out += diff_snapshots(a[k], b[k], 1)
+        elif a[k] != b[k]:
+            out.append(f"{k}: {a[k]!r} -> {b[k]!r}")
+    return out
+
+
+def sc_container(env):
+    """A container started with ckpt run (a pid-namespace tree, hostname,
+    bridged veth, a second routing table and a rule, an nftables rule, SysV
+    IPC objects, a tmpfs with a file) is dumped with --container and
+    restored on the same simulated host, then dumped again and restored on
+    the other one (--net bridge=br0 there); every time what it sees inside
+    is the same, its log carries on, and the client reaches its address."""
+    for tool in ("ip", "ping", "nsenter", "nft", "ipcs", "ipcmk"):
+        if not shutil.which(tool):
+            raise Skip(f"{tool} is not installed (scripts/deps)")
+    binary = os.path.realpath(os.path.join(env.workloads_dir, "wl_tree"))
+    c = Containers(env)
+    try:
+        c.hosts("up")
+        name = c.prefix + "ct"
+        log = os.path.join(c.tmp, "ct.log")
+        wdir = os.path.join(c.tmp, "wdir")
+        os.mkdir(wdir)
+        pid = c.run(name, ["--hostname", "ct1", "--memory", "256M",
+                           "--net", "bridge=br0,ip=10.77.0.11/24,gw=10.77.0.1",
+                           "--", binary, "--log", log, "--dir", wdir])
+        wait_for("the containerized wl_tree did not log 'ready'",
+                 lambda: LogView(log).ready, READY_TIMEOUT)
+        tmpfs_dir = "/run/ct-data"
+        for flags, cmd in (
+                (["-n"], ["ip", "route", "add", "10.99.0.0/24", "via", "10.77.0.1",
+                          "table", "100"]),
+                (["-n"], ["ip", "rule", "add", "from", "10.77.0.11", "lookup", "100",
+                          "priority", "1000"]),
+                (["-n"], ["nft", "add table inet ctfw; add chain inet ctfw in "
+                          "{ type filter hook input priority 0; }; "
+                          "add rule inet ctfw in tcp dport 9999 drop"]),
+                (["-i"], ["ipcmk", "-M", "65536"]),
+                (["-i"], ["ipcmk", "-Q"]),
+                (["-i"], ["ipcmk", "-S", "3"]),
+                (["-m"], ["mkdir", "-p", tmpfs_dir]),
+                (["-m"], ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "ctdata",
+                          tmpfs_dir]),
+                (["-m"], ["sh", "-c", f"echo kept across restore > {tmpfs_dir}/data.txt"])):
+            c.sh(["nsenter", "-t", str(pid)] + flags + cmd)
+        time.sleep(0.5)
+        before = container_view(c, pid, tmpfs_dir)
+        note(f"  container {name}: {len(before['tree'])} processes, "
+             f"{len(before['mounts'])} mounts, ipc {before['ipc'].count('0x')} objects")
+        for round_, host, extra in ((1, "hostA", []), (2, "hostB", ["--net", "bridge=br0"])):
+            img = os.path.join(c.tmp, f"img{round_}")
+            last = LogView(log).last_progress()
+            c.ckpt(["dump", "--container", name, "-D", img])
+            wait_for(f"init {pid} still runs after the dump", lambda: not task_alive(pid))
+            r = c.ckpt(["restore", "--container", name, "-D", img, "-d"] + extra, host=host)
+            m = re.search(r"root pid (\d+)", r.stdout)
+            if not m:
+                raise Failure(f"restore printed {r.stdout.strip()!r}")
+            pid = int(m[1])
+            if c.ps(name) != (pid, "running"):
+                raise Failure(f"ckpt ps shows {c.ps(name)} after restore")
+            after = container_view(c, pid, tmpfs_dir)
+            diffs = diff_views(before, after)
+            if diffs:
+                for d in diffs:
+                    note("  diff: " + d)
+                raise Failure(f"round {round_} ({host}): the container sees another "
+                              f"world after restore: {diffs[0]}")
+            first = None
+            deadline = time.monotonic() + PROGRESS_TIMEOUT
+            while time.monotonic() < deadline:
+                vals = [v for v in LogView(log).progress if v > last]
+                if len(vals) >= PROGRESS_STEP:
+                    first = vals[0]
+                    break
+                time.sleep(0.1)
+            if first != last + 1:
+                raise Failure(f"round {round_}: progress resumed at {first}, expected {last + 1}")
+            if LogView(log).fails:
+                raise Failure(f"workload reported: {LogView(log).fails[0]}")
+            r = c.sh(["ip", "netns", "exec", c.ns("client"), "ping", "-c", "2", "-i", "0.2",
+                      "-W", "2", "10.77.0.11"], check=False)
+            if r.returncode != 0:
+                raise Failure(f"round {round_}: 10.77.0.11 not reachable from the client "
+                              f"after restore on {host}")
+            note(f"  round {round_}: restored on {host} as pid {pid}; same view inside, "
+                 f"progress {last}->{first}, the client reaches it")
+        c.ckpt(["rm", "-f", name], host="hostB")
+    finally:
+        c.cleanup()
+
+
 def sc_container_run(env):
     """ckpt run -d in a simulated host (scripts/hosts): the workload is pid 1
     of its namespaces, with its hostname, bridge IP (pinged from the client),
@@ -1517,6 +1652,7 @@ SCENARIOS.update({
     "disk-full": sc_disk_full,
     "interrupt": sc_interrupt,
     "container-run": sc_container_run,
+    "container": sc_container,
 })
 
 
