@@ -16,6 +16,7 @@
 #include "pagemap.pb.h"
 #include "pstree.pb.h"
 #include "sys/error.h"
+#include "tty.pb.h"
 
 namespace ckpt::cli {
 
@@ -43,6 +44,8 @@ std::unique_ptr<google::protobuf::Message> message_for(image::Kind k) {
       return std::make_unique<img::Ghost>();
     case image::Kind::UnixQueues:
       return std::make_unique<img::UnixQueue>();
+    case image::Kind::Tty:
+      return std::make_unique<img::TtyState>();
     default:
       return nullptr;
   }

@@ -63,6 +63,8 @@ const char* kind_name(Kind k) {
       return "unix-queues";
     case Kind::Ghosts:
       return "ghosts";
+    case Kind::Tty:
+      return "tty";
   }
   return "unknown";  // a value read from a foreign or corrupt file
 }

@@ -40,6 +40,7 @@ enum class Kind : uint32_t {
   PipeData = 9,
   UnixQueues = 10,
   Ghosts = 11,  // 10 is taken by the unix socket queues
+  Tty = 20,     // terminals (tty.img); 20 like its fields in files.proto, away from others' numbers
 };
 const char* kind_name(Kind k);
 

@@ -21,6 +21,7 @@
 #include "objects/task_attrs.h"
 #include "objects/task_core.h"
 #include "objects/thread.h"
+#include "objects/tty.h"
 #include "restore/plan.h"
 #include "restore/stubs.h"
 #include "sys/cancel.h"
@@ -212,6 +213,8 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   files.load(src);
   GhostTable ghosts;
   ghosts.load(src);
+  TtyRestore ttys;
+  ttys.load(src, req.shell_job);
   res.tasks = static_cast<uint32_t>(plan.tasks.size());
   for (const auto& t : plan.tasks) res.threads += static_cast<uint32_t>(t.core.threads_size());
 
@@ -229,13 +232,17 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   shmem.load(src, mms);
   ghosts.materialize(src);
   files.open_all(tables, pids, &ghosts);
+  // The ptys exist now: their slaves for the sessions to take.
+  ttys.open_terminals();
 
   StubTree stubs(plan, files);
+  stubs.set_ttys(&ttys);
   {
     log::StepTimer st("fork tree");
     stubs.create(10000);
   }
   files.close_helpers();
+  ttys.close_terminals();
   fault::point("restore-after-fork");
   res.root = stubs.root_pid();
   // Forking is done on both CPUs; driving the stubs is done on one.
@@ -291,6 +298,11 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   fault::point("restore-before-resume");
   cancel::check();
 
+  // A shell job restored in the foreground gets ckpt's terminal before it
+  // runs: in the background, its first read of the terminal would stop it.
+  ForegroundJob fg;
+  if (!req.detach) fg.give(ttys.job_pgrp(static_cast<pid_t>(plan.tasks[0].entry.pgid())));
+
   // Let the whole tree run at once.
   for (auto& lt : live)
     for (auto& t : lt.threads) t.detach();
@@ -307,12 +319,7 @@ RestoreResult restore_tree(const RestoreRequest& req) {
     write_full(f.get(), s.data(), s.size(), req.pidfile);
   }
   if (req.on_running) req.on_running(res);
-  if (!req.detach) {
-    int st = 0;
-    while (waitpid(res.root, &st, 0) < 0 && errno == EINTR) {
-    }
-    res.exit_status = st;
-  }
+  if (!req.detach) res.exit_status = fg.wait(res.root);
   return res;
 }
 

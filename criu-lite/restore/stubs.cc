@@ -89,8 +89,20 @@ void StubTree::stub_main(int idx) {
   // restore leaves nothing behind. The real value comes back at the end.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (getppid() == 1) fail("parent died", 0);
+  // Terminal steps (tty.h), each before the fds are installed.
+  auto tty_step = [&](auto step) {
+    if (!ttys_) return;
+    try {
+      step(*ttys_);
+    } catch (const Error& e) {
+      fail(e.what(), 0);
+    }
+  };
   pid_t pid = t.pid();
-  if (t.entry.sid() == t.entry.pid() && getsid(0) != pid && setsid() < 0) fail("setsid", errno);
+  bool own_session = t.entry.sid() == t.entry.pid();
+  tty_step([&](const TtyRestore& tt) { own_session = own_session && !tt.keeps_session(pid); });
+  if (own_session && getsid(0) != pid && setsid() < 0) fail("setsid", errno);
+  tty_step([&](const TtyRestore& tt) { tt.take_ctty(pid); });
   for (int c : t.children) {
     const PlannedTask& ct = plan_.tasks[c];
     int sig = ct.core.exit_signal() ? ct.core.exit_signal() : SIGCHLD;
@@ -111,6 +123,7 @@ void StubTree::stub_main(int idx) {
       fail(msg, errno);
     }
   }
+  tty_step([&](const TtyRestore& tt) { tt.drop_ctty(pid); });
   ctl_->created.fetch_add(1);
   futex_wake(&ctl_->created);
 
@@ -126,6 +139,7 @@ void StubTree::stub_main(int idx) {
     snprintf(msg, sizeof msg, "join process group %d", pgid);
     fail(msg, errno);
   }
+  tty_step([&](const TtyRestore& tt) { tt.set_foreground(pid); });
   if (t.entry.sid() != 0 && getsid(0) != static_cast<pid_t>(t.entry.sid()) &&
       !plan_.inv.shell_job()) {
     char msg[160];

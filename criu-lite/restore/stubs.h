@@ -19,6 +19,7 @@
 #include <string>
 
 #include "objects/files.h"
+#include "objects/tty.h"
 #include "restore/plan.h"
 
 namespace ckpt {
@@ -33,6 +34,8 @@ class StubTree {
   // the failing stub's reason.
   void create(int timeout_ms);
   pid_t root_pid() const;
+  // Controlling terminals and foreground groups (objects/tty.h); optional.
+  void set_ttys(const TtyRestore* ttys) { ttys_ = ttys; }
   // The tree now belongs to the restored program.
   void release() { released_ = true; }
   // Kills every stub (used on failure) and waits for the pids to be free.
@@ -47,6 +50,7 @@ class StubTree {
 
   const RestorePlan& plan_;
   const FileTable& files_;
+  const TtyRestore* ttys_ = nullptr;
   Control* ctl_ = nullptr;
   size_t ctl_size_ = 0;
   pid_t root_ = -1;

@@ -111,6 +111,7 @@ TEST(ProcStat, CommWithParensAndSpaces) {
   EXPECT_EQ(st.pgrp, 3564);
   EXPECT_EQ(st.session, 2733);
   EXPECT_EQ(st.tty_nr, 0);
+  EXPECT_EQ(st.tpgid, -1);
   EXPECT_EQ(st.flags, 4194304u);
   EXPECT_EQ(st.num_threads, 3);
   EXPECT_EQ(st.starttime, 31036u);
@@ -144,6 +145,8 @@ TEST(ProcStat, EmptyCommAndNegativeFields) {
   EXPECT_EQ(st.comm, "");
   EXPECT_EQ(st.state, 'Z');
   EXPECT_EQ(st.ppid, 4);
+  EXPECT_EQ(st.tty_nr, 7);
+  EXPECT_EQ(st.tpgid, -1);
   EXPECT_EQ(st.exit_code, 52);
 }
 
