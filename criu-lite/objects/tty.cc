@@ -403,32 +403,8 @@ class TtyKind : public FdKind {
 
   img::PtyPair save_pair(uint32_t n, const auto& p) {
     if (p.master < 0) throw Error("its master is not in the tree");
-    int m = p.master;
-    img::PtyPair out;
-    out.set_index(n);
+    img::PtyPair out = save_pty_pair(n, p.master, p.slave, p.readable_slave);
     out.set_slave_path(p.slave_path.empty() ? slave_path_for(p.master_path, n) : p.slave_path);
-    termios2 tio = get_termios(m);
-    *out.mutable_termios() = termios_to_img(tio);
-    winsize ws{};
-    if (ioctl(m, TIOCGWINSZ, &ws) != 0) throw_errno("TIOCGWINSZ");
-    auto* w = out.mutable_winsize();
-    w->set_rows(ws.ws_row);
-    w->set_cols(ws.ws_col);
-    w->set_xpixel(ws.ws_xpixel);
-    w->set_ypixel(ws.ws_ypixel);
-    out.set_locked(get_int_ioctl(m, TIOCGPTLCK, "TIOCGPTLCK") != 0);
-    out.set_packet(get_int_ioctl(m, TIOCGPKT, "TIOCGPKT") != 0);
-    out.set_master_excl(get_int_ioctl(m, TIOCGEXCL, "TIOCGEXCL") != 0);
-    if (p.slave >= 0) out.set_slave_excl(get_int_ioctl(p.slave, TIOCGEXCL, "TIOCGEXCL") != 0);
-    pollfd pf{m, 0, 0};
-    if (p.slave < 0 && poll(&pf, 1, 0) == 1 && (pf.revents & POLLHUP)) out.set_slave_closed(true);
-    PtyQueues q(m, p.readable_slave, tio, out.packet());
-    q.read();
-    out.set_master_input(q.master_in);
-    out.set_slave_input(q.slave_in);
-    q.put_back();
-    if (p.slave < 0 && !q.master_in.empty())
-      LOG_DEBUG("pty %u: %zu bytes for the master saved", n, q.master_in.size());
     return out;
   }
 
@@ -509,18 +485,7 @@ class TtyKind : public FdKind {
     UniqueFd s;
     if (!ps.slave_input().empty() || (ps.slave_closed() && !slaves))
       s = open_or_throw(ps.slave_path(), O_RDWR | O_NOCTTY | O_NONBLOCK);
-    push_queues(m.get(), s.get(), termios_from_img(ps.termios()), ps.master_input(),
-                ps.slave_input());
-    winsize ws{};
-    ws.ws_row = static_cast<unsigned short>(ps.winsize().rows());
-    ws.ws_col = static_cast<unsigned short>(ps.winsize().cols());
-    ws.ws_xpixel = static_cast<unsigned short>(ps.winsize().xpixel());
-    ws.ws_ypixel = static_cast<unsigned short>(ps.winsize().ypixel());
-    if (ioctl(m.get(), TIOCSWINSZ, &ws) != 0) throw_errno("TIOCSWINSZ");
-    // Last: mode changes before it would queue status bytes for the master.
-    int pkt = ps.packet() ? 1 : 0;
-    if (ioctl(m.get(), TIOCPKT, &pkt) != 0) throw_errno("TIOCPKT");
-    if (ps.master_excl() && ioctl(m.get(), TIOCEXCL) != 0) throw_errno("TIOCEXCL");
+    restore_pty_pair(m.get(), s.get(), ps);
     if (s && slaves)
       st.helpers.push_back(std::move(s));
     else
@@ -580,6 +545,46 @@ void set_foreground_group(int fd, pid_t pgrp) {
 }
 
 }  // namespace
+
+img::PtyPair save_pty_pair(uint32_t index, int master, int slave, int readable_slave) {
+  img::PtyPair out;
+  out.set_index(index);
+  termios2 tio = get_termios(master);
+  *out.mutable_termios() = termios_to_img(tio);
+  winsize ws{};
+  if (ioctl(master, TIOCGWINSZ, &ws) != 0) throw_errno("TIOCGWINSZ");
+  auto* w = out.mutable_winsize();
+  w->set_rows(ws.ws_row);
+  w->set_cols(ws.ws_col);
+  w->set_xpixel(ws.ws_xpixel);
+  w->set_ypixel(ws.ws_ypixel);
+  out.set_locked(get_int_ioctl(master, TIOCGPTLCK, "TIOCGPTLCK") != 0);
+  out.set_packet(get_int_ioctl(master, TIOCGPKT, "TIOCGPKT") != 0);
+  out.set_master_excl(get_int_ioctl(master, TIOCGEXCL, "TIOCGEXCL") != 0);
+  if (slave >= 0) out.set_slave_excl(get_int_ioctl(slave, TIOCGEXCL, "TIOCGEXCL") != 0);
+  pollfd pf{master, 0, 0};
+  if (slave < 0 && poll(&pf, 1, 0) == 1 && (pf.revents & POLLHUP)) out.set_slave_closed(true);
+  PtyQueues q(master, readable_slave, tio, out.packet());
+  q.read();
+  out.set_master_input(q.master_in);
+  out.set_slave_input(q.slave_in);
+  q.put_back();
+  return out;
+}
+
+void restore_pty_pair(int master, int slave, const img::PtyPair& p) {
+  push_queues(master, slave, termios_from_img(p.termios()), p.master_input(), p.slave_input());
+  winsize ws{};
+  ws.ws_row = static_cast<unsigned short>(p.winsize().rows());
+  ws.ws_col = static_cast<unsigned short>(p.winsize().cols());
+  ws.ws_xpixel = static_cast<unsigned short>(p.winsize().xpixel());
+  ws.ws_ypixel = static_cast<unsigned short>(p.winsize().ypixel());
+  if (ioctl(master, TIOCSWINSZ, &ws) != 0) throw_errno("TIOCSWINSZ");
+  // Last: a mode change before it would queue status bytes for the master.
+  int pkt = p.packet() ? 1 : 0;
+  if (ioctl(master, TIOCPKT, &pkt) != 0) throw_errno("TIOCPKT");
+  if (p.master_excl() && ioctl(master, TIOCEXCL) != 0) throw_errno("TIOCEXCL");
+}
 
 std::unique_ptr<FdKind> make_tty_kind() {
   return std::make_unique<TtyKind>();

@@ -48,6 +48,15 @@ int pts_index(dev_t rdev);
 // The "tty-index:" of a pty master's fdinfo, or -1 if it has none.
 int parse_tty_index(const proc::FdInfo& info);
 
+// The state of pty pair index through its master, slave (-1 if the tree has
+// none) and a slave fd open for reading (-1 if none: its input is not
+// saved): termios, window size, modes, and the bytes queued both ways, read
+// out and put back. slave_path is left to the caller.
+img::PtyPair save_pty_pair(uint32_t index, int master, int slave, int readable_slave);
+// The same state on a new, unlocked pair: slave (-1 if none) is needed for
+// slave input. The lock and the slave's exclusive mode are left to the caller.
+void restore_pty_pair(int master, int slave, const img::PtyPair& p);
+
 class TtyRestore {
  public:
   // Reads tty.img (absent in images without terminals). Throws if the

@@ -138,6 +138,16 @@ TEST(ProcStat, ExeNameWithParen) {
   EXPECT_EQ(st.env_end, 140734300651492u);
 }
 
+// Captured from `sleep` started in a new session whose controlling terminal
+// is /dev/pts/0 (TIOCSCTTY), so it is the terminal's foreground group too.
+TEST(ProcStat, ControllingTerminal) {
+  Stat st = parse_stat(testdata("stat_ctty.txt"));
+  EXPECT_EQ(st.pid, 12357);
+  EXPECT_EQ(st.session, 12357);
+  EXPECT_EQ(st.tty_nr, 34816);  // 136:0
+  EXPECT_EQ(st.tpgid, 12357);
+}
+
 TEST(ProcStat, EmptyCommAndNegativeFields) {
   std::string fields;
   for (int i = 3; i <= 52; i++) fields += i == 3 ? "Z" : i == 8 ? " -1" : " " + std::to_string(i);
