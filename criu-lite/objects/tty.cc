@@ -630,6 +630,12 @@ const img::SessionTty* TtyRestore::leader_session(pid_t pid) const {
   return nullptr;
 }
 
+int TtyRestore::terminal_fd(uint32_t sid) const {
+  auto it = fds_.find(sid);
+  if (it == fds_.end()) throw Error(strfmt("session %u: its terminal was not opened", sid));
+  return it->second.get();
+}
+
 bool TtyRestore::keeps_session(pid_t pid) const {
   const img::SessionTty* s = leader_session(pid);
   return s && s->external();
@@ -638,7 +644,7 @@ bool TtyRestore::keeps_session(pid_t pid) const {
 void TtyRestore::take_ctty(pid_t pid) const {
   const img::SessionTty* s = leader_session(pid);
   if (!s || s->external()) return;
-  if (ioctl(fds_.at(s->sid()).get(), TIOCSCTTY, 0) != 0)
+  if (ioctl(terminal_fd(s->sid()), TIOCSCTTY, 0) != 0)
     throw_errno(strfmt("make %s its controlling terminal (TIOCSCTTY)", s->name().c_str()));
 }
 
@@ -657,7 +663,7 @@ void TtyRestore::drop_ctty(pid_t pid) const {
 void TtyRestore::set_foreground(pid_t pid) const {
   const img::SessionTty* s = leader_session(pid);
   if (!s || s->external() || s->fg_pgrp() == 0) return;
-  set_foreground_group(fds_.at(s->sid()).get(), static_cast<pid_t>(s->fg_pgrp()));
+  set_foreground_group(terminal_fd(s->sid()), static_cast<pid_t>(s->fg_pgrp()));
 }
 
 pid_t TtyRestore::job_pgrp(pid_t root_pgid) const {

@@ -88,6 +88,7 @@ class TtyRestore {
 
  private:
   const img::SessionTty* leader_session(pid_t pid) const;
+  int terminal_fd(uint32_t sid) const;
   img::TtyState state_;
   std::map<uint32_t, UniqueFd> fds_;  // by session id: its pty's slave
 };
