@@ -39,8 +39,11 @@ enum class Kind : uint32_t {
   FdTable = 8,
   PipeData = 9,
   UnixQueues = 10,
-  Ghosts = 11,  // 10 is taken by the unix socket queues
-  Tty = 20,     // terminals (tty.img); 20 like its fields in files.proto, away from others' numbers
+  Ghosts = 11,   // 10 is taken by the unix socket queues
+  IpcMsgs = 12,  // messages of SysV and POSIX queues (ipc.proto IpcMessage)
+  Tty = 20,    // terminals (tty.img); 20 like its fields in files.proto, away from others' numbers
+  MntNs = 30,  // mntns.img (mnt.proto MntNs); 30+ to stay clear of the other kinds in flight
+  Tmpfs = 31,  // tmpfs-ID.img (mnt.proto TmpfsEntry)
 };
 const char* kind_name(Kind k);
 

@@ -13,7 +13,9 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -25,6 +27,7 @@
 
 #include "image/record_file.h"
 #include "objects/fd_kind.h"
+#include "objects/files.h"
 #include "sys/error.h"
 #include "sys/log.h"
 
@@ -408,7 +411,8 @@ class TtyKind : public FdKind {
     return out;
   }
 
-  // Controlling terminals: every process's tty_nr, by session.
+  // Controlling terminals: every process's tty_nr, by session. Pids are
+  // saved as the tree sees them (in its pid namespace, if it has one).
   void save_sessions(DumpContext& ctx, const std::set<uint32_t>& pairs, img::TtyState* state) {
     std::set<pid_t> pids;
     for (auto& t : ctx.tasks) pids.insert(t->pid);
@@ -422,7 +426,7 @@ class TtyKind : public FdKind {
       img::SessionTty*& st = by_sid[s.session];
       if (!st) {
         st = state->add_sessions();
-        st->set_sid(static_cast<uint32_t>(s.session));
+        st->set_sid(static_cast<uint32_t>(ctx.vpid(s.session)));
         st->set_name(tty_name(dev));
         int n = pts_index(dev);
         if (n >= 0 && pairs.count(static_cast<uint32_t>(n))) {
@@ -445,12 +449,12 @@ class TtyKind : public FdKind {
           return o->stat.pgrp == s.tpgid && o->stat.session == s.session;
         });
         if (s.tpgid > 0 && fg_in_tree)
-          st->set_fg_pgrp(static_cast<uint32_t>(s.tpgid));
+          st->set_fg_pgrp(static_cast<uint32_t>(ctx.vpid(s.tpgid)));
         else if (!st->external() && s.tpgid > 0)
           LOG_WARN("%s: foreground process group %d has no process in the tree: not restored",
                    st->name().c_str(), s.tpgid);
       }
-      st->add_pids(static_cast<uint32_t>(t->pid));
+      st->add_pids(static_cast<uint32_t>(ctx.vpid(t->pid)));
     }
     state->set_shell_job(outside);
   }
@@ -592,6 +596,10 @@ std::unique_ptr<FdKind> make_tty_kind() {
 
 // ---- controlling terminals at restore ------------------------------------------
 
+TtyRestore::~TtyRestore() {
+  if (slots_) munmap(slots_, slots_size_);
+}
+
 void TtyRestore::load(const image::ImageSource& src, bool shell_job) {
   if (src.exists(kTtyImage)) image::load_message(src, kTtyImage, image::Kind::Tty, state_);
   if (state_.shell_job() && !shell_job)
@@ -603,10 +611,19 @@ void TtyRestore::load(const image::ImageSource& src, bool shell_job) {
                                       [&](const auto& p) { return p.index() == s.pty_index(); }))
       throw Error(strfmt("%s: session %u has pty %u as terminal, which is not in the image",
                          kTtyImage, s.sid(), s.pty_index()));
+  if (state_.sessions().empty()) return;
+  // ckpt opens the terminals after the root stub is forked: the stubs
+  // learn ckpt's fd numbers through shared memory.
+  slots_size_ = static_cast<size_t>(state_.sessions_size()) * sizeof(int);
+  void* p = mmap(nullptr, slots_size_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw_errno("map the terminal table");
+  slots_ = static_cast<int*>(p);
+  for (int i = 0; i < state_.sessions_size(); i++) slots_[i] = -1;
 }
 
-void TtyRestore::open_terminals() {
-  for (const auto& s : state_.sessions()) {
+void TtyRestore::open_terminals(FileTable& files) {
+  for (int i = 0; i < state_.sessions_size(); i++) {
+    const img::SessionTty& s = state_.sessions(i);
     if (s.external()) {
       UniqueFd own(open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC));
       if (!own)
@@ -616,10 +633,26 @@ void TtyRestore::open_terminals() {
             s.sid(), s.name().c_str());
       continue;
     }
-    for (const auto& p : state_.ptys())
-      if (p.index() == s.pty_index())
-        fds_[s.sid()] = open_or_throw(p.slave_path(), O_RDWR | O_NOCTTY);
+    in_context(strfmt("session %u: terminal %s", s.sid(), s.name().c_str()), [&] {
+      auto masters = files.open_early([&](const img::FileDesc& d) {
+        return d.has_tty() && d.tty().type() == img::TtyFile::PTY_MASTER &&
+               d.tty().index() == s.pty_index();
+      });
+      if (masters.empty())
+        throw Error(strfmt("no description of the master of pty %u", s.pty_index()));
+      // The slave through its master, whatever its path in the tree's
+      // mount namespace.
+      int fd = ioctl(masters.begin()->second, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+      if (fd < 0) throw_errno("open the slave (TIOCGPTPEER)");
+      slots_[i] = fd;
+      fds_[s.sid()] = UniqueFd(fd);
+    });
   }
+}
+
+void TtyRestore::close_terminals() {
+  fds_.clear();
+  for (int i = 0; i < state_.sessions_size(); i++) slots_[i] = -1;
 }
 
 const img::SessionTty* TtyRestore::leader_session(pid_t pid) const {
@@ -630,10 +663,14 @@ const img::SessionTty* TtyRestore::leader_session(pid_t pid) const {
   return nullptr;
 }
 
-int TtyRestore::terminal_fd(uint32_t sid) const {
-  auto it = fds_.find(sid);
-  if (it == fds_.end()) throw Error(strfmt("session %u: its terminal was not opened", sid));
-  return it->second.get();
+UniqueFd TtyRestore::terminal(const img::SessionTty& s, int holder_pidfd) const {
+  int fd = -1;
+  for (int i = 0; i < state_.sessions_size(); i++)
+    if (&state_.sessions(i) == &s) fd = slots_[i];
+  if (fd < 0) throw Error(strfmt("session %u: its terminal was not opened", s.sid()));
+  UniqueFd t(static_cast<int>(syscall(SYS_pidfd_getfd, holder_pidfd, fd, 0)));
+  if (!t) throw_errno(strfmt("take %s from ckpt (pidfd_getfd)", s.name().c_str()));
+  return t;
 }
 
 bool TtyRestore::keeps_session(pid_t pid) const {
@@ -641,10 +678,10 @@ bool TtyRestore::keeps_session(pid_t pid) const {
   return s && s->external();
 }
 
-void TtyRestore::take_ctty(pid_t pid) const {
+void TtyRestore::take_ctty(pid_t pid, int holder_pidfd) const {
   const img::SessionTty* s = leader_session(pid);
   if (!s || s->external()) return;
-  if (ioctl(terminal_fd(s->sid()), TIOCSCTTY, 0) != 0)
+  if (ioctl(terminal(*s, holder_pidfd).get(), TIOCSCTTY, 0) != 0)
     throw_errno(strfmt("make %s its controlling terminal (TIOCSCTTY)", s->name().c_str()));
 }
 
@@ -660,10 +697,10 @@ void TtyRestore::drop_ctty(pid_t pid) const {
   if (ioctl(t.get(), TIOCNOTTY) != 0) throw_errno("give up the inherited terminal (TIOCNOTTY)");
 }
 
-void TtyRestore::set_foreground(pid_t pid) const {
+void TtyRestore::set_foreground(pid_t pid, int holder_pidfd) const {
   const img::SessionTty* s = leader_session(pid);
   if (!s || s->external() || s->fg_pgrp() == 0) return;
-  set_foreground_group(terminal_fd(s->sid()), static_cast<pid_t>(s->fg_pgrp()));
+  set_foreground_group(terminal(*s, holder_pidfd).get(), static_cast<pid_t>(s->fg_pgrp()));
 }
 
 pid_t TtyRestore::job_pgrp(pid_t root_pgid) const {

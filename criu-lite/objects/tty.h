@@ -12,13 +12,23 @@
 // Restore, in this order:
 //   TtyRestore::load             before anything is created; a shell job
 //                                without --shell-job is refused here
-//   FileTable::open_all          makes the pty pairs with their old numbers
-//   TtyRestore::open_terminals   controller: an fd per controlling pty,
-//                                inherited by the restore stubs
+//   TtyRestore::open_terminals   in ckpt (the holder), in the tree's
+//                                namespaces, once the root stub exists and
+//                                before it forks the rest
+//                                (StubOptions::before_fork): makes the pty
+//                                pair of every controlling terminal through
+//                                the FileTable (open_early) and keeps a slave
+//                                fd of each, whose number it writes in a
+//                                shared table
 //   the stub steps               (restore/stubs.cc, each before the stub
-//                                installs its fds) keeps_session, take_ctty,
+//                                installs its fds) keeps_session, take_ctty
+//                                (a session leader takes its slave from the
+//                                holder with pidfd_getfd, before it forks the
+//                                children that inherit the terminal),
 //                                drop_ctty, set_foreground
-//   TtyRestore::close_terminals  once every stub is parked
+//   FileTable::open_all          the other pty descriptions; the pairs made
+//                                above are handed out as they are
+//   TtyRestore::close_terminals  once every process group is made
 //   ForegroundJob                a shell job restored without -d gets ckpt's
 //                                terminal while ckpt waits, and gives it back
 #pragma once
@@ -57,29 +67,42 @@ img::PtyPair save_pty_pair(uint32_t index, int master, int slave, int readable_s
 // slave input. The lock and the slave's exclusive mode are left to the caller.
 void restore_pty_pair(int master, int slave, const img::PtyPair& p);
 
+class FileTable;
+
 class TtyRestore {
  public:
+  TtyRestore() = default;
+  TtyRestore(const TtyRestore&) = delete;
+  TtyRestore& operator=(const TtyRestore&) = delete;
+  ~TtyRestore();
   // Reads tty.img (absent in images without terminals). Throws if the
   // images are of a shell job and shell_job (restore --shell-job) is off.
+  // Maps the table the stubs read: call it before they are forked.
   void load(const image::ImageSource& src, bool shell_job);
-  // Controller, after FileTable::open_all: opens the slave of every pty
-  // that is a session's controlling terminal, for the stubs to inherit.
-  void open_terminals();
-  void close_terminals() { fds_.clear(); }
+  // Some session had a controlling terminal: open_terminals has work.
+  bool has_sessions() const { return state_.sessions_size() != 0; }
+  // In ckpt, in the tree's namespaces, before the root stub forks the rest
+  // of the tree: makes the pty of every session's controlling terminal
+  // (files.open_early) and keeps a slave fd of it for the session leader's
+  // stub to take (take_ctty).
+  void open_terminals(FileTable& files);
+  // Once every stub is grouped (StubTree::create returned).
+  void close_terminals();
 
   // --- in a restore stub, before its fds are installed; throw Error ---
   // A session leader whose terminal was the shell's stays in the restoring
   // ckpt's session (a process cannot join a session it did not make).
   bool keeps_session(pid_t pid) const;
   // After setsid, before forking children (they inherit it): a session
-  // leader takes its pty as controlling terminal.
-  void take_ctty(pid_t pid) const;
+  // leader takes its pty's slave from ckpt (holder_pidfd, a pidfd on it)
+  // and makes it its controlling terminal.
+  void take_ctty(pid_t pid, int holder_pidfd) const;
   // After forking children: a process that had no controlling terminal
   // drops the one it inherited.
   void drop_ctty(pid_t pid) const;
   // Once every process group exists: a session leader gives its terminal to
   // the foreground group.
-  void set_foreground(pid_t pid) const;
+  void set_foreground(pid_t pid, int holder_pidfd) const;
 
   // The process group a shell job restored in the foreground gets ckpt's
   // terminal for (the dumped foreground group, else the root's), 0 if the
@@ -88,9 +111,14 @@ class TtyRestore {
 
  private:
   const img::SessionTty* leader_session(pid_t pid) const;
-  int terminal_fd(uint32_t sid) const;
+  // The slave ckpt opened for session s, taken from it.
+  UniqueFd terminal(const img::SessionTty& s, int holder_pidfd) const;
   img::TtyState state_;
-  std::map<uint32_t, UniqueFd> fds_;  // by session id: its pty's slave
+  std::map<uint32_t, UniqueFd> fds_;  // by session id: its pty's slave, in ckpt
+  // Shared with the stubs: ckpt's fd of each session's slave (-1: none), by
+  // the session's index in state_.
+  int* slots_ = nullptr;
+  size_t slots_size_ = 0;
 };
 
 // A shell job restored in the foreground: the job's process group is the
