@@ -26,7 +26,7 @@ int cmd_dump(const Args& args) {
       "images-dir,D", po::value<std::string>(&dir)->required(), "image directory")(
       "leave-running,R", po::bool_switch(&req.opts.leave_running), "resume after dump")(
       "compress", po::value<int>(&compress)->implicit_value(1), "zstd level")(
-      "shell-job", po::bool_switch(&req.opts.shell_job), "session outside the tree");
+      "shell-job,j", po::bool_switch(&req.opts.shell_job), "session or terminal outside the tree");
   add_common(desc, common);
   po::variables_map vm;
   if (!parse(args, desc, nullptr, vm, "dump")) return 0;

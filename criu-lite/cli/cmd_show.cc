@@ -20,6 +20,7 @@
 #include "pagemap.pb.h"
 #include "pstree.pb.h"
 #include "sys/error.h"
+#include "tty.pb.h"
 
 namespace ckpt::cli {
 
@@ -57,6 +58,8 @@ std::unique_ptr<google::protobuf::Message> message_for(image::Kind k) {
       return std::make_unique<img::TmpfsEntry>();
     case image::Kind::NetNs:
       return std::make_unique<img::NetNs>();
+    case image::Kind::Tty:
+      return std::make_unique<img::TtyState>();
     default:
       return nullptr;
   }

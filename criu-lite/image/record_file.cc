@@ -73,6 +73,8 @@ const char* kind_name(Kind k) {
       return "tmpfs";
     case Kind::NetNs:
       return "netns";
+    case Kind::Tty:
+      return "tty";
   }
   return "unknown";  // a value read from a foreign or corrupt file
 }

@@ -45,6 +45,7 @@ enum class Kind : uint32_t {
   NetNs = 14,       // netns.img (netns.proto NetNs)
   MntNs = 30,       // mntns.img (mnt.proto MntNs)
   Tmpfs = 31,       // tmpfs-ID.img (mnt.proto TmpfsEntry)
+  Tty = 20,         // terminals (tty.img)
 };
 const char* kind_name(Kind k);
 

@@ -100,6 +100,7 @@ std::unique_ptr<FdKind> make_signalfd_kind();
 std::unique_ptr<FdKind> make_timerfd_kind();
 std::unique_ptr<FdKind> make_epoll_kind();
 std::unique_ptr<FdKind> make_inotify_kind();
+std::unique_ptr<FdKind> make_tty_kind();  // ptys, /dev/tty, the shell's terminal (tty.cc)
 
 // fdinfo parsers of the anonymous-inode kinds (eventfd.cc ... inotify.cc),
 // declared here for the unit tests. Each throws Error on a malformed line.

@@ -23,6 +23,7 @@
 #include "objects/task_attrs.h"
 #include "objects/task_core.h"
 #include "objects/thread.h"
+#include "objects/tty.h"
 #include "restore/plan.h"
 #include "restore/stubs.h"
 #include "sys/cancel.h"
@@ -236,6 +237,8 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   GhostTable ghosts;
   ghosts.load(src);
   if (namespaces.images.has_container()) res.container = namespaces.images.container();
+  TtyRestore ttys;
+  ttys.load(src, req.shell_job);
   res.tasks = static_cast<uint32_t>(plan.tasks.size());
   for (const auto& t : plan.tasks) res.threads += static_cast<uint32_t>(t.core.threads_size());
 
@@ -277,16 +280,25 @@ RestoreResult restore_tree(const RestoreRequest& req) {
     restore_namespaces(root, namespaces, src);
   };
   sopts.in_root = [&] { restore_namespaces_in_root(namespaces, src); };
+  // Sockets, paths and ptys belong to the tree's namespaces.
+  int enter = (plan.inv.namespaces().net() ? CLONE_NEWNET : 0) |
+              (plan.inv.namespaces().mnt() ? CLONE_NEWNS : 0);
+  sopts.ttys = &ttys;
+  // Session leaders take their controlling terminals before they fork.
+  if (ttys.has_sessions())
+    sopts.before_fork = [&](pid_t root) {
+      std::optional<NsEnter> in_tree;
+      if (enter) in_tree.emplace(root, enter);
+      ttys.open_terminals(files);
+    };
   StubTree stubs(plan, files, std::move(sopts));
   {
     log::StepTimer st("fork tree");
     stubs.create(10000);
   }
+  ttys.close_terminals();
   {
     log::StepTimer st("open files");
-    // Sockets and paths belong to the tree's namespaces.
-    int enter = (plan.inv.namespaces().net() ? CLONE_NEWNET : 0) |
-                (plan.inv.namespaces().mnt() ? CLONE_NEWNS : 0);
     std::optional<NsEnter> in_tree;
     if (enter) in_tree.emplace(stubs.root_pid(), enter);
     ghosts.materialize(src);
@@ -351,6 +363,18 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   fault::point("restore-before-resume");
   cancel::check();
 
+  // A shell job restored in the foreground gets ckpt's terminal before it
+  // runs: in the background, its first read of the terminal would stop it.
+  ForegroundJob fg;
+  if (!req.detach) {
+    pid_t job = ttys.job_pgrp(static_cast<pid_t>(plan.tasks[0].entry.pgid()));
+    for (const auto& t : plan.tasks)
+      if (job > 0 && t.pid() == job) {
+        fg.give(t.hpid());  // ckpt's view of the group's leader
+        break;
+      }
+  }
+
   // Let the whole tree run at once.
   for (auto& lt : live)
     for (auto& t : lt.threads) t.detach();
@@ -372,12 +396,7 @@ RestoreResult restore_tree(const RestoreRequest& req) {
     write_full(f.get(), s.data(), s.size(), req.pidfile);
   }
   if (req.on_running) req.on_running(res);
-  if (!req.detach) {
-    int st = 0;
-    while (waitpid(res.root, &st, 0) < 0 && errno == EINTR) {
-    }
-    res.exit_status = st;
-  }
+  if (!req.detach) res.exit_status = fg.wait(res.root);
   return res;
 }
 

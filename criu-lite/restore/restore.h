@@ -23,6 +23,9 @@ struct RestoreResult;
 struct RestoreRequest {
   std::string dir;
   bool detach = false;  // -d: return once the tree runs
+  // --shell-job: the tree's session or terminal was outside it; it joins
+  // ckpt's session and terminal (and, without -d, its foreground).
+  bool shell_job = false;
   std::string pidfile;
   Progress* progress = nullptr;
   int pid_wait_ms = 5000;  // how long pids held by dying processes are waited for
