@@ -14,6 +14,7 @@ int cmd_dump(const Args& args);
 int cmd_restore(const Args& args);
 int cmd_show(const Args& args);
 int cmd_check(const Args& args);
+int cmd_job(const Args& args);
 
 // Usage text of a verb ("" for the overview).
 std::string usage(const std::string& verb);
