@@ -1,5 +1,6 @@
 // ckpt job run / ckpt job status: checkpoint-protected batch jobs.
 #include <signal.h>
+#include <unistd.h>
 #include <time.h>
 
 #include <algorithm>
@@ -112,6 +113,16 @@ int job_status(const Args& args) {
   po::variables_map vm;
   if (!parse(args, desc, &pos, vm, "job status")) return 0;
   apply_common(common);
+  if (access(dir.c_str(), F_OK) != 0 && errno == ENOENT) {
+    // Not created yet (the job has not started): nothing to resume from.
+    if (json)
+      printf("{\"dir\": %s, \"latest\": \"\", \"resume_from\": \"\", \"checkpoints\": [],\n"
+             " \"leftovers\": []}\n",
+             json_str(dir).c_str());
+    else
+      printf("%s: no checkpoints (no such directory)\n", dir.c_str());
+    return 0;
+  }
   job::CheckpointDir cd(dir, false);
   auto all = cd.list();
   auto usable = cd.restorable();

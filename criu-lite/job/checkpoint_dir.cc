@@ -286,20 +286,23 @@ std::vector<std::string> CheckpointDir::prune(size_t keep) {
       kept++;
     }
   need(latest());
+  // Newest first: children go before their parents, so at every moment
+  // (and after a crash halfway) each complete checkpoint has its chain.
   std::vector<std::string> removed;
-  for (const auto& c : all) {
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {
     // Incomplete named directories are not ours to judge: left alone.
-    if (!c.complete || needed.count(c.name)) continue;
-    remove(c.name);
-    removed.push_back(c.name);
+    if (!it->complete || needed.count(it->name)) continue;
+    remove(it->name);
+    removed.insert(removed.begin(), it->name);
   }
   return removed;
 }
 
 void CheckpointDir::remove_all() {
   unlinkat(dirfd_.get(), kLatest, 0);
-  for (const auto& c : list())
-    if (c.complete) remove(c.name);
+  auto all = list();
+  for (auto it = all.rbegin(); it != all.rend(); ++it)
+    if (it->complete) remove(it->name);
   sync_dir();
 }
 

@@ -269,13 +269,17 @@ int Supervisor::run() {
   if (pfd < 0) throw_errno(strfmt("pidfd_open %d", root_));
   UniqueFd pidfd(pfd);
   UniqueFd tfd;
+  // The interval runs from the end of the last checkpoint: on slow storage
+  // the job must not spend all its time frozen.
+  auto arm_timer = [&] {
+    itimerspec its{};
+    its.it_value.tv_sec = o_.interval_s;
+    if (timerfd_settime(tfd.get(), 0, &its, nullptr) < 0) throw_errno("timerfd_settime");
+  };
   if (o_.interval_s > 0) {
     tfd.reset(timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
     if (!tfd) throw_errno("timerfd_create");
-    itimerspec its{};
-    its.it_value.tv_sec = o_.interval_s;
-    its.it_interval.tv_sec = o_.interval_s;
-    if (timerfd_settime(tfd.get(), 0, &its, nullptr) < 0) throw_errno("timerfd_settime");
+    arm_timer();
   }
   for (;;) {
     pollfd fds[3] = {{sfd.get(), POLLIN, 0}, {pidfd.get(), POLLIN, 0}, {tfd.get(), POLLIN, 0}};
@@ -311,8 +315,10 @@ int Supervisor::run() {
     }
     if (tfd && fds[2].revents) {
       uint64_t ticks;
-      if (read(tfd.get(), &ticks, sizeof ticks) == static_cast<ssize_t>(sizeof ticks))
+      if (read(tfd.get(), &ticks, sizeof ticks) == static_cast<ssize_t>(sizeof ticks)) {
         checkpoint(false);
+        arm_timer();
+      }
     }
   }
 }

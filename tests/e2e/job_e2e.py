@@ -200,6 +200,18 @@ class Job:
         except ValueError as e:
             raise Failure(f"ckpt job status --json printed invalid JSON ({e}): {r.stdout[:300]}")
 
+    def stable_status(self):
+        """A status read twice the same: not caught halfway through a
+        publish or a prune of the running ckpt."""
+        a = self.status()
+        for _ in range(20):
+            b = self.status()
+            if a == b:
+                return a
+            a = b
+            time.sleep(0.02)
+        return a
+
     def complete(self):
         return [c for c in self.status()["checkpoints"] if c["complete"]]
 
@@ -291,9 +303,10 @@ def sc_job_interval(env):
     deadline = time.monotonic() + 60
     newest = ""
     while True:
-        st = job.status()
+        st = job.stable_status()
         names = [c["name"] for c in st["checkpoints"] if c["complete"]]
-        if len(names) > 2:
+        # The newest may be published and the oldest not pruned yet.
+        if len(names) > 3:
             raise Failure(f"--keep 2 but {len(names)} checkpoints are kept: {names}")
         if names:
             if st["latest"] not in names:
@@ -320,14 +333,14 @@ def sc_job_interval(env):
 
 
 def sc_job_incremental(env):
-    job = Job(env, "incremental", mib=128, steps=400, step_ms=20, pct=5, hot=True)
+    job = Job(env, "incremental", mib=128, steps=800, step_ms=20, pct=5, hot=True)
     ref = job.reference()
     opts = ["--interval", "1", "--incremental", "--keep", "2", "--full-every", "4"]
     job.start(opts)
     deadline = time.monotonic() + 60
     seen = {}
     while True:
-        st = job.status()
+        st = job.stable_status()
         check_chains(st, "while running")
         for c in st["checkpoints"]:
             if c["complete"]:
@@ -345,11 +358,15 @@ def sc_job_incremental(env):
     for c in incs:
         note(f"  {c['name']} on {c['parent']}: {c['pages']} pages stored, "
              f"{c['parent_pages']} unchanged ({c['bytes']} bytes)")
-        if c["pages"] * 5 > full_pages:
-            raise Failure(f"{c['name']} stores {c['pages']} pages, a full one {full_pages}: "
-                          f"more than 20% with 5% of the memory written")
-        if c["parent_pages"] == 0:
-            raise Failure(f"{c['name']} has a parent but no page in it")
+        if c["pages"] >= full_pages or c["parent_pages"] == 0:
+            raise Failure(f"{c['name']} stores {c['pages']} pages and leaves "
+                          f"{c['parent_pages']} in its parent; a full one stores {full_pages}")
+    # One taken while the job was still filling its memory may hold more;
+    # with only the same 5% rewritten since, one must be small.
+    smallest = min(c["pages"] for c in incs)
+    if smallest * 7 > full_pages:
+        raise Failure(f"the smallest incremental checkpoint stores {smallest} pages, a full one "
+                      f"{full_pages}: more than 15% with 5% of the memory written")
     if "incremental on" not in job.stderr():
         raise Failure("ckpt job run reported no incremental checkpoint")
     job.signal_like_slurm()
@@ -370,7 +387,7 @@ def sc_job_incremental(env):
 
 
 def sc_job_interrupted(env):
-    job = Job(env, "interrupted", mib=256, steps=400, step_ms=20)
+    job = Job(env, "interrupted", mib=256, steps=200, step_ms=20)
     ref = job.reference()
     job.start(["--interval", "1", "--keep", "2"])
     deadline = time.monotonic() + 60
@@ -402,7 +419,7 @@ def sc_job_interrupted(env):
     st = job.status()
     if st["resume_from"] != good:
         raise Failure(f"a decoy is taken for a checkpoint: resume from {st['resume_from']}")
-    job.start(["--interval", "1", "--keep", "2"])
+    job.start(["--interval", "3", "--keep", "2"])
     deadline = time.monotonic() + 30
     while "resumed from checkpoint" not in job.stderr():
         if time.monotonic() > deadline or job.proc.poll() is not None:
@@ -703,8 +720,8 @@ def sc_slurm(env):
     if "resumed from checkpoint ckpt-000001" not in text:
         raise Failure("the requeued job did not resume from its checkpoint")
     restarts = slurm.job_field(job_id, "Restarts")
-    if restarts != "1":
-        raise Failure(f"Slurm counts {restarts} restarts of job {job_id}, expected 1")
+    if not restarts or int(restarts) < 1:
+        raise Failure(f"Slurm counts {restarts} restarts of job {job_id}: it was not requeued")
     job.check_resumed(ref, allow_replay=False)
     steps = [k for k, _ in job.steps()]
     if steps[0] != 1 or stopped_at >= steps[-1]:

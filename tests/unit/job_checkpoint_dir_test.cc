@@ -114,7 +114,7 @@ TEST_F(JobDir, PruneKeepsTheNewestAndEveryParentTheyNeed) {
   std::string i3 = make(cd, f2, 5);
   // keep 1: i3 and its parent f2; the first chain goes.
   auto removed = cd.prune(1);
-  EXPECT_EQ(removed, (std::vector<std::string>{f1, i1, i2}));
+  EXPECT_EQ(removed, (std::vector<std::string>{f1, i1, i2}));  // removed i2 first
   EXPECT_EQ(cd.restorable(), (std::vector<std::string>{i3, f2}));
   std::string i4 = make(cd, i3, 6);
   EXPECT_TRUE(cd.prune(2).empty());  // i4, i3 and f2 are one chain
