@@ -12,7 +12,9 @@
 #include "files.pb.h"
 #include "image/record_file.h"
 #include "inventory.pb.h"
+#include "ipc.pb.h"
 #include "mm.pb.h"
+#include "mnt.pb.h"
 #include "pagemap.pb.h"
 #include "pstree.pb.h"
 #include "sys/error.h"
@@ -43,6 +45,12 @@ std::unique_ptr<google::protobuf::Message> message_for(image::Kind k) {
       return std::make_unique<img::Ghost>();
     case image::Kind::UnixQueues:
       return std::make_unique<img::UnixQueue>();
+    case image::Kind::IpcMsgs:
+      return std::make_unique<img::IpcMessage>();
+    case image::Kind::MntNs:
+      return std::make_unique<img::MntNs>();
+    case image::Kind::Tmpfs:
+      return std::make_unique<img::TmpfsEntry>();
     default:
       return nullptr;
   }
@@ -80,7 +88,7 @@ std::string show_image(const image::ImageSource& src, const std::string& name) {
   std::vector<std::string> recs;
   while (r.next(*msg)) recs.push_back(to_json(*msg));
   bool single = k == image::Kind::Inventory || k == image::Kind::Core || k == image::Kind::Mm ||
-                k == image::Kind::Pagemap || k == image::Kind::FdTable;
+                k == image::Kind::Pagemap || k == image::Kind::FdTable || k == image::Kind::MntNs;
   if (single && recs.size() == 1) return recs[0];
   std::string out = "[";
   for (size_t i = 0; i < recs.size(); i++) out += (i ? ",\n " : "") + recs[i];

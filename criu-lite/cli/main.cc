@@ -25,6 +25,10 @@ const Verb kVerbs[] = {
     {"show", ckpt::cli::cmd_show},
     {"check", ckpt::cli::cmd_check},
     {"job", ckpt::cli::cmd_job},
+    {"run", ckpt::cli::cmd_run},
+    {"ps", ckpt::cli::cmd_ps},
+    {"kill", ckpt::cli::cmd_kill},
+    {"rm", ckpt::cli::cmd_rm},
 };
 
 int run(int argc, char** argv) {

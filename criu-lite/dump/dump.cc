@@ -15,6 +15,7 @@
 #include "objects/files.h"
 #include "objects/ghosts.h"
 #include "objects/mm.h"
+#include "objects/namespaces.h"
 #include "objects/pstree.h"
 #include "objects/task_core.h"
 #include "sys/cancel.h"
@@ -157,7 +158,9 @@ DumpResult dump_tree(const DumpRequest& req) {
   {
     log::StepTimer st("prepare");
     prepare_tasks(ctx);
+    map_namespace_pids(ctx);
   }
+  img::Namespaces namespaces = detect_namespaces(ctx);
   for (auto& t : ctx.tasks) ctx.pages_estimate += estimate_pages(t->vmas);
 
   // Pages written since the last dump, as dirty tracking saw them; this
@@ -213,8 +216,9 @@ DumpResult dump_tree(const DumpRequest& req) {
 
   // The inventory goes last: its presence marks the dump complete.
   cancel::check();
-  img::Inventory inv = make_inventory(ctx, req.pid);
+  img::Inventory inv = make_inventory(ctx, ctx.tasks.front()->vpid);
   inv.mutable_stats()->set_frozen_us(us_since(frozen_at));
+  *inv.mutable_namespaces() = namespaces;
   inv.set_checkpoint_id(random_id());
   if (ctx.parent) {
     inv.set_parent(req.parent_dir);

@@ -63,6 +63,12 @@ const char* kind_name(Kind k) {
       return "unix-queues";
     case Kind::Ghosts:
       return "ghosts";
+    case Kind::IpcMsgs:
+      return "ipc-msgs";
+    case Kind::MntNs:
+      return "mntns";
+    case Kind::Tmpfs:
+      return "tmpfs";
   }
   return "unknown";  // a value read from a foreign or corrupt file
 }

@@ -40,6 +40,9 @@ enum class Kind : uint32_t {
   PipeData = 9,
   UnixQueues = 10,
   Ghosts = 11,  // 10 is taken by the unix socket queues
+  IpcMsgs = 12,  // messages of SysV and POSIX queues (ipc.proto IpcMessage)
+  MntNs = 30,   // mntns.img (mnt.proto MntNs); 30+ to stay clear of the other kinds in flight
+  Tmpfs = 31,   // tmpfs-ID.img (mnt.proto TmpfsEntry)
 };
 const char* kind_name(Kind k);
 
