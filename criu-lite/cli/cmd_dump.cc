@@ -43,7 +43,8 @@ int cmd_dump(const Args& args) {
   const auto& s = r.stats;
   std::string parent;
   if (!req.parent_dir.empty())
-    parent = strfmt(", %llu unchanged in the parent", static_cast<unsigned long long>(s.parent_pages));
+    parent =
+        strfmt(", %llu unchanged in the parent", static_cast<unsigned long long>(s.parent_pages));
   printf(
       "dumped %u tasks, %u threads, %u vmas, %llu pages (%s stored%s) in %.3f s; frozen %.1f "
       "ms%s\n",

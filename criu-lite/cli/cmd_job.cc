@@ -1,7 +1,7 @@
 // ckpt job run / ckpt job status: checkpoint-protected batch jobs.
 #include <signal.h>
-#include <unistd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -116,9 +116,10 @@ int job_status(const Args& args) {
   if (access(dir.c_str(), F_OK) != 0 && errno == ENOENT) {
     // Not created yet (the job has not started): nothing to resume from.
     if (json)
-      printf("{\"dir\": %s, \"latest\": \"\", \"resume_from\": \"\", \"checkpoints\": [],\n"
-             " \"leftovers\": []}\n",
-             json_str(dir).c_str());
+      printf(
+          "{\"dir\": %s, \"latest\": \"\", \"resume_from\": \"\", \"checkpoints\": [],\n"
+          " \"leftovers\": []}\n",
+          json_str(dir).c_str());
     else
       printf("%s: no checkpoints (no such directory)\n", dir.c_str());
     return 0;

@@ -319,9 +319,8 @@ bool PageReader::covers(uint64_t vaddr, uint64_t npages) const {
   const auto& runs = map_.runs();
   uint64_t end = vaddr + npages * kPageSize;
   // The last run that starts at or below vaddr.
-  auto it = std::upper_bound(runs.begin(), runs.end(), vaddr, [](uint64_t a, const auto& r) {
-    return a < r.vaddr();
-  });
+  auto it = std::upper_bound(runs.begin(), runs.end(), vaddr,
+                             [](uint64_t a, const auto& r) { return a < r.vaddr(); });
   if (it == runs.begin()) return npages == 0;
   --it;
   uint64_t at = vaddr;
@@ -406,9 +405,8 @@ void PageReader::Cursor::read(uint64_t vaddr, uint64_t npages, const PageFn& fn)
   const PageReader& r = s_->r;
   const auto& runs = r.map_.runs();
   const uint64_t end = vaddr + npages * kPageSize;
-  auto it = std::upper_bound(runs.begin(), runs.end(), vaddr, [](uint64_t a, const auto& run) {
-    return a < run.vaddr();
-  });
+  auto it = std::upper_bound(runs.begin(), runs.end(), vaddr,
+                             [](uint64_t a, const auto& run) { return a < run.vaddr(); });
   if (it != runs.begin()) --it;
   for (; it != runs.end() && it->vaddr() < end; ++it) {
     uint64_t rend = it->vaddr() + it->nr_pages() * kPageSize;
@@ -422,8 +420,8 @@ void PageReader::Cursor::read(uint64_t vaddr, uint64_t npages, const PageFn& fn)
     }
     // The constructor proved runs and chunks hold the same number of
     // pages, so k stays within the chunks.
-    uint64_t k = r.run_data_[static_cast<size_t>(it - runs.begin())] +
-                 (at - it->vaddr()) / kPageSize;
+    uint64_t k =
+        r.run_data_[static_cast<size_t>(it - runs.begin())] + (at - it->vaddr()) / kPageSize;
     uint64_t left = (upto - at) / kPageSize;
     while (left > 0) {
       auto ci = std::upper_bound(r.chunk_first_.begin(), r.chunk_first_.end(), k) -

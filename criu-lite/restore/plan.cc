@@ -48,8 +48,8 @@ void check_parent_chain(const image::ImageSource& src, const img::Inventory& inv
   std::shared_ptr<const image::ImageSource> cur = src.parent();
   for (int depth = 0; depth < 4096; depth++) {
     if (!cur)
-      throw Error(strfmt("%s: is incremental but has no '%s' link", child.c_str(),
-                         image::kParentLink));
+      throw Error(
+          strfmt("%s: is incremental but has no '%s' link", child.c_str(), image::kParentLink));
     if (!cur->exists(kInventoryImage))
       throw Error(strfmt("%s: its parent %s is not a complete checkpoint (no %s)", child.c_str(),
                          cur->where().c_str(), kInventoryImage));

@@ -46,7 +46,8 @@ void Uffd::register_wp(uint64_t start, uint64_t len) {
   r.mode = UFFDIO_REGISTER_MODE_WP;
   if (ioctl(fd_.get(), UFFDIO_REGISTER, &r) != 0)
     throw_errno(strfmt("UFFDIO_REGISTER (write-protect) %#llx+%#llx",
-                       static_cast<unsigned long long>(start), static_cast<unsigned long long>(len)));
+                       static_cast<unsigned long long>(start),
+                       static_cast<unsigned long long>(len)));
 }
 
 void Uffd::write_protect(uint64_t start, uint64_t len) {
