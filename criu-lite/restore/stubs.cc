@@ -353,7 +353,20 @@ void StubTree::kill_all() {
   // In a pid namespace of its own the tree dies with its init.
   if ((opts_.root_ns_flags & CLONE_NEWPID) && root_ > 0) {
     kill(root_, SIGKILL);
-    while (waitpid(root_, nullptr, __WALL) < 0 && errno == EINTR) {
+    // The init's exit waits until every task of its namespace is reaped;
+    // the ones we trace are ours to reap: reap anything until it is gone.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    for (;;) {
+      pid_t r = waitpid(-1, nullptr, WNOHANG | __WALL);
+      if (r == root_) break;
+      if (r < 0 && errno == ECHILD) break;
+      if (r <= 0) {
+        if (std::chrono::steady_clock::now() > deadline) {
+          LOG_WARN("restore stubs: pid namespace of %d still dying", root_);
+          break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      }
     }
     while (waitpid(-1, nullptr, WNOHANG | __WALL) > 0) {
     }

@@ -37,6 +37,7 @@ CTest's timeout).
 
 import argparse
 import atexit
+import glob
 import os
 import re
 import shutil
@@ -1698,14 +1699,55 @@ def sc_container(env):
                 (["-m"], ["sh", "-c", f"echo kept across restore > {tmpfs_dir}/data.txt"])):
             c.sh(["nsenter", "-t", str(pid)] + flags + cmd)
         time.sleep(0.5)
+        # An unsupported link kind inside: the dump stops naming it, and the
+        # container runs on, its cgroup thawed.
+        if c.sh(["nsenter", "-t", str(pid), "-n", "ip", "link", "add", "ifb7", "type", "ifb"],
+                check=False).returncode == 0:
+            last = LogView(log).last_progress()
+            r = c.ckpt(["dump", "--container", name, "-D", os.path.join(c.tmp, "bad")],
+                       check=False)
+            if r.returncode == 0 or "ifb7" not in r.stderr:
+                raise Failure(f"dump with an ifb link: exit {r.returncode}, {r.stderr.strip()!r}")
+            wait_for("the container made no progress after the refused dump",
+                     lambda: (LogView(log).last_progress() or 0) > last + 3, PROGRESS_TIMEOUT)
+            for p_ in c.cgroup_paths(name):
+                ev = read_text(os.path.join(p_, "cgroup.events")) or ""
+                st = read_text(os.path.join(p_, "freezer.state")) or ""
+                if "frozen 1" in ev or "FROZEN" in st:
+                    raise Failure(f"cgroup {p_} is still frozen after the refused dump")
+            c.sh(["nsenter", "-t", str(pid), "-n", "ip", "link", "del", "ifb7"])
+            note(f"  refused: {r.stderr.strip()[-120:]}; the container runs on, thawed")
         before = container_view(c, pid, tmpfs_dir)
         note(f"  container {name}: {len(before['tree'])} processes, "
              f"{len(before['mounts'])} mounts, ipc {before['ipc'].count('0x')} objects")
+        host_if = re.search(r'host_ifname: "(.*)"', c.state(name))[1]
         for round_, host, extra in ((1, "hostA", []), (2, "hostB", ["--net", "bridge=br0"])):
             img = os.path.join(c.tmp, f"img{round_}")
             last = LogView(log).last_progress()
             c.ckpt(["dump", "--container", name, "-D", img])
             wait_for(f"init {pid} still runs after the dump", lambda: not task_alive(pid))
+            if round_ == 1:
+                # A restore that fails late removes what it made: processes,
+                # cgroup, the host's veth end, the state file.
+                r = c.sh(["ip", "netns", "exec", c.ns(host), env.ckpt_path, "restore",
+                          "--container", name, "-D", img, "-d"], check=False,
+                         env_extra={"CKPT_RUN_DIR": c.run_dir,
+                                    "CKPT_CGROUP_PARENT": c.prefix + "ckpt",
+                                    "CKPT_FAULT": "restore-before-resume"})
+                if r.returncode == 0:
+                    raise Failure("a restore with an injected fault exited 0")
+                if os.path.exists(os.path.join(c.run_dir, name)):
+                    raise Failure("a failed restore left a state file")
+                if c.link_exists(host, host_if):
+                    raise Failure(f"a failed restore left the veth {host_if} on the host")
+                left = [p_ for p_ in glob.glob(f"/sys/fs/cgroup/*/{c.prefix}ckpt/{name}")
+                        + glob.glob(f"/sys/fs/cgroup/*/*/{c.prefix}ckpt/{name}")]
+                if left:
+                    raise Failure(f"a failed restore left cgroups: {left}")
+                strays = [p_ for p_ in all_pids() if log in cmdline(p_)]
+                if strays:
+                    raise Failure(f"a failed restore left processes: {strays}")
+                note("  a restore failing before resume left no process, cgroup, veth or state")
             r = c.ckpt(["restore", "--container", name, "-D", img, "-d"] + extra, host=host)
             m = re.search(r"root pid (\d+)", r.stdout)
             if not m:
