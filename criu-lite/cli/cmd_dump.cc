@@ -22,13 +22,18 @@ int cmd_dump(const Args& args) {
       "images-dir,D", po::value<std::string>(&dir)->required(), "image directory")(
       "leave-running,R", po::bool_switch(&req.opts.leave_running), "resume after dump")(
       "compress", po::value<int>(&compress)->implicit_value(1), "zstd level")(
-      "shell-job", po::bool_switch(&req.opts.shell_job), "session outside the tree");
+      "shell-job", po::bool_switch(&req.opts.shell_job), "session outside the tree")(
+      "tcp-established", po::bool_switch(&req.opts.tcp_established),
+      "save established TCP connections")("tcp-close", po::bool_switch(&req.opts.tcp_close),
+                                          "established TCP connections come back closed");
   add_common(desc, common);
   po::variables_map vm;
   if (!parse(args, desc, nullptr, vm, "dump")) return 0;
   apply_common(common);
   if (pid <= 0) throw UsageError("-t needs a positive pid");
   if (compress < 0 || compress > 19) throw UsageError("--compress level must be 1 to 19");
+  if (req.opts.tcp_established && req.opts.tcp_close)
+    throw UsageError("--tcp-established and --tcp-close exclude each other");
   req.pid = pid;
   req.dir = dir;
   req.opts.zstd_level = compress;

@@ -17,7 +17,9 @@ int cmd_restore(const Args& args) {
   desc.add_options()("images-dir,D", po::value<std::string>(&req.dir)->required(),
                      "image directory")("restore-detached,d", po::bool_switch(&req.detach),
                                         "return once the tree runs")(
-      "pidfile", po::value<std::string>(&req.pidfile), "write root pid here");
+      "pidfile", po::value<std::string>(&req.pidfile), "write root pid here")(
+      "tcp-established", po::bool_switch(&req.tcp_established),
+      "restore established TCP connections");
   add_common(desc, common);
   po::variables_map vm;
   if (!parse(args, desc, nullptr, vm, "restore")) return 0;

@@ -43,6 +43,10 @@ std::unique_ptr<google::protobuf::Message> message_for(image::Kind k) {
       return std::make_unique<img::Ghost>();
     case image::Kind::UnixQueues:
       return std::make_unique<img::UnixQueue>();
+    case image::Kind::InetQueues:
+      return std::make_unique<img::InetQueue>();
+    case image::Kind::NetLock:
+      return std::make_unique<img::NetLock>();
     default:
       return nullptr;
   }

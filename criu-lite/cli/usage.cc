@@ -33,6 +33,9 @@ std::string usage(const std::string& verb) {
            "  -R, --leave-running    resume the tree after the dump instead of killing it\n"
            "      --compress[=LEVEL] zstd-compress page data (level 1-19, default 1)\n"
            "      --shell-job        the tree's session or group leader is outside it\n"
+           "      --tcp-established  save established TCP connections (TCP repair); their\n"
+           "                         packets stay blocked until the restore\n"
+           "      --tcp-close        established TCP connections come back closed\n"
            "  -v, --verbose          steps and timings (-vv: every syscall)\n"
            "  -o, --log-file FILE    write the full log to FILE\n";
   if (verb == "restore")
@@ -45,6 +48,7 @@ std::string usage(const std::string& verb) {
            "  -D, --images-dir DIR        the image directory\n"
            "  -d, --restore-detached      return once the tree runs\n"
            "      --pidfile FILE          write the root's pid to FILE\n"
+           "      --tcp-established       restore the established TCP connections saved\n"
            "  -v, --verbose               steps and timings (-vv: every syscall)\n"
            "  -o, --log-file FILE         write the full log to FILE\n";
   if (verb == "show")

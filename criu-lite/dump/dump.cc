@@ -12,7 +12,9 @@
 #include "inventory.pb.h"
 #include "objects/files.h"
 #include "objects/ghosts.h"
+#include "objects/inet_sockets.h"
 #include "objects/mm.h"
+#include "objects/net_lock.h"
 #include "objects/pstree.h"
 #include "objects/task_core.h"
 #include "sys/cancel.h"
@@ -98,7 +100,13 @@ DumpResult dump_tree(const DumpRequest& req) {
   ctx.sink = &sink;
   ctx.ghosts = &ghosts;
   ctx.opts = req.opts;
+  // Destroyed in reverse order on failure: sockets leave repair mode, then
+  // the tree is thawed, then its connections are unlocked.
+  NetLock net_lock;
   FrozenTree frozen(ctx);
+  RepairedSockets repaired;
+  ctx.net_lock = &net_lock;
+  ctx.repaired = &repaired;
 
   // Stop every thread of the tree; from here on nothing in it runs.
   {
@@ -138,6 +146,10 @@ DumpResult dump_tree(const DumpRequest& req) {
       in_context(strfmt("pid %d", t->pid), [&] { files.dump_task(ctx, *t); });
     files.finish(ctx);
   }
+  // Which connections are locked, for the restore to lock them again (on
+  // another host) and to unlock them.
+  if (net_lock.active())
+    image::save_message(sink, kNetLockImage, image::Kind::NetLock, net_lock.image());
 
   // Memory: layout and pages, the bulk of the time.
   if (req.progress) {
@@ -166,10 +178,17 @@ DumpResult dump_tree(const DumpRequest& req) {
     sink.commit();
   }
 
-  if (req.opts.leave_running)
+  if (req.opts.leave_running) {
+    repaired.leave_repair();
     frozen.thaw();
-  else
+    net_lock.unlock();
+  } else {
     frozen.kill();
+    // Our duplicates are the last references: the sockets close in repair
+    // mode, silently. The lock stays until the restore.
+    repaired.close_in_repair();
+    net_lock.keep();
+  }
   res.frozen_us = us_since(frozen_at);
   res.stats = ctx.stats;
   res.total_us = us_since(t0);

@@ -63,6 +63,10 @@ const char* kind_name(Kind k) {
       return "unix-queues";
     case Kind::Ghosts:
       return "ghosts";
+    case Kind::InetQueues:
+      return "inet-queues";
+    case Kind::NetLock:
+      return "netlock";
   }
   return "unknown";  // a value read from a foreign or corrupt file
 }

@@ -40,6 +40,8 @@ enum class Kind : uint32_t {
   PipeData = 9,
   UnixQueues = 10,
   Ghosts = 11,  // 10 is taken by the unix socket queues
+  InetQueues = 23,
+  NetLock = 24,
 };
 const char* kind_name(Kind k);
 

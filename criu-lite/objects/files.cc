@@ -153,6 +153,10 @@ void FileTable::open_all(const std::vector<img::FdTable>& tables,
   }
 }
 
+void FileTable::before_resume() {
+  for (auto& k : kinds_) in_context(k->name(), [&] { k->before_resume(); });
+}
+
 void FileTable::install(const img::FdTable& table) const {
   std::set<int> wanted;
   std::map<uint32_t, UniqueFd> late;  // deferred descriptions opened here

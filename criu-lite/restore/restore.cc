@@ -1,6 +1,7 @@
 #include "restore/restore.h"
 
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -18,6 +19,7 @@
 #include "objects/files.h"
 #include "objects/ghosts.h"
 #include "objects/mm.h"
+#include "objects/net_lock.h"
 #include "objects/task_attrs.h"
 #include "objects/task_core.h"
 #include "objects/thread.h"
@@ -212,6 +214,12 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   files.load(src);
   GhostTable ghosts;
   ghosts.load(src);
+  img::NetLock saved_lock;
+  bool has_lock = load_net_lock(src, &saved_lock);
+  for (const auto& c : saved_lock.conns())
+    if (c.protocol() == IPPROTO_TCP && !req.tcp_established)
+      throw Error("the images hold established TCP connections (" + describe(c) +
+                  ", ...): restore with --tcp-established");
   res.tasks = static_cast<uint32_t>(plan.tasks.size());
   for (const auto& t : plan.tasks) res.threads += static_cast<uint32_t>(t.core.threads_size());
 
@@ -228,6 +236,10 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   ShmemTable shmem;
   shmem.load(src, mms);
   ghosts.materialize(src);
+  // Packets of the saved connections stay dropped until the tree runs (the
+  // dump's lock on this host, a new one on another); removed on failure too.
+  NetLock net_lock;
+  if (has_lock) net_lock.relock(saved_lock);
   files.open_all(tables, pids, &ghosts);
 
   StubTree stubs(plan, files);
@@ -291,9 +303,13 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   fault::point("restore-before-resume");
   cancel::check();
 
+  // TCP connections leave repair mode: from here on they may send.
+  files.before_resume();
+
   // Let the whole tree run at once.
   for (auto& lt : live)
     for (auto& t : lt.threads) t.detach();
+  net_lock.unlock();
   kill_first.armed = false;
   stubs.release();
   pin.reset();

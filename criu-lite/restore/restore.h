@@ -19,6 +19,7 @@ struct RestoreRequest {
   bool detach = false;  // -d: return once the tree runs
   std::string pidfile;
   Progress* progress = nullptr;
+  bool tcp_established = false;  // the images may hold established TCP connections
   int pid_wait_ms = 5000;  // how long pids held by dying processes are waited for
   // Called once the tree runs (before waiting for the root without -d).
   std::function<void(const RestoreResult&)> on_running;
