@@ -82,6 +82,9 @@ static int run_tcp(const char *spec, const char *burst_file, size_t burst_bytes)
 	uint64_t next_send = 0, next_recv = 0, logged = 0;
 	int burst = burst_file ? 0 : 2; /* 0 waiting, 1 running, 2 done */
 	double last_echo = wl_now(), last_log = wl_now();
+	/* The burst starts with 1.5 s of writing without reading, so that the
+	 * server's output backs up while its input keeps coming. */
+	double read_from = 0;
 
 	while (!stop) {
 		if (burst == 0 && access(burst_file, F_OK) == 0) {
@@ -94,6 +97,8 @@ static int run_tcp(const char *spec, const char *burst_file, size_t burst_bytes)
 				out_len += sizeof(h) + BIG;
 			}
 			burst = 1;
+			read_from = wl_now() + 1.5;
+			last_echo = read_from;
 			wl_log("burst queued");
 		}
 		if (next_recv == next_send && out_off == out_len) {
@@ -108,7 +113,8 @@ static int run_tcp(const char *spec, const char *burst_file, size_t burst_bytes)
 			tcpmsg_fill(out + sizeof(h), SMALL, h.seq);
 			out_len = sizeof(h) + SMALL;
 		}
-		struct pollfd p = { fd, POLLIN | (out_off < out_len ? POLLOUT : 0), 0 };
+		short want_in = wl_now() >= read_from ? POLLIN : 0;
+		struct pollfd p = { fd, want_in | (out_off < out_len ? POLLOUT : 0), 0 };
 		int rc = poll(&p, 1, 20);
 		if (rc < 0 && errno != EINTR)
 			wl_fail("poll: %s", strerror(errno));
@@ -122,7 +128,7 @@ static int run_tcp(const char *spec, const char *burst_file, size_t burst_bytes)
 			if (out_off == out_len && burst != 1)
 				out_off = out_len = 0;
 		}
-		if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+		if (want_in && (p.revents & (POLLIN | POLLHUP | POLLERR))) {
 			in = buf_grow(in, &in_cap, in_len + 65536);
 			ssize_t n = read(fd, in + in_len, 65536);
 			if (n < 0 && errno != EAGAIN && errno != EINTR)
