@@ -100,10 +100,11 @@ DumpResult dump_tree(const DumpRequest& req) {
   ctx.sink = &sink;
   ctx.ghosts = &ghosts;
   ctx.opts = req.opts;
-  // Destroyed in reverse order on failure: sockets leave repair mode, then
-  // the tree is thawed, then its connections are unlocked.
-  NetLock net_lock;
+  // Destroyed in reverse order on failure: sockets leave repair mode, the
+  // connections are unlocked (a thawed process must not find its sends
+  // refused), then the tree is thawed.
   FrozenTree frozen(ctx);
+  NetLock net_lock;
   RepairedSockets repaired;
   ctx.net_lock = &net_lock;
   ctx.repaired = &repaired;
@@ -180,8 +181,8 @@ DumpResult dump_tree(const DumpRequest& req) {
 
   if (req.opts.leave_running) {
     repaired.leave_repair();
-    frozen.thaw();
     net_lock.unlock();
+    frozen.thaw();
   } else {
     frozen.kill();
     // Our duplicates are the last references: the sockets close in repair

@@ -303,13 +303,15 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   fault::point("restore-before-resume");
   cancel::check();
 
-  // TCP connections leave repair mode: from here on they may send.
+  // Unlocked before the tree runs, so no send of it is refused; then TCP
+  // connections leave repair mode (the window probe that goes out makes the
+  // peers answer, and retransmit, at once).
+  net_lock.unlock();
   files.before_resume();
 
   // Let the whole tree run at once.
   for (auto& lt : live)
     for (auto& t : lt.threads) t.detach();
-  net_lock.unlock();
   kill_first.armed = false;
   stubs.release();
   pin.reset();
