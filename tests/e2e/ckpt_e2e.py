@@ -1324,7 +1324,8 @@ def tcp_cycle(env, wl, net, clients, label, before_dump=None, key="progress"):
 
 
 def sc_tcp(env):
-    """IPv4 and IPv6 connections of a server survive dump, 1 s away, restore."""
+    """IPv4 and IPv6 connections of a server survive dump, 1 s away, restore;
+    then a failed dump and a dump --leave-running leave them unharmed."""
     net = TcpNet(env)
     net.up()
     wl = tcp_server(env, net, ("listen", f"{net.v4}:7000"), ("listen", f"[{net.v6}]:7001"))
@@ -1334,6 +1335,31 @@ def sc_tcp(env):
         c.wait_more(0, 20)
     for i in range(env.iters):
         tcp_cycle(env, wl, net, clients, f"iter{i + 1}")
+    # A dump that fails once the connections are locked and in repair mode
+    # gives them back as they were.
+    before, stable, transient = wl.sample()
+    log = wl.log()
+    img = wl.new_dir("fault")
+    res = env.ckpt.dump(wl, img, fault="dump-after-pages", extra=TCP_FLAG)
+    if res.rc != 1:
+        res.show()
+        raise Failure(f"dump with CKPT_FAULT=dump-after-pages exited {res.rc}, expected 1")
+    if net.lock_exists(wl.root):
+        raise Failure(f"network lock ckpt_lock_{wl.root} left after a failed dump")
+    check_unharmed(wl, before, stable, transient, snapshot_tasks(before), log, "failed dump")
+    for c in clients:
+        c.wait_more(c.count(), 20)
+    # --leave-running: the connections leave repair mode and are unlocked.
+    before, stable, transient = wl.sample()
+    log = wl.log()
+    img = wl.new_dir("leave-running")
+    res = env.ckpt.dump(wl, img, leave_running=True, extra=TCP_FLAG)
+    require_dump_ok(res, img, "dump --leave-running")
+    if net.lock_exists(wl.root):
+        raise Failure(f"network lock ckpt_lock_{wl.root} left after dump --leave-running")
+    check_unharmed(wl, before, stable, transient, snapshot_tasks(before), log, "leave-running")
+    for c in clients:
+        c.wait_more(c.count(), 20)
     wl.watch(3)
     for c in clients:
         c.wait_more(c.count(), 20)
@@ -1428,6 +1454,53 @@ def sc_tcp_listen(env):
         c.stop()
 
 
+def ss_count(state, port):
+    r = run_cmd(["ss", "-Htn", "state", state, f"sport = :{port}"], "ss")
+    return len([l for l in r.stdout.splitlines() if l.strip()])
+
+
+def sc_tcp_halfclosed(env):
+    """Half-closed connections: the peer shut down its side (the server is in
+    CLOSE_WAIT, IPv4) or the server shut down its own (FIN_WAIT2, IPv6); data
+    keeps flowing the open way across dump and restore."""
+    net = TcpNet(env)
+    net.up()
+    wl = tcp_server(env, net, ("listen", f"{net.v4}:7000"), ("listen", f"[{net.v6}]:7001"))
+    half = Client(env, wl, net, "half", ["--half", f"{net.v4}:7000"])
+    shut = Client(env, wl, net, "shut", ["--shut", f"[{net.v6}]:7001"])
+    half.wait_more(0, 40)
+    shut.wait("server shut", lambda: "server shut" in shut.lines())
+
+    def oneway():
+        vals = [int(l.split()[1]) for l in wl.log().lines if l.startswith("oneway ")]
+        return vals[-1] if vals else 0
+
+    deadline = time.monotonic() + PROGRESS_TIMEOUT
+    while oneway() < 50:
+        shut.check()
+        if time.monotonic() > deadline:
+            raise Failure("the server checks no one-way messages after its shutdown")
+        time.sleep(0.05)
+    states = {"close-wait :7000": ss_count("close-wait", 7000),
+              "fin-wait-2 :7001": ss_count("fin-wait-2", 7001)}
+    note(f"  before the dump: {states}")
+    if not all(states.values()):
+        raise Failure(f"the connections are not half-closed as intended: {states}")
+    at_dump = oneway()
+    tcp_cycle(env, wl, net, [half, shut], "halfclosed")
+    deadline = time.monotonic() + PROGRESS_TIMEOUT
+    while oneway() < at_dump + 50:
+        shut.check()
+        if time.monotonic() > deadline:
+            raise Failure(f"one-way messages stopped at {oneway()} after the restore "
+                          f"({at_dump} at the dump)")
+        time.sleep(0.05)
+    note(f"  server checked one-way messages: {at_dump} at the dump, {oneway()} now")
+    wl.watch(3)
+    half.check()
+    shut.check()
+
+
 def sc_udp(env):
     """UDP sockets (bound IPv4 and IPv6 echo sockets, and loopback ones with
     datagrams queued from a known sender) survive dump and restore."""
@@ -1495,6 +1568,7 @@ SCENARIOS.update({
     "tcp-listen": sc_tcp_listen,
     "udp": sc_udp,
     "tcp-no-flag": sc_tcp_no_flag,
+    "tcp-halfclosed": sc_tcp_halfclosed,
 })
 
 

@@ -5,6 +5,7 @@
  *   tcp_client --log FILE --connect ADDR:PORT [--burst-file PATH] [--burst-bytes N]
  *   tcp_client --log FILE --udp ADDR:PORT
  *   tcp_client --log FILE --hold ADDR:PORT
+ *   tcp_client --log FILE --half ADDR:PORT | --shut ADDR:PORT
  *
  * --connect  sends numbered messages (tcpmsg.h) to wl_tcpserv one after the
  *            other and checks every echo: the next number, the right bytes.
@@ -13,6 +14,13 @@
  * --udp      sends a numbered datagram every 20 ms and checks the echoes
  *            (datagrams may be lost; echoes must be intact and in order).
  * --hold     connects and holds the connection without sending.
+ * --half     after 30 echoes, shuts down its side (the server is left in
+ *            CLOSE_WAIT) and checks the numbered messages the server keeps
+ *            sending ("progress N": messages checked).
+ * --shut     after 30 echoes, asks the server to shut down its side (it is
+ *            left in FIN_WAIT2), checks the EOF, then keeps sending
+ *            numbered messages every 20 ms ("progress N": messages sent;
+ *            the server logs "oneway N" as it checks them).
  * Log lines: "start PID", "connected", "progress N" (N echoes checked, at
  * least every 100 ms while they come), "burst queued", "burst done",
  * "udp N", and "FAIL PID: what" for a reset, an EOF, a wrong or missing
@@ -233,6 +241,81 @@ static int run_udp(const char *spec)
 	return 0;
 }
 
+static void send_all(int fd, const void *p, size_t len, uint64_t n)
+{
+	if (wl_write_all(fd, p, len) < 0)
+		wl_fail("write after %llu messages: %s", (unsigned long long)n, strerror(errno));
+}
+
+/* Reads exactly one message, checks it is seq (or the header `magic`). */
+static void read_msg(int fd, uint64_t seq, uint32_t magic)
+{
+	struct tcpmsg_hdr h;
+	char body[SMALL];
+	int r = wl_read_all(fd, &h, sizeof(h));
+	if (r != 0)
+		wl_fail("waiting for message %llu: %s", (unsigned long long)seq,
+			r > 0 ? "EOF" : strerror(errno));
+	if (h.magic != magic)
+		wl_fail("message %llu: bad header", (unsigned long long)seq);
+	if (magic != TCPMSG_MAGIC)
+		return;
+	if (h.seq != seq || h.len > SMALL)
+		wl_fail("message %llu arrived, expected %llu", (unsigned long long)h.seq,
+			(unsigned long long)seq);
+	r = wl_read_all(fd, body, h.len);
+	if (r != 0 || !tcpmsg_check(body, h.len, seq))
+		wl_fail("message %llu is corrupt or cut", (unsigned long long)seq);
+}
+
+/* Blocking: the --half and --shut peers do one thing at a time. */
+static int run_half(const char *spec, int shut)
+{
+	int fd = connect_to(spec);
+	struct timeval tv = { 30, 0 }; /* a stall is a FAIL, not a hang */
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	char msg[sizeof(struct tcpmsg_hdr) + SMALL];
+	uint64_t seq = 0;
+	for (; seq < 30; seq++) {
+		struct tcpmsg_hdr h = { TCPMSG_MAGIC, SMALL, seq };
+		memcpy(msg, &h, sizeof(h));
+		tcpmsg_fill(msg + sizeof(h), SMALL, seq);
+		send_all(fd, msg, sizeof(msg), seq);
+		read_msg(fd, seq, TCPMSG_MAGIC);
+	}
+	struct tcpmsg_hdr req = { shut ? TCPMSG_SHUT : TCPMSG_HALF, 0, 0 };
+	send_all(fd, &req, sizeof(req), seq);
+	if (!shut) {
+		if (shutdown(fd, SHUT_WR) < 0)
+			wl_fail("shutdown: %s", strerror(errno));
+		wl_log("our side shut down");
+		double last = 0;
+		while (!stop) {
+			read_msg(fd, seq++, TCPMSG_MAGIC);
+			if (wl_now() - last >= 0.1) {
+				wl_log("progress %llu", (unsigned long long)seq);
+				last = wl_now();
+			}
+		}
+		return 0;
+	}
+	read_msg(fd, seq, TCPMSG_SHUT);
+	char c;
+	ssize_t n = read(fd, &c, 1);
+	if (n != 0)
+		wl_fail("expected EOF after the server's shutdown, read says %zd", n);
+	wl_log("server shut");
+	while (!stop) {
+		struct tcpmsg_hdr h = { TCPMSG_MAGIC, SMALL, seq };
+		memcpy(msg, &h, sizeof(h));
+		tcpmsg_fill(msg + sizeof(h), SMALL, seq);
+		send_all(fd, msg, sizeof(msg), seq);
+		wl_log("progress %llu", (unsigned long long)++seq);
+		wl_sleep_ms(20);
+	}
+	return 0;
+}
+
 static int run_hold(const char *spec)
 {
 	int fd = connect_to(spec);
@@ -255,6 +338,7 @@ static int run_hold(const char *spec)
 int main(int argc, char **argv)
 {
 	const char *connect_spec = NULL, *udp_spec = NULL, *hold_spec = NULL, *burst_file = NULL;
+	const char *half_spec = NULL, *shut_spec = NULL;
 	size_t burst_bytes = 4u << 20;
 	char *wl_argv[4] = { argv[0], NULL, NULL, NULL };
 	for (int i = 1; i < argc; i++) {
@@ -264,6 +348,10 @@ int main(int argc, char **argv)
 			udp_spec = argv[++i];
 		else if (strcmp(argv[i], "--hold") == 0 && i + 1 < argc)
 			hold_spec = argv[++i];
+		else if (strcmp(argv[i], "--half") == 0 && i + 1 < argc)
+			half_spec = argv[++i];
+		else if (strcmp(argv[i], "--shut") == 0 && i + 1 < argc)
+			shut_spec = argv[++i];
 		else if (strcmp(argv[i], "--burst-file") == 0 && i + 1 < argc)
 			burst_file = argv[++i];
 		else if (strcmp(argv[i], "--burst-bytes") == 0 && i + 1 < argc)
@@ -288,6 +376,10 @@ int main(int argc, char **argv)
 		return run_udp(udp_spec);
 	if (hold_spec)
 		return run_hold(hold_spec);
+	if (half_spec)
+		return run_half(half_spec, 0);
+	if (shut_spec)
+		return run_half(shut_spec, 1);
 	fprintf(stderr, "tcp_client: one of --connect, --udp, --hold\n");
 	return 2;
 }

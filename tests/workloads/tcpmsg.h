@@ -17,6 +17,13 @@
 #include <sys/socket.h>
 
 #define TCPMSG_MAGIC 0x4d504354u /* "TCPM" */
+/* Header-only requests (len 0, no sequence number of their own):
+ * HALF: "I am shutting down my side; keep sending me messages" (the server
+ *       then sends one every 50 ms, numbered on from the last echo);
+ * SHUT: "shut down your side" (the server echoes this header, then
+ *       shutdown(SHUT_WR); it keeps checking what still comes, unechoed). */
+#define TCPMSG_HALF 0x464c4148u /* "HALF" */
+#define TCPMSG_SHUT 0x54554853u /* "SHUT" */
 #define TCPMSG_MAX (1u << 20)
 
 struct tcpmsg_hdr {

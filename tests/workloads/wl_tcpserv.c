@@ -45,6 +45,10 @@ struct sock {
 	size_t out_len, out_off, out_cap;
 	uint64_t next_seq;
 	uint64_t served;
+	int half, peer_eof;       /* HALF asked; EOF seen since (CLOSE_WAIT) */
+	int shut_pending, shut_wr; /* SHUT asked; our side shut down (FIN_WAIT) */
+	double last_tick;
+	uint64_t oneway;          /* messages checked after our shutdown */
 };
 
 static struct sock socks[MAX_SOCKS];
@@ -281,6 +285,13 @@ static void conn_read(struct sock *s)
 			return;
 		conn_close(s, strerror(errno));
 	}
+	if (n == 0 && s->half) {
+		if (!s->peer_eof)
+			wl_log("%s: half-closed by the peer after %llu messages", s->name,
+			       (unsigned long long)s->served);
+		s->peer_eof = 1;
+		return;
+	}
 	if (n == 0) {
 		/* The client's orderly goodbye (a reset is a FAIL above). */
 		if (s->in_len)
@@ -299,6 +310,17 @@ static void conn_read(struct sock *s)
 		if (s->in_len - pos < sizeof(h))
 			break;
 		memcpy(&h, s->in + pos, sizeof(h));
+		if ((h.magic == TCPMSG_HALF || h.magic == TCPMSG_SHUT) && h.len == 0) {
+			if (h.magic == TCPMSG_HALF) {
+				s->half = 1;
+			} else {
+				memcpy(s->out + s->out_len, &h, sizeof(h));
+				s->out_len += sizeof(h);
+				s->shut_pending = 1;
+			}
+			pos += sizeof(h);
+			continue;
+		}
 		if (h.magic != TCPMSG_MAGIC || h.len > TCPMSG_MAX)
 			wl_fail("%s: bad message header at message %llu", s->name,
 				(unsigned long long)s->next_seq);
@@ -312,6 +334,12 @@ static void conn_read(struct sock *s)
 			wl_fail("%s: message %llu is corrupt", s->name, (unsigned long long)h.seq);
 		s->next_seq++;
 		s->served++;
+		if (s->shut_wr) {
+			if (++s->oneway % 25 == 0)
+				wl_log("oneway %llu", (unsigned long long)s->oneway);
+			pos += total;
+			continue;
+		}
 		if (s->out_len + total > s->out_cap)
 			wl_fail("%s: output buffer full", s->name);
 		memcpy(s->out + s->out_len, s->in + pos, total);
@@ -334,6 +362,27 @@ static void conn_write(struct sock *s)
 		s->out_off += (size_t)n;
 	}
 	s->out_off = s->out_len = 0;
+	if (s->shut_pending) {
+		if (shutdown(s->fd, SHUT_WR) < 0)
+			wl_fail("%s: shutdown: %s", s->name, strerror(errno));
+		s->shut_pending = 0;
+		s->shut_wr = 1;
+		wl_log("%s: our side shut down after %llu messages", s->name,
+		       (unsigned long long)s->served);
+	}
+}
+
+/* A half-closed connection gets a numbered message every 50 ms. */
+static void conn_tick(struct sock *s)
+{
+	if (!s->peer_eof || wl_now() - s->last_tick < 0.05 || s->out_len > 65536)
+		return;
+	s->last_tick = wl_now();
+	struct tcpmsg_hdr h = { TCPMSG_MAGIC, 16, s->next_seq++ };
+	memcpy(s->out + s->out_len, &h, sizeof(h));
+	tcpmsg_fill(s->out + s->out_len + sizeof(h), 16, h.seq);
+	s->out_len += sizeof(h) + 16;
+	conn_write(s);
 }
 
 static void do_accept(struct sock *l)
@@ -386,6 +435,13 @@ static void check_options(void)
 			expect_opt(s, SOL_SOCKET, SO_REUSEPORT, 1, "SO_REUSEPORT");
 			expect_opt(s, SOL_SOCKET, SO_ACCEPTCONN, 1, "SO_ACCEPTCONN");
 		}
+		if (s->kind == CONN && s->peer_eof) {
+			char c;
+			ssize_t n = recv(s->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+			if (n != 0)
+				wl_fail("%s: half-closed by the peer, but recv says %zd (%s)", s->name, n,
+					n < 0 ? strerror(errno) : "data");
+		}
 		expect_opt(s, IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY");
 		expect_opt(s, SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE");
 		expect_opt(s, IPPROTO_TCP, TCP_KEEPIDLE, KEEPIDLE, "TCP_KEEPIDLE");
@@ -433,7 +489,7 @@ int main(int argc, char **argv)
 		for (int i = 0; i < nsocks; i++) {
 			struct sock *s = &socks[i];
 			p[i].fd = s->fd;
-			p[i].events = s->kind == LAZY ? 0 : POLLIN;
+			p[i].events = s->kind == LAZY || s->peer_eof ? 0 : POLLIN;
 			if (s->kind == CONN && s->out_off < s->out_len)
 				p[i].events |= POLLOUT;
 			p[i].revents = 0;
@@ -457,6 +513,9 @@ int main(int argc, char **argv)
 					conn_write(s);
 			}
 		}
+		for (int i = 0; i < nsocks; i++)
+			if (socks[i].kind == CONN)
+				conn_tick(&socks[i]);
 		if (wl_now() - last_check >= 0.2) {
 			last_check = wl_now();
 			check_loopback();
