@@ -1310,6 +1310,14 @@ def tcp_cycle(env, wl, net, clients, label, before_dump=None, key="progress"):
     wl.wait_gone(tasks, f"{label}: after dump")
     if not net.lock_exists(wl.root):
         raise Failure(f"{label}: no network lock table ckpt_lock_{wl.root} after the dump")
+    # Without the flag the restore refuses before creating anything.
+    res = env.ckpt.restore(wl, img)
+    if res.rc != 1 or "--tcp-established" not in res.error_line():
+        res.show()
+        raise Failure(f"{label}: restore without --tcp-established exited {res.rc}: "
+                      f"{res.error_line()}")
+    if task_exists(wl.root) or not net.lock_exists(wl.root):
+        raise Failure(f"{label}: the refused restore created the tree or dropped the lock")
     time.sleep(1)
     for c in clients:
         c.check()

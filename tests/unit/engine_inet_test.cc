@@ -12,6 +12,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -244,6 +247,30 @@ TEST(NetLockLive, LocksAndUnlocks) {
     again.keep();
   }  // destroyed without keep(): removed
   EXPECT_FALSE(Nft().try_run("list table inet " + table + "\n", nullptr));
+}
+
+// A container's own network namespace: everything but lo dropped inside it,
+// nothing changed in ours.
+TEST(NetLockLive, WholeNetworkNamespace) {
+  std::string err;
+  if (getuid() != 0 || !Nft().try_run("list tables\n", &err)) GTEST_SKIP() << "no nftables";
+  std::string ns = "tcp-unit-" + std::to_string(getpid());
+  if (system(("ip netns add " + ns + " 2>/dev/null").c_str()) != 0) GTEST_SKIP() << "no ip netns";
+  struct DelNs {
+    std::string ns;
+    ~DelNs() { (void)!system(("ip netns del " + ns).c_str()); }
+  } del{ns};
+  UniqueFd nsfd = open_or_throw("/run/netns/" + ns, O_RDONLY);
+  std::string table = "ckpt_lock_tcp_unit_ns";
+  std::string list = "ip netns exec " + ns + " nft list table inet " + table + " >/dev/null 2>&1";
+  {
+    NetLock lock;
+    lock.lock_netns(nsfd.get(), table);
+    EXPECT_EQ(system(list.c_str()), 0);
+    EXPECT_FALSE(Nft().try_run("list table inet " + table + "\n", nullptr));  // not ours
+    lock.unlock();
+    EXPECT_NE(system(list.c_str()), 0);
+  }
 }
 
 }  // namespace
