@@ -55,7 +55,7 @@ std::string local_text(const img::UdpSocket& u) {
 }
 
 // Peeks every queued datagram without consuming it.
-void read_datagrams(int fd, uint32_t family, int saved_peek_off, img::InetQueue* q) {
+void read_datagrams(int fd, int saved_peek_off, img::InetQueue* q) {
   struct PutBack {
     int fd, off;
     ~PutBack() { setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &off, sizeof(off)); }
@@ -76,6 +76,8 @@ void read_datagrams(int fd, uint32_t family, int saved_peek_off, img::InetQueue*
     if (n < 0 && errno == EAGAIN) break;
     if (n < 0) throw_errno("peek at the receive queue");
     if (m.msg_flags & MSG_TRUNC) throw Error("peek: a datagram over 64 KiB");
+    // An empty datagram does not move the peek offset: we would see it forever.
+    if (n == 0) throw Error("an empty datagram is queued in it: not supported");
     auto* d = q->add_datagrams();
     d->set_data(buf.data(), static_cast<size_t>(n));
     if (from.ss_family == AF_INET) {
@@ -88,10 +90,7 @@ void read_datagrams(int fd, uint32_t family, int saved_peek_off, img::InetQueue*
       d->set_from_port(ntohs(a->sin6_port));
     }
     off += static_cast<int>(n);
-    // An empty datagram does not move the peek offset: stop rather than loop.
-    if (n == 0) throw Error("an empty datagram is queued in it: not supported");
   }
-  (void)family;
 }
 
 class UdpSocketKind : public FdKind {
@@ -139,7 +138,7 @@ class UdpSocketKind : public FdKind {
     }
     img::InetQueue q;
     q.set_ino(info->ino);
-    read_datagrams(a.local, info->family, peek_off, &q);
+    read_datagrams(a.local, peek_off, &q);
     if (q.datagrams_size() > 0) queues_.push_back(std::move(q));
   }
 
@@ -223,7 +222,7 @@ class UdpSocketKind : public FdKind {
     for (const auto& d : q.datagrams()) {
       auto key = std::make_pair(d.from_addr(), d.from_port());
       UniqueFd& from = senders[key];
-      if (!from) from = sender(u.family(), d, to);
+      if (!from) from = sender(u.family(), d);
       if (retry_eintr([&] {
             return sendto(from.get(), d.data().data(), d.data().size(), MSG_DONTWAIT,
                           reinterpret_cast<sockaddr*>(&dst), dlen);
@@ -234,7 +233,7 @@ class UdpSocketKind : public FdKind {
 
   // A socket whose datagrams come from d's sender (same family as the
   // receiver: an IPv4 sender of an IPv6 socket is a v4-mapped address).
-  static UniqueFd sender(uint32_t family, const img::Datagram& d, const std::string& to) {
+  static UniqueFd sender(uint32_t family, const img::Datagram& d) {
     int s = socket(static_cast<int>(family), SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (s < 0) throw_errno("socket");
     UniqueFd fd(s);
@@ -249,7 +248,6 @@ class UdpSocketKind : public FdKind {
     socklen_t len = inet::make_sockaddr(family, d.from_addr(), d.from_port(), &a);
     if (bind(s, reinterpret_cast<sockaddr*>(&a), len) != 0)
       throw_errno("bind a sender at " + inet::addr_port(family, d.from_addr(), d.from_port()));
-    (void)to;
     return fd;
   }
 
