@@ -1316,7 +1316,7 @@ def tcp_cycle(env, wl, net, clients, label, before_dump=None, key="progress"):
         res.show()
         raise Failure(f"{label}: restore without --tcp-established exited {res.rc}: "
                       f"{res.error_line()}")
-    if task_exists(wl.root) or not net.lock_exists(wl.root):
+    if task_alive(wl.root) or not net.lock_exists(wl.root):
         raise Failure(f"{label}: the refused restore created the tree or dropped the lock")
     time.sleep(1)
     for c in clients:
