@@ -12,6 +12,7 @@
 #include "files.pb.h"
 #include "image/record_file.h"
 #include "inventory.pb.h"
+#include "ipc.pb.h"
 #include "mm.pb.h"
 #include "pagemap.pb.h"
 #include "pstree.pb.h"
@@ -43,6 +44,8 @@ std::unique_ptr<google::protobuf::Message> message_for(image::Kind k) {
       return std::make_unique<img::Ghost>();
     case image::Kind::UnixQueues:
       return std::make_unique<img::UnixQueue>();
+    case image::Kind::IpcMsgs:
+      return std::make_unique<img::IpcMessage>();
     case image::Kind::InetQueues:
       return std::make_unique<img::InetQueue>();
     case image::Kind::NetLock:

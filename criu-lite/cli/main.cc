@@ -24,6 +24,10 @@ const Verb kVerbs[] = {
     {"restore", ckpt::cli::cmd_restore},
     {"show", ckpt::cli::cmd_show},
     {"check", ckpt::cli::cmd_check},
+    {"run", ckpt::cli::cmd_run},
+    {"ps", ckpt::cli::cmd_ps},
+    {"kill", ckpt::cli::cmd_kill},
+    {"rm", ckpt::cli::cmd_rm},
 };
 
 int run(int argc, char** argv) {

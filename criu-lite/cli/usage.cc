@@ -15,6 +15,10 @@ std::string usage(const std::string& verb) {
            "  restore  -D DIR             bring a saved tree back with the same pids\n"
            "  show     -D DIR [IMAGE]     print images as JSON\n"
            "  check                       what this kernel offers and what ckpt needs\n"
+           "  run      --name N -- CMD    start CMD as a container (namespaces, cgroup)\n"
+           "  ps                          list the containers\n"
+           "  kill     NAME               send a signal to a container's init\n"
+           "  rm       [-f] NAME...       remove a container\n"
            "  help     [COMMAND]          this text, or a command's options\n"
            "  --version\n"
            "\n"
@@ -61,6 +65,46 @@ std::string usage(const std::string& verb) {
            "\n"
            "Probes the kernel interfaces ckpt uses and prints which are present.\n"
            "Exits 1 if one that dump or restore needs is missing.\n";
+  if (verb == "run")
+    return "usage: ckpt run --name NAME [options] -- CMD [ARGS...]\n"
+           "\n"
+           "Starts CMD as pid 1 of a container: new pid, mount, uts, ipc and network\n"
+           "namespaces, a cgroup of its own, a fresh /proc. Without -d, waits for CMD,\n"
+           "passes SIGINT/SIGTERM/SIGHUP/SIGQUIT on to it and exits with its status.\n"
+           "State goes to $CKPT_RUN_DIR (default /run/ckpt), one file per container.\n"
+           "\n"
+           "      --name NAME         the container's name (letters, digits, _ and -)\n"
+           "      --rootfs DIR        root directory (pivot_root); default: the host's /\n"
+           "      --hostname H        host name inside\n"
+           "      --net MODE          none (default: own network namespace, only lo),\n"
+           "                          host (the caller's network namespace), or\n"
+           "                          bridge=BR,ip=A.B.C.D/N[,gw=G]: a veth pair, ck-NAME\n"
+           "                          on bridge BR, eth0 inside with that address\n"
+           "      --memory BYTES      memory limit (suffixes K, M, G, T)\n"
+           "  -d, --detach            print NAME PID and return once CMD runs\n"
+           "      --log FILE          with -d: stdio of CMD (default $CKPT_RUN_DIR/NAME.log)\n"
+           "      --rm                without -d: remove the container when CMD exits\n"
+           "  -v, --verbose           steps (-vv: more)\n"
+           "  -o, --log-file FILE     write ckpt's own log to FILE\n";
+  if (verb == "ps")
+    return "usage: ckpt ps\n"
+           "\n"
+           "Lists the containers of $CKPT_RUN_DIR (default /run/ckpt): NAME, the init's\n"
+           "PID on the host, STATUS (running, frozen or exited, as seen now), CREATED\n"
+           "and COMMAND.\n";
+  if (verb == "kill")
+    return "usage: ckpt kill NAME [--signal SIG]\n"
+           "\n"
+           "Sends SIG (default KILL) to the container's init. An init ignores signals\n"
+           "it has no handler for, except KILL and STOP.\n"
+           "\n"
+           "  -s, --signal SIG       name (TERM, SIGTERM) or number\n";
+  if (verb == "rm")
+    return "usage: ckpt rm [-f] NAME...\n"
+           "\n"
+           "Removes a stopped container: its cgroup, host veth, default log and state.\n"
+           "\n"
+           "  -f, --force            kill it first if it runs\n";
   return "";
 }
 

@@ -14,6 +14,7 @@
 #include "objects/ghosts.h"
 #include "objects/inet_sockets.h"
 #include "objects/mm.h"
+#include "objects/namespaces.h"
 #include "objects/net_lock.h"
 #include "objects/pstree.h"
 #include "objects/task_core.h"
@@ -123,7 +124,9 @@ DumpResult dump_tree(const DumpRequest& req) {
   {
     log::StepTimer st("prepare");
     prepare_tasks(ctx);
+    map_namespace_pids(ctx);
   }
+  img::Namespaces namespaces = detect_namespaces(ctx);
   for (auto& t : ctx.tasks) ctx.pages_estimate += estimate_pages(t->vmas);
 
   // The tree's shape: who is whose parent, sessions and groups.
@@ -170,8 +173,9 @@ DumpResult dump_tree(const DumpRequest& req) {
 
   // The inventory goes last: its presence marks the dump complete.
   cancel::check();
-  img::Inventory inv = make_inventory(ctx, req.pid);
+  img::Inventory inv = make_inventory(ctx, ctx.tasks.front()->vpid);
   inv.mutable_stats()->set_frozen_us(us_since(frozen_at));
+  *inv.mutable_namespaces() = namespaces;
   fault::point("dump-before-inventory");
   image::save_message(sink, kInventoryImage, image::Kind::Inventory, inv);
   {

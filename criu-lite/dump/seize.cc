@@ -126,6 +126,49 @@ void prepare_tasks(DumpContext& ctx) {
   }
 }
 
+void map_namespace_pids(DumpContext& ctx) {
+  DumpTask& root = *ctx.tasks.front();
+  const std::vector<pid_t>& ns = root.status.nspid;
+  size_t depth = ns.size();
+  // The root's id inside its own namespace is 1 only if it is that
+  // namespace's init; any other task keeps ckpt's view of the ids.
+  ctx.own_pidns = depth > 1 && ns.back() == 1;
+  auto inner = [&](const std::vector<pid_t>& ids, pid_t pid, const char* what) -> pid_t {
+    if (!ctx.own_pidns) return pid;
+    if (ids.size() != depth)
+      throw Error(
+          strfmt("%s %d is in a nested pid namespace (%zu levels, the root has %zu): "
+                 "not supported",
+                 what, pid, ids.size(), depth));
+    return ids.back();
+  };
+  for (auto& tp : ctx.tasks) {
+    DumpTask& t = *tp;
+    t.vpid = inner(t.status.nspid, t.pid, "pid");
+    t.vtids.clear();
+    for (auto& tr : t.threads) {
+      if (tr.tid() == t.pid || !ctx.own_pidns) {
+        t.vtids.push_back(tr.tid() == t.pid ? t.vpid : tr.tid());
+        continue;
+      }
+      proc::Status ts =
+          proc::parse_status(read_file(strfmt("/proc/%d/task/%d/status", t.pid, tr.tid())));
+      t.vtids.push_back(inner(ts.nspid, tr.tid(), "thread"));
+    }
+    ctx.vpids[t.pid] = t.vpid;
+  }
+  for (auto& z : ctx.zombies) {
+    pid_t v = z.pid;
+    if (ctx.own_pidns) {
+      std::string text;
+      if (!try_read_file(strfmt("/proc/%d/status", z.pid), &text))
+        throw Error(strfmt("zombie %d vanished during the dump", z.pid));
+      v = inner(proc::parse_status(text).nspid, z.pid, "zombie");
+    }
+    ctx.vpids[z.pid] = v;
+  }
+}
+
 void thaw_tasks(DumpContext& ctx) {
   for (auto& tp : ctx.tasks) {
     DumpTask& t = *tp;

@@ -15,6 +15,11 @@ void seize_tree(DumpContext& ctx, pid_t root);
 // registers, blocks all signals, prepares remote syscalls and scratch.
 void prepare_tasks(DumpContext& ctx);
 
+// Finds whether the root is the init of a pid namespace of its own and, if
+// so, every task's, thread's and zombie's id inside it (after prepare_tasks).
+// A task in a deeper pid namespace than the root's is refused.
+void map_namespace_pids(DumpContext& ctx);
+
 // Undo for a tree that must carry on: scratch unmapped, registers and
 // signal masks as they were, threads detached. Never throws.
 void thaw_tasks(DumpContext& ctx);

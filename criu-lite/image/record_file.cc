@@ -63,6 +63,8 @@ const char* kind_name(Kind k) {
       return "unix-queues";
     case Kind::Ghosts:
       return "ghosts";
+    case Kind::IpcMsgs:
+      return "ipc-msgs";
     case Kind::InetQueues:
       return "inet-queues";
     case Kind::NetLock:

@@ -40,6 +40,7 @@ enum class Kind : uint32_t {
   PipeData = 9,
   UnixQueues = 10,
   Ghosts = 11,  // 10 is taken by the unix socket queues
+  IpcMsgs = 12,  // messages of SysV and POSIX queues (ipc.proto IpcMessage)
   InetQueues = 23,
   NetLock = 24,
 };

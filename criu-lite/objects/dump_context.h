@@ -32,9 +32,13 @@ struct DumpOptions {
 
 // One process of the tree, stopped: every thread seized and interrupted.
 struct DumpTask {
-  pid_t pid = 0;
+  pid_t pid = 0;                // as ckpt sees it: for ptrace and /proc
   pid_t ppid = 0;               // parent inside the tree, 0 for the root
   std::vector<Tracee> threads;  // leader first
+  // Ids as the tree sees them, which is what the images hold: the same as
+  // pid and the threads' tids unless the tree has a pid namespace of its own.
+  pid_t vpid = 0;
+  std::vector<pid_t> vtids;
   std::vector<bool> group_stopped;
   proc::Stat stat;
   proc::Status status;
@@ -84,6 +88,17 @@ struct DumpContext {
   std::set<uint64_t> shmem_done;
   // Pages to copy in total (for the progress bar), estimated from smaps.
   uint64_t pages_estimate = 0;
+
+  // The root is the init of a pid namespace of its own: the images hold
+  // pids inside it (vpid), and restore recreates the namespace.
+  bool own_pidns = false;
+  std::map<pid_t, pid_t> vpids;  // ckpt's pid -> the tree's, tasks and zombies
+  // A pid of the tree (or a group or session id) as the tree sees it.
+  pid_t vpid(pid_t pid) const {
+    if (!own_pidns) return pid;
+    auto it = vpids.find(pid);
+    return it == vpids.end() ? 0 : it->second;
+  }
 
   DumpTask* find(pid_t pid) const {
     for (auto& t : tasks)

@@ -39,7 +39,7 @@ class EpollKind : public FdKind {
 
   void dump(const FdDumpArgs& a, img::FileDesc* d) override {
     auto* ep = d->mutable_epoll();
-    ep->set_owner_pid(static_cast<uint32_t>(a.task.pid));
+    ep->set_owner_pid(static_cast<uint32_t>(a.task.vpid));
     std::map<int, uint32_t> seen;  // tfd -> lines so far with that number
     for (const EpollTarget& t : parse_epoll_fdinfo(a.info)) {
       // toff: the n-th item with this fd number (same number, other files).

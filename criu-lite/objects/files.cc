@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <linux/kcmp.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -76,7 +77,7 @@ uint32_t FileDumper::find_or_add(DumpContext& ctx, DumpTask& t, int fd, UniqueFd
 
 void FileDumper::dump_task(DumpContext& ctx, DumpTask& t) {
   img::FdTable table;
-  table.set_pid(static_cast<uint32_t>(t.pid));
+  table.set_pid(static_cast<uint32_t>(t.vpid));
   int pidfd = static_cast<int>(syscall(SYS_pidfd_open, t.pid, 0));
   if (pidfd < 0) throw_errno("pidfd_open");
   UniqueFd pidfd_owner(pidfd);
@@ -92,7 +93,7 @@ void FileDumper::dump_task(DumpContext& ctx, DumpTask& t) {
       e->set_cloexec((info.flags & O_CLOEXEC) != 0);
     });
   }
-  image::save_message(*ctx.sink, fdtable_name(t.pid), image::Kind::FdTable, table);
+  image::save_message(*ctx.sink, fdtable_name(t.vpid), image::Kind::FdTable, table);
 }
 
 void FileDumper::finish(DumpContext& ctx) {
@@ -106,10 +107,19 @@ void FileDumper::finish(DumpContext& ctx) {
 
 FileTable::FileTable() : kinds_(make_fd_kinds()) {}
 
+FileTable::~FileTable() {
+  if (slots_) munmap(slots_, slots_size_);
+}
+
 const FdKind& FileTable::kind_of(const img::FileDesc& d) const {
   for (auto& k : kinds_)
     if (k->owns(d)) return *k;
   throw Error(strfmt("file description %u: unknown kind in image", d.id()));
+}
+
+int FileTable::slot_of(uint32_t id) const {
+  auto it = slot_index_.find(id);
+  return it == slot_index_.end() ? kNotOpen : slots_[it->second];
 }
 
 void FileTable::load(const image::ImageSource& src) {
@@ -121,13 +131,24 @@ void FileTable::load(const image::ImageSource& src) {
   }
   for (auto& k : kinds_) in_context(k->name(), [&] { k->load(src); });
   for (const auto& [id, d] : st_.descs) kind_of(d);  // every one known, before opening any
+  slots_size_ = std::max<size_t>(1, st_.descs.size()) * sizeof(int);
+  void* p = mmap(nullptr, slots_size_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw_errno("map the file description table");
+  slots_ = static_cast<int*>(p);
+  int i = 0;
+  for (const auto& [id, d] : st_.descs) {
+    slot_index_[id] = i;
+    slots_[i++] = kNotOpen;
+  }
 }
 
-void FileTable::open_all(const std::vector<img::FdTable>& tables,
-                         const std::vector<pid_t>& tree_pids, const GhostTable* ghosts) {
-  st_.tree_pids = tree_pids;
-  st_.ghosts = ghosts;
+int FileTable::holder_fd_number(const img::FdTable& table) {
+  int max_fd = 2;
+  for (const auto& e : table.fds()) max_fd = std::max(max_fd, static_cast<int>(e.fd()));
+  return max_fd + 1;
+}
 
+void FileTable::reserve(const std::vector<img::FdTable>& tables) {
   int max_fd = 2;
   for (const auto& t : tables)
     for (const auto& e : t.fds()) max_fd = std::max(max_fd, static_cast<int>(e.fd()));
@@ -139,17 +160,23 @@ void FileTable::open_all(const std::vector<img::FdTable>& tables,
     rl.rlim_cur = std::min(need, rl.rlim_max);
     setrlimit(RLIMIT_NOFILE, &rl);
   }
+}
+
+void FileTable::open_all(const std::vector<img::FdTable>& tables,
+                         const std::vector<pid_t>& tree_pids, const GhostTable* ghosts) {
+  st_.tree_pids = tree_pids;
+  st_.ghosts = ghosts;
+  if (!base_) reserve(tables);
   for (const auto& [id, d] : st_.descs) {
     const FdKind& kind = kind_of(d);
     UniqueFd fd = in_context(strfmt("file description %u (%s)", id, kind.name()),
                              [&] { return const_cast<FdKind&>(kind).open(d, st_); });
     if (!fd) {
-      deferred_.push_back(id);
+      slots_[slot_index_.at(id)] = kDeferred;
       continue;
     }
-    int moved = fcntl(fd.get(), F_DUPFD_CLOEXEC, base_);
-    if (moved < 0) throw_errno(strfmt("file description %u: move above fd %d", id, base_));
-    fds_[id] = UniqueFd(moved);
+    slots_[slot_index_.at(id)] = fd.get();
+    fds_[id] = std::move(fd);
   }
 }
 
@@ -157,39 +184,53 @@ void FileTable::before_resume() {
   for (auto& k : kinds_) in_context(k->name(), [&] { k->before_resume(); });
 }
 
-void FileTable::install(const img::FdTable& table) const {
-  std::set<int> wanted;
-  std::map<uint32_t, UniqueFd> late;  // deferred descriptions opened here
-  for (const auto& e : table.fds()) {
-    uint32_t id = e.desc_id();
-    int src = -1;
-    if (auto f = fds_.find(id); f != fds_.end()) src = f->second.get();
-    if (src < 0 && std::find(deferred_.begin(), deferred_.end(), id) != deferred_.end()) {
-      if (!late.count(id)) {
+void FileTable::install(const img::FdTable& table, int holder_pidfd) const {
+  // Everything this stub inherited goes first, except the holder's pidfd,
+  // moved above every number the table uses. From then on the lowest free
+  // number is never above the fd being installed (ascending order), so a
+  // temporary fd can never land on one already in place.
+  int holder = holder_fd_number(table);
+  if (holder_pidfd != holder && dup3(holder_pidfd, holder, O_CLOEXEC) < 0)
+    throw_errno("move the holder's pidfd");
+  syscall(SYS_close_range, 0, holder - 1, 0);
+  syscall(SYS_close_range, holder + 1, ~0U, 0);
+
+  std::vector<const img::FdEntry*> order;
+  for (const auto& e : table.fds()) order.push_back(&e);
+  std::sort(order.begin(), order.end(),
+            [](const img::FdEntry* a, const img::FdEntry* b) { return a->fd() < b->fd(); });
+  std::map<uint32_t, int> placed;  // description id -> first fd installed with it
+  for (const img::FdEntry* e : order) {
+    uint32_t id = e->desc_id();
+    int fd = static_cast<int>(e->fd());
+    in_context(strfmt("fd %d", fd), [&] {
+      int tmp;
+      if (auto p = placed.find(id); p != placed.end()) {
+        tmp = fcntl(p->second, F_DUPFD_CLOEXEC, 0);
+        if (tmp < 0) throw_errno("dup");
+      } else if (int slot = slot_of(id); slot >= 0) {
+        tmp = static_cast<int>(syscall(SYS_pidfd_getfd, holder, slot, 0));
+        if (tmp < 0) throw_errno(strfmt("take file description %u (pidfd_getfd)", id));
+      } else if (slot == kDeferred) {
         const img::FileDesc& d = st_.descs.at(id);
-        UniqueFd f =
-            in_context(strfmt("fd %u", e.fd()), [&] { return kind_of(d).open_in_stub(d, st_); });
-        int moved = fcntl(f.get(), F_DUPFD_CLOEXEC, base_);
-        if (moved < 0) throw_errno(strfmt("fd %u: move above fd %d", e.fd(), base_));
-        late[id] = UniqueFd(moved);
+        tmp = kind_of(d).open_in_stub(d, st_).release();
+      } else {
+        throw Error(strfmt("unknown file description %u", id));
       }
-      src = late[id].get();
-    }
-    if (src < 0) throw Error(strfmt("fd %u: unknown file description %u", e.fd(), id));
-    int fd = static_cast<int>(e.fd());
-    if (dup3(src, fd, e.cloexec() ? O_CLOEXEC : 0) < 0) throw_errno(strfmt("fd %d: dup3", fd));
-    wanted.insert(fd);
+      int flags = e->cloexec() ? O_CLOEXEC : 0;
+      if (tmp != fd) {
+        if (dup3(tmp, fd, flags) < 0) {
+          int err = errno;
+          close(tmp);
+          throw Error("dup3", err);
+        }
+        close(tmp);
+      } else if (fcntl(fd, F_SETFD, e->cloexec() ? FD_CLOEXEC : 0) != 0) {
+        throw_errno("set close-on-exec");
+      }
+      placed.emplace(id, fd);
+    });
   }
-  // Close everything else this stub inherited, table included.
-  int next = 0;
-  for (int fd : wanted) {
-    if (fd > next) syscall(SYS_close_range, next, fd - 1, 0);
-    next = fd + 1;
-  }
-  syscall(SYS_close_range, next, ~0U, 0);
-  // close_range closed the late descriptions too: forget them, or their
-  // owners would close again, later, numbers after_install may have reused.
-  for (auto& [id, fd] : late) fd.release();
   for (auto& k : kinds_) in_context(k->name(), [&] { k->after_install(table, st_); });
 }
 

@@ -47,21 +47,34 @@ class FileDumper {
   std::map<std::pair<dev_t, ino_t>, std::vector<size_t>> by_inode_;  // indexes into descs_
 };
 
-// Restore: opens every description once in the controller at fds above
-// every fd number the tree uses; restore stubs (forks of the controller)
-// inherit them and dup them to their numbers.
+// Restore: opens every description once in the controller (the holder);
+// each restore stub takes the ones its table names with pidfd_getfd and puts
+// them at their numbers. The stubs are forked before the descriptions are
+// opened (so namespaces can be set up first, and no stub copies the whole
+// tree's descriptions): the controller tells them its fd numbers through a
+// table in shared memory, mapped by load() before the fork.
 class FileTable {
  public:
   FileTable();
+  ~FileTable();
+  FileTable(const FileTable&) = delete;
+  FileTable& operator=(const FileTable&) = delete;
   // Reads and checks files.img and every kind's images; creates nothing.
   void load(const image::ImageSource& src);
   // tree_pids: files under /proc/PID of a restored process can only be
   // opened once that process exists (the stub opens those).
   void open_all(const std::vector<img::FdTable>& tables, const std::vector<pid_t>& tree_pids,
                 const GhostTable* ghosts);
-  // In a restore stub: installs the task's fd table, closes every other fd,
-  // then lets the kinds finish (epoll watches).
-  void install(const img::FdTable& table) const;
+  // Before the stubs are forked: RLIMIT_NOFILE high enough for every fd
+  // number of the tree and every description (the stubs inherit it).
+  void reserve(const std::vector<img::FdTable>& tables);
+  // In a restore stub, after open_all ran in the holder: installs the task's
+  // fd table from the holder's descriptions (holder_pidfd), closes every
+  // other fd, then lets the kinds finish (epoll watches). The pidfd stays
+  // open at holder_fd_number(table) for the rest of the restore (the
+  // controller closes it last).
+  void install(const img::FdTable& table, int holder_pidfd) const;
+  static int holder_fd_number(const img::FdTable& table);
   // Drops the helper fds that kept FIFOs open while the table was built.
   void close_helpers() { st_.helpers.clear(); }
   // Right before the tree runs: each kind's last step (TCP repair off).
@@ -71,8 +84,14 @@ class FileTable {
   const FdKind& kind_of(const img::FileDesc& d) const;
   std::vector<std::unique_ptr<FdKind>> kinds_;
   FdRestoreState st_;
+  // Shared with the stubs: the holder's fd of each description (by the
+  // index of its id in st_.descs), kDeferred for those the stub opens.
+  static constexpr int kNotOpen = -1, kDeferred = -2;
+  int slot_of(uint32_t id) const;
+  std::map<uint32_t, int> slot_index_;
+  int* slots_ = nullptr;
+  size_t slots_size_ = 0;
   std::map<uint32_t, UniqueFd> fds_;  // description id -> our fd
-  std::vector<uint32_t> deferred_;    // opened by the stub
   int base_ = 0;
 };
 

@@ -126,13 +126,13 @@ void GhostTable::materialize(const image::ImageSource& src) {
       } else {
         // At its old path if that is free, so /proc shows the same name.
         std::string p = g.path();
-        int f = open(p.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        int f = ::open(p.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (f < 0) {
           std::string dir = p.substr(0, p.rfind('/') + 1);
           p = (access(dir.c_str(), W_OK) == 0 ? dir : std::string("/tmp/")) +
               strfmt(".ckpt-ghost-%llu", static_cast<unsigned long long>(id));
           unlink(p.c_str());
-          f = open(p.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+          f = ::open(p.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
           if (f < 0) throw_errno("create " + p);
           LOG_DEBUG("ghost %s recreated as %s", g.path().c_str(), p.c_str());
         }
@@ -160,6 +160,19 @@ std::string GhostTable::path(uint64_t id) const {
     throw Error(
         strfmt("ghost file %llu is not in the images", static_cast<unsigned long long>(id)));
   return it->second.path;
+}
+
+UniqueFd GhostTable::open(uint64_t id, int flags) const {
+  int m = memfd(id);
+  return m >= 0 ? reopen_fd(m, flags) : open_or_throw(path(id), flags);
+}
+
+int GhostTable::memfd(uint64_t id) const {
+  auto it = ghosts_.find(id);
+  if (it == ghosts_.end())
+    throw Error(
+        strfmt("ghost file %llu is not in the images", static_cast<unsigned long long>(id)));
+  return it->second.memfd ? it->second.memfd.get() : -1;
 }
 
 void GhostTable::unlink_all() {

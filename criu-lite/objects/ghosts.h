@@ -47,6 +47,11 @@ class GhostTable {
   // A path that opens ghost id (the recreated file, or /proc/PID/fd/N of
   // ckpt's memfd).
   std::string path(uint64_t id) const;
+  // Opens ghost id: a new description, with flags (works from inside the
+  // tree's mount namespace too).
+  UniqueFd open(uint64_t id, int flags) const;
+  // ckpt's memfd of ghost id, -1 if the ghost is a file with a path.
+  int memfd(uint64_t id) const;
   // Removes the recreated deleted files: every process has opened and
   // mapped what it needs.
   void unlink_all();

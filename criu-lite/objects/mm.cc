@@ -15,6 +15,7 @@
 #include "image/page_store.h"
 #include "image/record_file.h"
 #include "objects/ghosts.h"
+#include "objects/ipc_shm_vma.h"
 #include "objects/progress.h"
 #include "sys/cancel.h"
 #include "sys/cpu.h"
@@ -84,11 +85,11 @@ img::Vma classify(DumpContext& ctx, pid_t pid, const proc::Vma& v) {
     }
   } else if (p == "/dev/zero" && v.deleted && v.shared) {
     o.set_kind(img::VMA_ANON_SHARED);
+  } else if (p.rfind("/SYSV", 0) == 0 && v.deleted && v.shared) {
+    in_context(where, [&] { describe_sysv_shm_vma(pid, v, &o); });  // ipc_shm_vma.h
   } else if (v.has_flag("pf") || v.has_flag("io")) {
     throw Error(where + ": device memory mapping (VM_PFNMAP/VM_IO) is not supported");
   } else if (!p.empty() && p[0] == '/') {
-    if (p.rfind("/SYSV", 0) == 0)
-      throw Error(where + ": SysV shared memory mappings are not supported yet");
     o.set_kind(v.shared ? img::VMA_FILE_SHARED : img::VMA_FILE_PRIVATE);
     o.set_path(p);
     if (v.deleted || is_memfd_link(p)) {
@@ -296,7 +297,7 @@ uint64_t estimate_pages(const std::vector<proc::Vma>& vmas) {
 
 void dump_mm(DumpContext& ctx, DumpTask& t) {
   img::MmCore mm;
-  mm.set_pid(static_cast<uint32_t>(t.pid));
+  mm.set_pid(static_cast<uint32_t>(t.vpid));
   mm.set_start_code(t.stat.start_code);
   mm.set_end_code(t.stat.end_code);
   mm.set_start_data(t.stat.start_data);
@@ -312,7 +313,7 @@ void dump_mm(DumpContext& ctx, DumpTask& t) {
   mm.set_exe_path(read_link(strfmt("/proc/%d/exe", t.pid)));
 
   UniqueFd pagemap = open_or_throw(strfmt("/proc/%d/pagemap", t.pid), O_RDONLY);
-  image::PageWriter w(*ctx.sink, std::to_string(t.pid), {ctx.opts.zstd_level});
+  image::PageWriter w(*ctx.sink, std::to_string(t.vpid), {ctx.opts.zstd_level});
   PageCopier copier(t.pid, w, ctx.progress);
   for (const auto& v : t.vmas) {
     img::Vma iv = classify(ctx, t.pid, v);
@@ -339,13 +340,16 @@ void dump_mm(DumpContext& ctx, DumpTask& t) {
   ctx.stats.vmas += static_cast<uint32_t>(t.vmas.size());
   ctx.stats.pages += w.pages();
   ctx.stats.page_bytes += w.stored_bytes();
-  image::save_message(*ctx.sink, mm_name(t.pid), image::Kind::Mm, mm);
+  image::save_message(*ctx.sink, mm_name(t.vpid), image::Kind::Mm, mm);
 }
 
 // ---------------------------------------------------------------- restore
 
 ShmemTable::~ShmemTable() {
-  for (auto& [id, o] : objs_) munmap(reinterpret_cast<void*>(o.addr), o.size);
+  for (auto& [id, o] : objs_) {
+    munmap(reinterpret_cast<void*>(o.addr), o.size);
+    if (o.fd >= 0) close(o.fd);
+  }
 }
 
 void ShmemTable::load(const image::ImageSource& src, const std::vector<img::MmCore>& mms) {
@@ -357,7 +361,15 @@ void ShmemTable::load(const image::ImageSource& src, const std::vector<img::MmCo
       if (p == MAP_FAILED)
         throw_errno(
             strfmt("map shared memory object %llu", static_cast<unsigned long long>(v.shmem_id())));
-      objs_[v.shmem_id()] = {reinterpret_cast<uint64_t>(p), size};
+      objs_[v.shmem_id()] = {reinterpret_cast<uint64_t>(p), size, -1};
+      objs_[v.shmem_id()].fd =
+          openat_or_throw(
+              host_proc_dir(),
+              strfmt("self/map_files/%llx-%llx",
+                     static_cast<unsigned long long>(reinterpret_cast<uint64_t>(p)),
+                     static_cast<unsigned long long>(reinterpret_cast<uint64_t>(p) + size)),
+              O_RDWR)
+              .release();
       image::PageReader r(src, shmem_pages_id(v.shmem_id()));
       r.for_each([&](uint64_t off, const uint8_t* data, size_t n) {
         if (off + n * kPage > size) throw Error("shared memory pages beyond the object's size");
@@ -420,7 +432,13 @@ uint64_t put_path(const RemoteScratch& s, pid_t pid, size_t off, const std::stri
 
 void restore_mm(RemoteThread& rt, RemoteScratch& scratch, pid_t pid, const img::MmCore& mm,
                 const image::ImageSource& src, const ShmemTable& shmem, const GhostTable& ghosts,
-                MmRestoreStats* stats) {
+                int holder_fd, MmRestoreStats* stats) {
+  // A description ckpt holds, duplicated into the task.
+  auto take = [&](int our_fd, const std::string& what) {
+    return static_cast<long>(rt.check(("take " + what + " from ckpt (pidfd_getfd)").c_str(),
+                                      __NR_pidfd_getfd, static_cast<uint64_t>(holder_fd),
+                                      static_cast<uint64_t>(our_fd), 0));
+  };
   // 1. Drop everything the stub inherited from ckpt but the kernel's special
   //    mappings, which are moved, not recreated.
   //    The gaps between the special mappings are unmapped whole: one
@@ -502,7 +520,7 @@ void restore_mm(RemoteThread& rt, RemoteScratch& scratch, pid_t pid, const img::
 
   // 4. Map every VMA: writable where pages are to be filled into it, else
   //    with its final protection straight away (no mprotect later).
-  image::PageReader pages(src, std::to_string(pid));
+  image::PageReader pages(src, std::to_string(mm.pid()));  // the image is named by the tree's pid
   std::vector<bool> has_pages(static_cast<size_t>(mm.vmas_size()), false);
   {
     const auto& runs = pages.pagemap().runs();
@@ -546,17 +564,25 @@ void restore_mm(RemoteThread& rt, RemoteScratch& scratch, pid_t pid, const img::
         case img::VMA_FILE_SHARED: {
           bool shared = v.kind() == img::VMA_FILE_SHARED;
           int oflags = shared && v.may_write() ? O_RDWR : O_RDONLY;
+          int memfd = v.ghost_id() ? ghosts.memfd(v.ghost_id()) : -1;
           std::string path = v.ghost_id() ? ghosts.path(v.ghost_id()) : v.path();
           std::string key = path + (oflags == O_RDWR ? "\n1" : "\n0");
           if (key != open_path) {
             close_open();
             struct stat st {};
-            if (!v.ghost_id() && stat(v.path().c_str(), &st) == 0 && v.file_ino() &&
-                (st.st_ino != v.file_ino() || st.st_dev != v.file_dev()))
+            // The path as the task sees it (its root, its mount namespace).
+            if (!v.ghost_id() &&
+                stat(strfmt("/proc/%d/root%s", pid, v.path().c_str()).c_str(), &st) == 0 &&
+                v.file_ino() && (st.st_ino != v.file_ino() || st.st_dev != v.file_dev()))
               LOG_WARN("pid %d: %s was replaced since the dump", pid, v.path().c_str());
-            open_fd = static_cast<long>(
-                rt.check(("open " + path).c_str(), __NR_openat, static_cast<uint64_t>(AT_FDCWD),
-                         put_path(scratch, pid, kPathOff, path), oflags | O_CLOEXEC));
+            if (memfd >= 0) {
+              UniqueFd mine = reopen_fd(memfd, oflags);
+              open_fd = take(mine.get(), path);
+            } else {
+              open_fd = static_cast<long>(
+                  rt.check(("open " + path).c_str(), __NR_openat, static_cast<uint64_t>(AT_FDCWD),
+                           put_path(scratch, pid, kPathOff, path), oflags | O_CLOEXEC));
+            }
             open_path = key;
           }
           if (shared) prot = v.prot();  // writing into a shared file would change it
@@ -568,15 +594,18 @@ void restore_mm(RemoteThread& rt, RemoteScratch& scratch, pid_t pid, const img::
         case img::VMA_ANON_SHARED: {
           close_open();
           const ShmemObject& o = shmem.get(v.shmem_id());
-          std::string path = strfmt("/proc/%d/map_files/%llx-%llx", getpid(),
-                                    static_cast<unsigned long long>(o.addr),
-                                    static_cast<unsigned long long>(o.addr + o.size));
-          long fd = static_cast<long>(
-              rt.check("open shared memory", __NR_openat, static_cast<uint64_t>(AT_FDCWD),
-                       put_path(scratch, pid, kPathOff, path), O_RDWR | O_CLOEXEC));
+          long fd = take(o.fd, "shared memory");
           rt.check("mmap", __NR_mmap, v.start(), len, v.prot(), flags | MAP_SHARED,
                    static_cast<uint64_t>(fd), v.pgoff());
           rt.call(__NR_close, static_cast<uint64_t>(fd));
+          break;
+        }
+        case img::VMA_SYSV_SHM: {  // ipc_shm_vma.h
+          close_open();
+          std::vector<Range> b = busy;
+          b.push_back({scratch.addr(), scratch.addr() + scratch.size()});
+          restore_sysv_shm_vma(rt, scratch, pid, v,
+                               [&](uint64_t size) { return find_gap(b, size); });
           break;
         }
         default:

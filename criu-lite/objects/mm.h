@@ -29,6 +29,7 @@ uint64_t estimate_pages(const std::vector<proc::Vma>& vmas);
 struct ShmemObject {
   uint64_t addr = 0;
   uint64_t size = 0;
+  int fd = -1;  // ckpt's map_files fd of it, taken by each task (pidfd_getfd)
 };
 class ShmemTable {
  public:
@@ -51,9 +52,12 @@ struct MmRestoreStats {
 // driven through rt) into the dumped one. On return rt's syscall ip points
 // into the vDSO at its dumped address and scratch is mapped at a free place.
 class GhostTable;
+// holder_fd: the task's fd of a pidfd on ckpt, through which it takes the
+// descriptions ckpt holds for it (shared memory, memfds) whatever its
+// namespaces (restore/stubs.cc leaves it open during the restore).
 void restore_mm(RemoteThread& rt, RemoteScratch& scratch, pid_t pid, const img::MmCore& mm,
                 const image::ImageSource& src, const ShmemTable& shmem, const GhostTable& ghosts,
-                MmRestoreStats* stats);
+                int holder_fd, MmRestoreStats* stats);
 
 // The mm fields (brk, arg/env areas, auxv, exe) with PR_SET_MM_MAP.
 void restore_mm_fields(RemoteThread& rt, const RemoteScratch& scratch, pid_t pid,

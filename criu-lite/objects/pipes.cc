@@ -116,7 +116,7 @@ class PipeKind : public FdKind {
       used = true;
     } else {
       // Another description of the same end (opened through /proc/PID/fd).
-      out = open_or_throw(strfmt("/proc/self/fd/%d", end.get()), flags & O_ACCMODE);
+      out = reopen_fd(end.get(), flags & O_ACCMODE);
     }
     if (!out) throw_errno(what + ": dup");
     if (fcntl(out.get(), F_SETFL, flags & kSettable) != 0) throw_errno(what + ": set flags");

@@ -90,6 +90,13 @@ void dump_posix_timers(DumpTask& t, img::TaskAttrs* a) {
   }
   RemoteThread& rt = *t.remote;
   for (auto& p : *a->mutable_posix_timers()) {
+    // /proc shows ckpt's view of the thread id; the image holds the tree's.
+    if (p.notify() & SIGEV_THREAD_ID)
+      for (size_t i = 0; i < t.threads.size() && i < t.vtids.size(); i++)
+        if (t.threads[i].tid() == static_cast<pid_t>(p.notify_tid())) {
+          p.set_notify_tid(static_cast<uint32_t>(t.vtids[i]));
+          break;
+        }
     rt.check(strfmt("timer_gettime(%d)", p.id()).c_str(), __NR_timer_gettime, p.id(),
              t.scratch.addr());
     itimerspec its{};

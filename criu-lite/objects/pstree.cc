@@ -14,11 +14,12 @@ void dump_pstree(DumpContext& ctx) {
   for (auto& z : ctx.zombies) pids.insert(z.pid);
   for (auto& t : ctx.tasks) {
     img::PstreeEntry e;
-    e.set_pid(static_cast<uint32_t>(t->pid));
-    e.set_ppid(static_cast<uint32_t>(t->ppid));
-    e.set_pgid(static_cast<uint32_t>(t->stat.pgrp));
-    e.set_sid(static_cast<uint32_t>(t->stat.session));
-    for (auto& tr : t->threads) e.add_threads(static_cast<uint32_t>(tr.tid()));
+    // Ids as the tree sees them (inside its pid namespace, if it has one).
+    e.set_pid(static_cast<uint32_t>(t->vpid));
+    e.set_ppid(static_cast<uint32_t>(t->ppid ? ctx.vpid(t->ppid) : 0));
+    e.set_pgid(static_cast<uint32_t>(ctx.own_pidns ? ctx.vpid(t->stat.pgrp) : t->stat.pgrp));
+    e.set_sid(static_cast<uint32_t>(ctx.own_pidns ? ctx.vpid(t->stat.session) : t->stat.session));
+    for (pid_t tid : t->vtids) e.add_threads(static_cast<uint32_t>(tid));
     // A session or group whose leader is outside the tree can only be
     // joined again with --shell-job (the restoring shell's own).
     bool sid_in = pids.count(t->stat.session) != 0;
@@ -41,11 +42,11 @@ void dump_pstree(DumpContext& ctx) {
       throw Error(
           strfmt("zombie %d: its process group or session leader is not in the tree", z.pid));
     img::PstreeEntry e;
-    e.set_pid(static_cast<uint32_t>(z.pid));
-    e.set_ppid(static_cast<uint32_t>(z.ppid));
-    e.set_pgid(static_cast<uint32_t>(z.pgid));
-    e.set_sid(static_cast<uint32_t>(z.sid));
-    e.add_threads(static_cast<uint32_t>(z.pid));
+    e.set_pid(static_cast<uint32_t>(ctx.vpid(z.pid)));
+    e.set_ppid(static_cast<uint32_t>(ctx.vpid(z.ppid)));
+    e.set_pgid(static_cast<uint32_t>(ctx.vpid(z.pgid)));
+    e.set_sid(static_cast<uint32_t>(ctx.vpid(z.sid)));
+    e.add_threads(static_cast<uint32_t>(ctx.vpid(z.pid)));
     e.set_zombie(true);
     e.set_exit_status(z.exit_status);
     w.add(e);

@@ -1,6 +1,7 @@
 // Regular files, directories and devices, reopened by path.
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -15,13 +16,16 @@ namespace ckpt {
 
 namespace {
 
+constexpr long kMqueueMagic = 0x19800202;  // MQUEUE_MAGIC
+
 uint32_t open_flags(const img::FileDesc& d) {
   return d.flags() & ~static_cast<uint32_t>(O_CREAT | O_EXCL | O_TRUNC | O_CLOEXEC);
 }
 
 UniqueFd open_regular(const img::FileDesc& d, const GhostTable* ghosts) {
-  std::string path = d.reg().ghost_id() ? ghosts->path(d.reg().ghost_id()) : d.reg().path();
-  UniqueFd f = open_or_throw(path, static_cast<int>(open_flags(d)));
+  UniqueFd f = d.reg().ghost_id()
+                   ? ghosts->open(d.reg().ghost_id(), static_cast<int>(open_flags(d)))
+                   : open_or_throw(d.reg().path(), static_cast<int>(open_flags(d)));
   struct stat st {};
   if (fstat(f.get(), &st) == 0 && S_ISREG(st.st_mode) &&
       static_cast<uint64_t>(st.st_size) != d.reg().size())
@@ -53,6 +57,11 @@ class RegularFileKind : public FdKind {
   }
   void dump(const FdDumpArgs& a, img::FileDesc* d) override {
     if (a.link.empty() || a.link[0] != '/') throw Error("file without a path");
+    // A POSIX message queue descriptor (mq_open) looks like a regular file;
+    // reopening it by its path would open something else.
+    struct statfs sf {};
+    if (fstatfs(a.local, &sf) == 0 && sf.f_type == kMqueueMagic)
+      throw Error("POSIX message queue descriptors are not supported yet");
     auto* r = d->mutable_reg();
     if (is_memfd_link(a.link) || (S_ISREG(a.st.st_mode) && a.st.st_nlink == 0) ||
         is_deleted_link(a.link)) {

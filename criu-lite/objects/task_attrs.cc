@@ -90,7 +90,7 @@ void dump_task_attrs(DumpTask& t, img::TaskCore* core) {
   for (size_t i = 0; i < t.threads.size(); i++) {
     pid_t tid = t.threads[i].tid();
     auto* ta = a->add_threads();
-    ta->set_tid(static_cast<uint32_t>(tid));
+    ta->set_tid(static_cast<uint32_t>(i < t.vtids.size() ? t.vtids[i] : tid));
     in_context(strfmt("thread %d", tid), [&] {
       dump_thread_sched(tid, ta);
       std::unique_ptr<RemoteThread> local;
@@ -122,8 +122,9 @@ void restore_task_attrs(RemoteThread& leader, std::vector<Tracee>& threads,
   for (size_t i = 0; i < static_cast<size_t>(a.threads_size()); i++) {
     const img::ThreadAttrs& ta = a.threads(static_cast<int>(i));
     pid_t tid = threads[i].tid();
-    if (static_cast<pid_t>(ta.tid()) != tid)
-      throw Error(strfmt("thread attributes of tid %u found for tid %d", ta.tid(), tid));
+    if (ta.tid() != core.threads(static_cast<int>(i)).tid())
+      throw Error(strfmt("thread attributes of tid %u found for tid %u", ta.tid(),
+                         core.threads(static_cast<int>(i)).tid()));
     in_context(strfmt("thread %d", tid), [&] {
       // Timer slack first: a real-time policy zeroes it (and then it is 0
       // in the image too), a fair one keeps it.

@@ -30,7 +30,7 @@ struct KernelSigaction {
 void dump_task_core(DumpContext& ctx, DumpTask& t) {
   img::TaskCore core;
   RemoteThread& rt = *t.remote;
-  core.set_pid(static_cast<uint32_t>(t.pid));
+  core.set_pid(static_cast<uint32_t>(t.vpid));
   core.set_comm(t.stat.comm);
   core.set_umask(t.status.umask);
   core.set_exit_signal(t.stat.exit_signal);
@@ -98,7 +98,7 @@ void dump_task_core(DumpContext& ctx, DumpTask& t) {
                [&] { dump_thread(t, i, core.add_threads()); });
   }
   ctx.stats.threads += static_cast<uint32_t>(t.threads.size());
-  image::save_message(*ctx.sink, core_name(t.pid), image::Kind::Core, core);
+  image::save_message(*ctx.sink, core_name(t.vpid), image::Kind::Core, core);
 }
 
 void restore_sigactions(RemoteThread& rt, const RemoteScratch& s, pid_t pid,
@@ -138,7 +138,7 @@ void restore_itimers(RemoteThread& rt, const RemoteScratch& s, pid_t pid,
   }
 }
 
-void restore_pending(RemoteThread& rt, const RemoteScratch& s, pid_t pid, pid_t tid,
+void restore_pending(RemoteThread& rt, const RemoteScratch& s, pid_t pid, pid_t vpid, pid_t vtid,
                      const std::vector<img::SigInfo>& sigs, bool shared) {
   for (const auto& si : sigs) {
     if (si.raw().size() != sizeof(siginfo_t)) throw Error("pending signal record has a bad size");
@@ -147,9 +147,9 @@ void restore_pending(RemoteThread& rt, const RemoteScratch& s, pid_t pid, pid_t 
     s.write(pid, 0, &info, sizeof info);
     // Queued by the task to itself, so any si_code is allowed.
     if (shared)
-      rt.check("rt_sigqueueinfo", __NR_rt_sigqueueinfo, pid, info.si_signo, s.addr());
+      rt.check("rt_sigqueueinfo", __NR_rt_sigqueueinfo, vpid, info.si_signo, s.addr());
     else
-      rt.check("rt_tgsigqueueinfo", __NR_rt_tgsigqueueinfo, pid, tid, info.si_signo, s.addr());
+      rt.check("rt_tgsigqueueinfo", __NR_rt_tgsigqueueinfo, vpid, vtid, info.si_signo, s.addr());
   }
 }
 

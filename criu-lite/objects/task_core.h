@@ -21,7 +21,9 @@ void restore_itimers(RemoteThread& rt, const RemoteScratch& s, pid_t pid,
                      const img::TaskCore& core);
 // Queues the saved pending signals again: process-wide ones through the
 // leader, per-thread ones through each thread (tid_rts in thread order).
-void restore_pending(RemoteThread& rt, const RemoteScratch& s, pid_t pid, pid_t tid,
+// pid is ckpt's view of the process (for the scratch); vpid and vtid are the
+// task's own view, which is what the queueing syscalls it runs take.
+void restore_pending(RemoteThread& rt, const RemoteScratch& s, pid_t pid, pid_t vpid, pid_t vtid,
                      const std::vector<img::SigInfo>& sigs, bool shared);
 void restore_rlimits(pid_t pid, const img::TaskCore& core);
 void restore_task_misc(RemoteThread& rt, const img::TaskCore& core);

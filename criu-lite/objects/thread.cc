@@ -126,7 +126,7 @@ Regs regs_from_image(const img::X86Regs& o) {
 void dump_thread(DumpTask& t, size_t idx, img::ThreadCore* out) {
   Tracee& tr = t.threads[idx];
   pid_t tid = tr.tid();
-  out->set_tid(static_cast<uint32_t>(tid));
+  out->set_tid(static_cast<uint32_t>(idx < t.vtids.size() ? t.vtids[idx] : tid));
   *out->mutable_regs() = regs_to_image(t.regs[idx]);
   out->set_xstate(tr.get_xstate());
   out->set_blocked_mask(t.sigmasks[idx]);

@@ -24,7 +24,11 @@ struct PlannedTask {
   int parent = -1;            // index in RestorePlan::tasks, -1 for the root
   std::vector<int> children;  // indexes
   std::vector<int> zombies;   // indexes in RestorePlan::zombies
+  // The pid the tree sees (in the images); in a recreated pid namespace
+  // ckpt sees the process under another one, host, found once it exists.
+  pid_t host = 0;
   pid_t pid() const { return static_cast<pid_t>(entry.pid()); }
+  pid_t hpid() const { return host ? host : pid(); }
 };
 
 // An exited child not reaped at dump time: recreated as a process that
@@ -33,11 +37,16 @@ struct PlannedTask {
 struct PlannedZombie {
   img::PstreeEntry entry;
   int parent = -1;  // index in RestorePlan::tasks
+  pid_t host = 0;   // as for PlannedTask
   pid_t pid() const { return static_cast<pid_t>(entry.pid()); }
+  pid_t hpid() const { return host ? host : pid(); }
 };
 
 struct RestorePlan {
   img::Inventory inv;
+  // The root was the init of a pid namespace of its own: the tree is
+  // restored into a new one, where the root is 1 again.
+  bool new_pidns() const { return inv.namespaces().pid(); }
   std::vector<PlannedTask> tasks;  // parents before children; [0] is the root
   std::vector<PlannedZombie> zombies;
 };

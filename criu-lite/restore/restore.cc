@@ -19,6 +19,7 @@
 #include "objects/files.h"
 #include "objects/ghosts.h"
 #include "objects/mm.h"
+#include "objects/namespaces.h"
 #include "objects/net_lock.h"
 #include "objects/task_attrs.h"
 #include "objects/task_core.h"
@@ -31,6 +32,8 @@
 #include "sys/fault.h"
 #include "sys/fd.h"
 #include "sys/log.h"
+#include "sys/ns_enter.h"
+#include "sys/proc.h"
 #include "sys/remote.h"
 #include "sys/tracee.h"
 
@@ -53,7 +56,7 @@ struct LiveTask {
 };
 
 void seize_stub(LiveTask& lt) {
-  pid_t pid = lt.plan->pid();
+  pid_t pid = lt.plan->hpid();
   // RemoteThread keeps a reference to the leader's Tracee: no reallocation
   // may move it when the other threads are added.
   lt.threads.reserve(static_cast<size_t>(lt.plan->core.threads_size()));
@@ -68,7 +71,7 @@ void seize_stub(LiveTask& lt) {
 void rebuild_process(LiveTask& lt, const image::ImageSource& src, const ShmemTable& shmem,
                      const GhostTable& ghosts, MmRestoreStats* st) {
   const PlannedTask& p = *lt.plan;
-  pid_t pid = p.pid();
+  pid_t pid = p.hpid();
   Tracee& leader = lt.threads[0];
   lt.remote = std::make_unique<RemoteThread>(
       leader, reinterpret_cast<uint64_t>(cpu::vdso_text().data()) + cpu::vdso_syscall_offset());
@@ -77,9 +80,22 @@ void rebuild_process(LiveTask& lt, const image::ImageSource& src, const ShmemTab
   ckpt_rseq_configuration rc = leader.get_rseq();
   if (rc.rseq_abi_pointer)
     rt.check("rseq unregister", __NR_rseq, rc.rseq_abi_pointer, rc.rseq_abi_size, 1, rc.signature);
-  in_context("memory", [&] { restore_mm(rt, lt.scratch, pid, p.mm, src, shmem, ghosts, st); });
+  int holder_fd = FileTable::holder_fd_number(p.fds);
+  in_context("memory",
+             [&] { restore_mm(rt, lt.scratch, pid, p.mm, src, shmem, ghosts, holder_fd, st); });
   in_context("mm fields", [&] { restore_mm_fields(rt, lt.scratch, pid, p.mm); });
   in_context("signal handlers", [&] { restore_sigactions(rt, lt.scratch, pid, p.core); });
+}
+
+// ckpt's id of the thread a task in a recreated pid namespace knows as vtid.
+pid_t host_tid(pid_t pid, pid_t vtid) {
+  for (pid_t tid : proc::list_threads(pid)) {
+    std::string text;
+    if (!try_read_file(strfmt("/proc/%d/task/%d/status", pid, tid), &text)) continue;
+    const std::vector<pid_t>& ns = proc::parse_status(text).nspid;
+    if (!ns.empty() && ns.back() == vtid) return tid;
+  }
+  throw Error(strfmt("thread %d not found after its clone3", vtid));
 }
 
 // Threads other than the leader, created by a remote clone3 with their tids.
@@ -93,8 +109,8 @@ void create_threads(LiveTask& lt) {
       args.flags = kThreadFlags;
       args.set_tid = lt.scratch.addr() + 256;
       args.set_tid_size = 1;
-      lt.scratch.write(p.pid(), 0, &args, sizeof args);
-      lt.scratch.write(p.pid(), 256, &tid, sizeof tid);
+      lt.scratch.write(p.hpid(), 0, &args, sizeof args);
+      lt.scratch.write(p.hpid(), 256, &tid, sizeof tid);
       long r = rt.call(__NR_clone3, lt.scratch.addr(), sizeof args);
       // As for processes (stubs.cc): the tid may be a moment from free.
       for (int tries = 0; r == -EEXIST && tries < 2000; tries++) {
@@ -103,7 +119,7 @@ void create_threads(LiveTask& lt) {
       }
       if (r < 0) throw Error("clone3 with set_tid", static_cast<int>(-r));
       if (r != tid) throw Error(strfmt("clone3 gave tid %ld", r));
-      Tracee t = Tracee::adopt(tid);
+      Tracee t = Tracee::adopt(p.host ? host_tid(p.hpid(), tid) : tid);
       // A thread auto-attached by PTRACE_O_TRACECLONE starts in an event stop.
       for (;;) {
         StopInfo s = t.wait();
@@ -117,11 +133,11 @@ void create_threads(LiveTask& lt) {
 
 void finish_process(LiveTask& lt) {
   const PlannedTask& p = *lt.plan;
-  pid_t pid = p.pid();
+  pid_t pid = p.hpid();
   RemoteThread& rt = *lt.remote;
   restore_itimers(rt, lt.scratch, pid, p.core);
   std::vector<img::SigInfo> shared(p.core.shared_pending().begin(), p.core.shared_pending().end());
-  restore_pending(rt, lt.scratch, pid, pid, shared, true);
+  restore_pending(rt, lt.scratch, pid, p.pid(), p.pid(), shared, true);
   std::vector<std::unique_ptr<RemoteThread>> rts;
   for (size_t i = 0; i < lt.threads.size(); i++) {
     const img::ThreadCore& tc = p.core.threads(static_cast<int>(i));
@@ -133,7 +149,7 @@ void finish_process(LiveTask& lt) {
     in_context(strfmt("thread %u", tc.tid()), [&] {
       restore_thread_state(*trt, lt.scratch, pid, tc);
       std::vector<img::SigInfo> own(tc.pending().begin(), tc.pending().end());
-      restore_pending(*trt, lt.scratch, pid, static_cast<pid_t>(tc.tid()), own, false);
+      restore_pending(*trt, lt.scratch, pid, p.pid(), static_cast<pid_t>(tc.tid()), own, false);
     });
   }
   restore_rlimits(pid, p.core);
@@ -154,6 +170,8 @@ void finish_process(LiveTask& lt) {
                [&] { restore_thread_creds(*trt, lt.scratch, pid, tc.creds()); });
   }
   restore_task_misc(rt, p.core);
+  // The stub's pidfd on ckpt (files.h) is not the process's.
+  rt.call(__NR_close, static_cast<uint64_t>(FileTable::holder_fd_number(p.fds)));
   lt.scratch.unmap(rt);
   in_context("process attributes",
              [&] { restore_task_attrs_last(lt.threads, rt.syscall_ip(), pid, p.core); });
@@ -187,7 +205,7 @@ class PinToOneCpu {
     if (!pinned_) return;
     cpu_set_t one;
     sched_getaffinity(0, sizeof one, &one);
-    for (const auto& t : plan.tasks) sched_setaffinity(t.pid(), sizeof one, &one);
+    for (const auto& t : plan.tasks) sched_setaffinity(t.hpid(), sizeof one, &one);
   }
   PinToOneCpu(const PinToOneCpu&) = delete;
   PinToOneCpu& operator=(const PinToOneCpu&) = delete;
@@ -223,7 +241,9 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   res.tasks = static_cast<uint32_t>(plan.tasks.size());
   for (const auto& t : plan.tasks) res.threads += static_cast<uint32_t>(t.core.threads_size());
 
-  wait_pids_free(plan, req.pid_wait_ms);
+  // A recreated pid namespace starts empty; otherwise the dumped pids must
+  // be free here.
+  if (!plan.new_pidns()) wait_pids_free(plan, req.pid_wait_ms);
 
   std::vector<img::MmCore> mms;
   std::vector<img::FdTable> tables;
@@ -235,17 +255,30 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   }
   ShmemTable shmem;
   shmem.load(src, mms);
-  ghosts.materialize(src);
   // Packets of the saved connections stay dropped until the tree runs (the
   // dump's lock on this host, a new one on another); removed on failure too.
   NetLock net_lock;
   if (has_lock) net_lock.relock(saved_lock);
-  files.open_all(tables, pids, &ghosts);
 
-  StubTree stubs(plan, files);
+  files.reserve(tables);
+  StubOptions sopts;
+  sopts.root_ns_flags = namespace_clone_flags(plan.inv.namespaces());
+  StubTree stubs(plan, files, std::move(sopts));
   {
     log::StepTimer st("fork tree");
     stubs.create(10000);
+  }
+  {
+    log::StepTimer st("open files");
+    // Sockets and paths belong to the tree's namespaces.
+    int enter = (plan.inv.namespaces().net() ? CLONE_NEWNET : 0) |
+                (plan.inv.namespaces().mnt() ? CLONE_NEWNS : 0);
+    std::optional<NsEnter> in_tree;
+    if (enter) in_tree.emplace(stubs.root_pid(), enter);
+    ghosts.materialize(src);
+    files.open_all(tables, pids, &ghosts);
+    in_tree.reset();
+    stubs.install_files(10000);
   }
   files.close_helpers();
   fault::point("restore-after-fork");
@@ -273,7 +306,7 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   }
   if (req.progress) {
     for (const auto& t : plan.tasks)
-      total_pages += image::PageReader(src, std::to_string(t.pid())).pages();
+      total_pages += image::PageReader(src, std::to_string(t.pid())).pages();  // image names
     req.progress->start("restore", total_pages);
   }
   MmRestoreStats mst;

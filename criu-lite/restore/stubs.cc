@@ -12,19 +12,23 @@
 
 #include <chrono>
 #include <cstring>
+#include <map>
 #include <thread>
 
 #include "sys/error.h"
 #include "sys/fault.h"
 #include "sys/log.h"
+#include "sys/proc.h"
 #include "sys/uapi.h"
 
 namespace ckpt {
 
 struct StubTree::Control {
+  std::atomic<int> root_go;  // on_root is done
   std::atomic<int> phase;
   std::atomic<int> created;
   std::atomic<int> grouped;
+  std::atomic<int> joined;
   std::atomic<int> ready;
   std::atomic<int> failed;  // index + 1 of the first stub that failed
   struct Slot {
@@ -42,8 +46,9 @@ void futex_wake(std::atomic<int>* addr) {
   syscall(SYS_futex, reinterpret_cast<int*>(addr), FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0);
 }
 
-pid_t clone_with_pid(pid_t pid, int exit_signal) {
+pid_t clone_with_pid(pid_t pid, int exit_signal, uint64_t flags = 0) {
   ckpt_clone_args args{};
+  args.flags = flags;
   args.exit_signal = static_cast<uint64_t>(exit_signal);
   args.set_tid = reinterpret_cast<uint64_t>(&pid);
   args.set_tid_size = 1;
@@ -57,7 +62,8 @@ pid_t clone_with_pid(pid_t pid, int exit_signal) {
 }
 }  // namespace
 
-StubTree::StubTree(const RestorePlan& plan, const FileTable& files) : plan_(plan), files_(files) {
+StubTree::StubTree(RestorePlan& plan, const FileTable& files, StubOptions opts)
+    : plan_(plan), files_(files), opts_(std::move(opts)) {
   ctl_size_ = sizeof(Control) + (plan.tasks.size() + plan.zombies.size()) * sizeof(Control::Slot);
   void* p = mmap(nullptr, ctl_size_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) throw_errno("map restore control block");
@@ -88,8 +94,22 @@ void StubTree::stub_main(int idx) {
   // If our parent (a stub, or the controller) dies, so do we: a failed
   // restore leaves nothing behind. The real value comes back at the end.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (getppid() == 1) fail("parent died", 0);
+  // Reparented already? (The root's parent is outside its pid namespace,
+  // if it has one of its own: getppid() is 0 there.)
+  pid_t want_ppid = idx == 0 ? -1 : plan_.tasks[t.parent].pid();
+  if (idx == 0 ? getppid() == 1 : getppid() != want_ppid) fail("parent died", 0);
   pid_t pid = t.pid();
+  if (idx == 0) {
+    while (ctl_->root_go.load() == 0) futex_wait(&ctl_->root_go, 0);
+    if (ctl_->root_go.load() < 0) _exit(1);  // the controller failed and says why
+  }
+  if (idx == 0 && opts_.in_root) {
+    try {
+      opts_.in_root();
+    } catch (const Error& e) {
+      fail(e.what(), 0);
+    }
+  }
   if (t.entry.sid() == t.entry.pid() && getsid(0) != pid && setsid() < 0) fail("setsid", errno);
   for (int c : t.children) {
     const PlannedTask& ct = plan_.tasks[c];
@@ -135,12 +155,16 @@ void StubTree::stub_main(int idx) {
              getsid(0), t.entry.sid());
     fail(msg, 0);
   }
+  ctl_->joined.fetch_add(1);
+  futex_wake(&ctl_->joined);
 
+  // The holder opens every description meanwhile (in the tree's namespaces).
+  while (ctl_->phase.load() < 3) futex_wait(&ctl_->phase, 2);
   umask(t.core.umask());
   if (!t.core.cwd().empty() && chdir(t.core.cwd().c_str()) < 0)
     fail(("chdir " + t.core.cwd()).c_str(), errno);
   try {
-    files_.install(t.fds);
+    files_.install(t.fds, holder_.get());
   } catch (const Error& e) {
     fail(e.what(), 0);
   }
@@ -177,6 +201,8 @@ void StubTree::zombie_main(int z) {
   futex_wake(&ctl_->grouped);
   while (ctl_->phase.load() < 2) futex_wait(&ctl_->phase, 1);
   if (pgid != pid && getpgrp() != pgid && setpgid(0, pgid) < 0) fail("join process group", errno);
+  ctl_->joined.fetch_add(1);
+  futex_wake(&ctl_->joined);
   ctl_->ready.fetch_add(1);
   futex_wake(&ctl_->ready);
   // Exit the way the process did; its parent reads the same status.
@@ -229,21 +255,78 @@ void StubTree::create(int timeout_ms) {
   // Orphaned stubs of a failed restore come to us, not to a PID 1 that
   // reaps late, so their pids are free again at once.
   prctl(PR_SET_CHILD_SUBREAPER, 1);
+  holder_ = UniqueFd(static_cast<int>(syscall(SYS_pidfd_open, getpid(), 0)));
+  if (!holder_) throw_errno("pidfd_open of ckpt itself");
   fflush(nullptr);
-  pid_t r = clone_with_pid(root.pid(), SIGCHLD);
+  pid_t r = clone_with_pid(root.pid(), SIGCHLD, opts_.root_ns_flags);
   if (r == 0) stub_main(0);
   if (r < 0) throw_errno(strfmt("create root pid %d (clone3 set_tid)", root.pid()));
   root_ = r;
+  if (opts_.root_ns_flags & CLONE_NEWPID) plan_.tasks[0].host = r;
+  try {
+    if (opts_.on_root) opts_.on_root(r);
+  } catch (...) {
+    ctl_->root_go.store(-1);
+    futex_wake(&ctl_->root_go);
+    throw;
+  }
+  ctl_->root_go.store(1);
+  futex_wake(&ctl_->root_go);
   wait_counter(ctl_->created, n, timeout_ms, "creating processes");
   raise_phase(1);
   wait_counter(ctl_->grouped, n, timeout_ms, "making process groups");
   raise_phase(2);
+  wait_counter(ctl_->joined, n, timeout_ms, "joining process groups");
+  if (opts_.root_ns_flags & CLONE_NEWPID) find_host_pids();
+}
+
+void StubTree::install_files(int timeout_ms) {
+  int n = static_cast<int>(plan_.tasks.size() + plan_.zombies.size());
+  raise_phase(3);
   wait_counter(ctl_->ready, n, timeout_ms, "opening files");
 }
 
+// In a new pid namespace a stub's pid there is the dumped one; ckpt sees
+// another. Walk the tree from the root (whose pid clone3 returned) through
+// each stub's children, matching them by their innermost pid.
+void StubTree::find_host_pids() {
+  auto inner_pid = [](pid_t host) -> pid_t {
+    std::string text;
+    if (!try_read_file(strfmt("/proc/%d/status", host), &text)) return 0;
+    const std::vector<pid_t>& ns = proc::parse_status(text).nspid;
+    return ns.empty() ? 0 : ns.back();
+  };
+  for (auto& t : plan_.tasks) {
+    if (!t.host) throw Error(strfmt("pid %d: restore stub not found", t.pid()));
+    std::map<pid_t, pid_t> kids;  // inner pid -> host pid
+    for (pid_t c : proc::list_children(t.host)) kids[inner_pid(c)] = c;
+    for (int c : t.children) {
+      auto it = kids.find(plan_.tasks[c].pid());
+      if (it == kids.end())
+        throw Error(
+            strfmt("pid %d: restore stub not found under %d", plan_.tasks[c].pid(), t.pid()));
+      plan_.tasks[c].host = it->second;
+    }
+    for (int z : t.zombies) {
+      auto it = kids.find(plan_.zombies[z].pid());
+      if (it != kids.end()) plan_.zombies[z].host = it->second;
+    }
+  }
+}
+
 void StubTree::kill_all() {
-  for (const auto& t : plan_.tasks) kill(t.pid(), SIGKILL);
-  for (const auto& z : plan_.zombies) kill(z.pid(), SIGKILL);
+  // In a pid namespace of its own the tree dies with its init.
+  if ((opts_.root_ns_flags & CLONE_NEWPID) && root_ > 0) {
+    kill(root_, SIGKILL);
+    while (waitpid(root_, nullptr, __WALL) < 0 && errno == EINTR) {
+    }
+    while (waitpid(-1, nullptr, WNOHANG | __WALL) > 0) {
+    }
+    root_ = -1;
+    return;
+  }
+  for (const auto& t : plan_.tasks) kill(t.hpid(), SIGKILL);
+  for (const auto& z : plan_.zombies) kill(z.hpid(), SIGKILL);
   // Reap what comes to us (root and orphans, we are their subreaper) until
   // no pid of the plan exists any more.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);

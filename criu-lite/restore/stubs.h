@@ -16,22 +16,42 @@
 
 #include <atomic>
 #include <cstddef>
+#include <functional>
 #include <string>
 
 #include "objects/files.h"
 #include "restore/plan.h"
+#include "sys/fd.h"
 
 namespace ckpt {
 
+struct StubOptions {
+  // CLONE_NEW* flags for the root: the namespaces the tree gets of its own.
+  // With CLONE_NEWPID the root is pid 1 of the new namespace.
+  uint64_t root_ns_flags = 0;
+  // Runs in ckpt once the root exists (host_pid: ckpt's pid of it), before
+  // it forks the rest: configure its new namespaces, move it into its
+  // cgroup. Throws to fail.
+  std::function<void(pid_t host_pid)> on_root;
+  // Runs in the root stub, in its new namespaces, before it forks the rest
+  // of the tree (the mounts of a new mount namespace). Throws to fail.
+  std::function<void()> in_root;
+};
+
 class StubTree {
  public:
-  StubTree(const RestorePlan& plan, const FileTable& files);
+  StubTree(RestorePlan& plan, const FileTable& files, StubOptions opts = {});
   StubTree(const StubTree&) = delete;
   ~StubTree();  // kills and reaps every stub unless released
 
-  // Forks the whole tree and waits until every stub is parked; throws with
-  // the failing stub's reason.
+  // Forks the whole tree (sessions and process groups made) and waits until
+  // every stub waits for its files; fills each task's host pid when the tree
+  // has a pid namespace of its own. Throws with the failing stub's reason.
   void create(int timeout_ms);
+  // After the holder (this process) opened every description: each stub
+  // takes its own, then parks.
+  void install_files(int timeout_ms);
+  // ckpt's pid of the root (its pid in the tree's namespace is plan's).
   pid_t root_pid() const;
   // The tree now belongs to the restored program.
   void release() { released_ = true; }
@@ -45,8 +65,12 @@ class StubTree {
   void wait_counter(std::atomic<int>& c, int want, int timeout_ms, const char* what);
   void raise_phase(int p);
 
-  const RestorePlan& plan_;
+  void find_host_pids();
+
+  RestorePlan& plan_;
   const FileTable& files_;
+  StubOptions opts_;
+  UniqueFd holder_;  // pidfd of this process, inherited by the stubs
   Control* ctl_ = nullptr;
   size_t ctl_size_ = 0;
   pid_t root_ = -1;

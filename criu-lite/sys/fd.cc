@@ -24,6 +24,19 @@ UniqueFd openat_or_throw(int dirfd, const std::string& path, int flags, mode_t m
   return UniqueFd(fd);
 }
 
+int host_proc_dir() {
+  static const int fd = [] {
+    int f = ::open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (f < 0) throw_errno("open /proc");
+    return f;
+  }();
+  return fd;
+}
+
+UniqueFd reopen_fd(int fd, int flags) {
+  return openat_or_throw(host_proc_dir(), "self/fd/" + std::to_string(fd), flags);
+}
+
 void write_full(int fd, const void* buf, size_t len, const std::string& what) {
   auto* p = static_cast<const char*>(buf);
   while (len > 0) {

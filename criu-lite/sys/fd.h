@@ -39,6 +39,13 @@ class UniqueFd {
 UniqueFd open_or_throw(const std::string& path, int flags, mode_t mode = 0);
 UniqueFd openat_or_throw(int dirfd, const std::string& path, int flags, mode_t mode = 0);
 
+// ckpt's own /proc (its pid namespace's), opened on first use and kept:
+// after entering a tree's mount namespace, "/proc" is the tree's, where
+// ckpt's pid does not exist. NsEnter opens it before leaving.
+int host_proc_dir();
+// A new description of the file fd refers to (/proc/self/fd/N), with flags.
+UniqueFd reopen_fd(int fd, int flags);
+
 // Write all of buf or throw (EINTR and short writes retried).
 void write_full(int fd, const void* buf, size_t len, const std::string& what);
 void pwrite_full(int fd, const void* buf, size_t len, off_t off, const std::string& what);

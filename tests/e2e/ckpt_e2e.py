@@ -25,7 +25,7 @@ After the last cycle the tree is watched for 7 s more, so that watchdogs
 (a peer stuck for 5 s, e.g. a shared mapping no longer shared) can fire.
 
 Scenarios: one per workload (memory threads tree pipes files signals
-identity counter), plus leave-running, repeat, restore-after-kill,
+identity counter ... sysv), plus leave-running, repeat, restore-after-kill,
 fault-dump, fault-restore and bad-images (see the sc_* functions).
 
 Workload trees use global PIDs, so scenarios must run one at a time.  Every
@@ -48,7 +48,7 @@ import traceback
 
 EXIT_PASS, EXIT_FAIL, EXIT_SKIP = 0, 1, 77
 
-WORKLOADS = ("memory", "threads", "tree", "pipes", "files", "signals", "identity", "counter", "attrs", "evfds", "ghost", "unix", "zombie")
+WORKLOADS = ("memory", "threads", "tree", "pipes", "files", "signals", "identity", "counter", "attrs", "evfds", "ghost", "unix", "zombie", "sysv")
 DUMP_FAULTS = ("dump-after-seize", "dump-after-core", "dump-after-pages", "dump-before-inventory")
 RESTORE_FAULTS = ("restore-after-fork", "restore-after-files", "restore-after-mm",
                   "restore-before-resume")
@@ -260,6 +260,35 @@ def capture(root):
     return snap
 
 
+def inner_ids(path):
+    """(pid, pgid, sid) innermost in their pid namespace, from a status file."""
+    text = read_text(path) or ""
+    ids = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("NSpid", "NSpgid", "NSsid") and value.split():
+            ids[key] = int(value.split()[-1])
+    return ids.get("NSpid"), ids.get("NSpgid"), ids.get("NSsid")
+
+
+def ns_view(snap):
+    """A snapshot with every id as the tree sees it inside its own pid
+    namespace: a tree restored there has other pids on the host."""
+    inner = {pid: inner_ids(f"/proc/{pid}/status") for pid in snap}
+    out = {}
+    for pid, v in snap.items():
+        ipid, pgid, sid = inner[pid]
+        if ipid is None:
+            raise Failure(f"task {pid} vanished while being inspected")
+        threads = {}
+        for tid, comm in v["threads"].items():
+            itid = inner_ids(f"/proc/{pid}/task/{tid}/status")[0]
+            threads[itid if itid is not None else f"gone:{tid}"] = comm
+        ppid = inner[v["ppid"]][0] if v["ppid"] in inner else "outside"
+        out[ipid] = dict(v, ppid=ppid, pgid=pgid, sid=sid, threads=threads)
+    return out
+
+
 def fd_desc(f, with_pos):
     s = f"{f['target']} flags={f.get('flags')} mnt={f.get('mnt_id')}"
     if with_pos:
@@ -439,16 +468,32 @@ class Workload:
         self.root = None
         self.seen = set()   # every pid/tid ever part of the tree
         self.ndirs = 0
+        # Started as the init of a pid namespace of its own: snapshots are
+        # compared by the ids inside it, and the root's host pid changes
+        # with each restore.
+        self.pidns = False
 
     # -- lifecycle --
 
-    def start(self):
+    def start(self, prefix=()):
+        """prefix: a command that runs the workload (e.g. unshare); the
+        root is then its only child."""
         open(self.log_path, "a").close()
         self.proc = subprocess.Popen(
-            [self.binary, "--log", self.log_path, "--dir", self.dir] + self.args,
+            list(prefix) + [self.binary, "--log", self.log_path, "--dir", self.dir] + self.args,
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True, close_fds=True, cwd=self.tmp)
         self.root = self.proc.pid
+        if prefix:
+            deadline = time.monotonic() + READY_TIMEOUT
+            while True:
+                kids = read_text(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children", "")
+                if kids.split():
+                    self.root = int(kids.split()[0])
+                    break
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise Failure(f"{prefix[0]} did not start wl_{self.name}")
+                time.sleep(0.02)
         self.seen.add(self.root)
         note(f"started wl_{self.name} as pid {self.root} (tmp {self.tmp})")
         deadline = time.monotonic() + READY_TIMEOUT
@@ -511,16 +556,16 @@ class Workload:
 
     def sample(self):
         """Two snapshots SAMPLE_GAP apart: (snapshot, stable offsets, transient fds)."""
-        s1 = capture(self.root)
+        s1 = self.capture()
         time.sleep(SAMPLE_GAP)
-        s2 = capture(self.root)
+        s2 = self.capture()
         self.remember()
         fds1 = {(p, fd): f for p, v in s1.items() for fd, f in v["fds"].items()}
         fds2 = {(p, fd): f for p, v in s2.items() for fd, f in v["fds"].items()}
         transient = frozenset(set(fds1) ^ set(fds2))
         stable = frozenset(k for k in set(fds1) & set(fds2)
                            if fds1[k].get("pos") == fds2[k].get("pos"))
-        drift = diff_snapshots(s1, s2, self.root, ignore=transient)
+        drift = diff_snapshots(s1, s2, self.view_root(), ignore=transient)
         if drift:
             for d in drift:
                 note("  drift: " + d)
@@ -528,10 +573,14 @@ class Workload:
                           f"{drift[0]}")
         return s2, stable, transient
 
+    def capture(self):
+        snap = capture(self.root)
+        return ns_view(snap) if self.pidns else snap
+
     def compare(self, before, stable, transient, when):
-        after = capture(self.root)
+        after = self.capture()
         self.remember()
-        diffs = diff_snapshots(before, after, self.root, stable, transient)
+        diffs = diff_snapshots(before, after, self.view_root(), stable, transient)
         if diffs:
             for d in diffs:
                 note("  diff: " + d)
@@ -542,6 +591,9 @@ class Workload:
              f"{sum(len(v['fds']) for v in after.values())} fds "
              f"({len(stable)} offsets compared)")
         return after
+
+    def view_root(self):
+        return 1 if self.pidns else self.root
 
     def wait_progress(self, offset, step, what, strict_first=None, first_range=None):
         """Waits for `step` consecutive progress lines after offset.
@@ -674,10 +726,21 @@ class Workload:
                 self.proc = None
             if not victims:
                 break
+        self.remove_ipc_objects()
         if self.env.keep:
             note(f"kept {self.tmp}")
         else:
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def remove_ipc_objects(self):
+        """SysV objects a workload made in the host's IPC namespace outlive
+        it (wl_sysv logs their key as `ipc-key 0x...`): remove them."""
+        for line in self.log().lines:
+            if line.startswith("ipc-key "):
+                key = line.split()[1]
+                for flag in ("-M", "-S", "-Q"):
+                    subprocess.run(["ipcrm", flag, key], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, check=False)
 
 
 # ---------------------------------------------------------------------------
@@ -739,6 +802,12 @@ def require_restore_ok(res, wl, what):
         res.show()
         raise Failure(f"{what}: ckpt restore exited {res.rc}: {res.error_line()}")
     text = read_text(res.pidfile)
+    if wl.pidns and text and text.strip().isdigit():
+        # A new pid namespace: the root is 1 inside, anything on the host.
+        wl.root = int(text)
+        if inner_ids(f"/proc/{wl.root}/status")[0] != 1:
+            raise Failure(f"{what}: restored root {wl.root} is not pid 1 in its namespace")
+        wl.seen.add(wl.root)
     if text is None or text.strip() != str(wl.root):
         raise Failure(f"{what}: pidfile {res.pidfile} holds {text!r}, expected {wl.root}")
     if not task_alive(wl.root):
@@ -748,7 +817,7 @@ def require_restore_ok(res, wl, what):
 def dump_and_check_gone(env, wl, label):
     """Dump (killing the tree); returns (snapshot, stable, transient, imgdir, tasks)."""
     before, stable, transient = wl.sample()
-    tasks = snapshot_tasks(before)
+    tasks = wl.tasks() if wl.pidns else snapshot_tasks(before)
     img = wl.new_dir(label)
     res = env.ckpt.dump(wl, img)
     require_dump_ok(res, img, f"{label}: dump")
@@ -811,6 +880,18 @@ def leave_running_cycle(env, wl, label, wait_vanish):
 
 def sc_workload(env, name):
     wl = env.start(name)
+    for i in range(env.iters):
+        cycle(env, wl, f"iter{i + 1}")
+    wl.watch()
+
+
+def sc_pidns(env):
+    """wl_tree as the init of a pid namespace of its own: restored into a new
+    one, with the same pids inside (the root is 1 again) and other host pids."""
+    wl = Workload(env, env.workload_override or "tree")
+    env.workloads.append(wl)
+    wl.pidns = True
+    wl.start(prefix=("unshare", "--pid", "--fork", "setsid"))
     for i in range(env.iters):
         cycle(env, wl, f"iter{i + 1}")
     wl.watch()
@@ -987,7 +1068,7 @@ def sc_cli(env):
 
     run(["--version"], 0, "ckpt ", "stdout")
     run(["help"], 0, "commands:", "stdout")
-    for verb in ("dump", "restore", "show", "check"):
+    for verb in ("dump", "restore", "show", "check", "run", "ps", "kill", "rm"):
         run(["help", verb], 0, f"usage: ckpt {verb}", "stdout")
         run([verb, "--help"], 0, f"usage: ckpt {verb}", "stdout")
     run([], 2, "usage: ckpt", one_line=False)
@@ -1559,9 +1640,273 @@ def sc_tcp_no_flag(env):
         c.stop()
 
 
+# ---------------------------------------------------------------------------
+# Containers: ckpt run / ps / kill / rm on simulated hosts (scripts/hosts)
+# ---------------------------------------------------------------------------
+
+HOSTS_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                            "scripts", "hosts")
+
+
+class Containers:
+    """ckpt run and friends inside a simulated host, with a state directory
+    and cgroup parent of their own; cleanup() removes every container and
+    the hosts, also after a failure."""
+
+    def __init__(self, env):
+        self.env = env
+        # Names of namespaces, containers and cgroups carry "run" and our pid.
+        self.prefix = f"run{os.getpid()}-"
+        self.tmp = tempfile.mkdtemp(prefix=f"ckpt-e2e-{self.prefix}")
+        self.run_dir = os.path.join(self.tmp, "state")
+        self.names = []
+        self.hosts_up = False
+
+    def ns(self, host):
+        return self.prefix + host
+
+    def sh(self, cmd, check=True, timeout=CKPT_TIMEOUT, env_extra=None):
+        e = dict(os.environ)
+        e.pop("CKPT_FAULT", None)
+        e.update(env_extra or {})
+        r = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                           timeout=timeout, env=e)
+        if check and r.returncode != 0:
+            raise Failure(f"{' '.join(cmd)}: exit {r.returncode}: "
+                          f"{(r.stderr or r.stdout).strip()[-300:]}")
+        return r
+
+    def hosts(self, verb):
+        note(f"HOSTS_PREFIX={self.prefix} scripts/hosts {verb}")
+        if verb == "up":
+            self.hosts_up = True
+        return self.sh(["bash", HOSTS_SCRIPT, verb], env_extra={"HOSTS_PREFIX": self.prefix})
+
+    def ckpt(self, args, host="hostA", check=True):
+        """ckpt ARGS in HOST's network namespace (as `ip netns exec` runs it)."""
+        cmd = ["ip", "netns", "exec", self.ns(host), self.env.ckpt_path] + args
+        note(" ".join(cmd[3:] if host else cmd))
+        return self.sh(cmd, check=check, env_extra={
+            "CKPT_RUN_DIR": self.run_dir, "CKPT_CGROUP_PARENT": self.prefix + "ckpt"})
+
+    def run(self, name, args, host="hostA"):
+        self.names.append(name)
+        r = self.ckpt(["run", "-d", "--name", name] + args, host)
+        m = re.match(r"^(\S+) (\d+)$", r.stdout.strip())
+        if not m or m[1] != name:
+            raise Failure(f"ckpt run -d printed {r.stdout.strip()!r}, expected 'NAME PID'")
+        return int(m[2])
+
+    def state(self, name):
+        text = read_text(os.path.join(self.run_dir, name))
+        if text is None:
+            raise Failure(f"no state file for {name} in {self.run_dir}")
+        return text
+
+    def cgroup_paths(self, name):
+        return re.findall(r'^cgroup_paths: "(.*)"$', self.state(name), re.M)
+
+    def ps(self, name):
+        """(pid, status) of NAME in `ckpt ps`, or None."""
+        out = self.ckpt(["ps"]).stdout.splitlines()
+        if not out or not out[0].split()[:5] == ["NAME", "PID", "STATUS", "CREATED", "COMMAND"]:
+            raise Failure(f"ckpt ps header unexpected: {out[:1]}")
+        for line in out[1:]:
+            f = line.split()
+            if f and f[0] == name:
+                return int(f[1]), f[2]
+        return None
+
+    def link_exists(self, host, ifname):
+        return self.sh(["ip", "-n", self.ns(host), "link", "show", ifname],
+                       check=False).returncode == 0
+
+    def cleanup(self):
+        for name in self.names:
+            try:
+                self.ckpt(["rm", "-f", name], check=False)
+            except Exception as e:
+                note(f"cleanup of container {name}: {e}")
+        if self.hosts_up:
+            try:
+                self.hosts("down")
+            except Exception as e:
+                note(f"hosts down: {e}")
+        if self.env.keep:
+            note(f"kept {self.tmp}")
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def wait_for(what, cond, timeout=GONE_TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise Failure(f"{what} (after {timeout:.0f} s)")
+        time.sleep(0.05)
+
+
+def check_container_removed(c, name, pid, cg_paths, host_if=None, log=None):
+    if os.path.exists(os.path.join(c.run_dir, name)):
+        raise Failure(f"ckpt rm {name} left its state file")
+    left = [p for p in cg_paths if os.path.exists(p)]
+    if left:
+        raise Failure(f"ckpt rm {name} left its cgroup: {left}")
+    if host_if and c.link_exists("hostA", host_if):
+        raise Failure(f"ckpt rm {name} left the host veth {host_if}")
+    if log and os.path.exists(log):
+        raise Failure(f"ckpt rm {name} left its log {log}")
+    if c.ps(name) is not None:
+        raise Failure(f"ckpt ps still lists {name} after rm")
+    wait_for(f"init {pid} of {name} still exists", lambda: not task_alive(pid))
+
+
+def make_rootfs(tmp, binary):
+    """A minimal root: the binary in /bin and the libraries ldd names."""
+    root = os.path.join(tmp, "rootfs")
+    for d in ("bin", "tmp", "proc", "dev"):
+        os.makedirs(os.path.join(root, d), exist_ok=True)
+    shutil.copy2(binary, os.path.join(root, "bin"))
+    out = subprocess.run(["ldd", binary], capture_output=True, text=True).stdout
+    for lib in re.findall(r"(/\S+)", out):
+        dst = os.path.join(root, lib.lstrip("/"))
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        shutil.copy(os.path.realpath(lib), dst)
+    return root
+
+
+def sc_container_run(env):
+    """ckpt run -d in a simulated host (scripts/hosts): the workload is pid 1
+    of its namespaces, with its hostname, bridge IP (pinged from the client),
+    cgroup and memory limit; ps shows it; kill and rm remove everything. Then
+    a tiny rootfs with pivot_root, removed with rm -f, and a foreground --rm."""
+    for tool in ("ip", "ping", "nsenter", "ldd"):
+        if not shutil.which(tool):
+            raise Skip(f"{tool} is not installed (scripts/deps)")
+    binary = os.path.realpath(os.path.join(env.workloads_dir, "wl_counter"))
+    if not os.access(binary, os.X_OK):
+        raise Failure(f"workload binary {binary} is missing")
+    c = Containers(env)
+    try:
+        c.hosts("up")
+        c.hosts("up")  # idempotent
+
+        # -- on the host's root, bridged -------------------------------------
+        name = c.prefix + "web"
+        log = os.path.join(c.tmp, "web.log")
+        pid = c.run(name, ["--hostname", "h1", "--memory", "64M",
+                           "--net", "bridge=br0,ip=10.77.0.10/24,gw=10.77.0.1",
+                           "--", binary, "--log", log])
+        wait_for("the containerized wl_counter did not log 'ready'",
+                 lambda: LogView(log).ready, READY_TIMEOUT)
+        lv = LogView(log)
+        if lv.starts != ["start 1"] or lv.fails:
+            raise Failure(f"workload is not pid 1 inside or failed: {lv.lines[:3]}")
+        nspid = re.search(r"^NSpid:\s+(.*)$", read_text(f"/proc/{pid}/status", ""), re.M)
+        if not nspid or nspid[1].split()[-1] != "1":
+            raise Failure(f"NSpid of {pid} is {nspid and nspid[1]!r}, expected ... 1")
+        inner = cmdline(f"{pid}/root/proc/1")
+        if "wl_counter" not in inner:
+            raise Failure(f"the container's /proc/1 is {inner!r}, not wl_counter")
+        host = c.sh(["nsenter", "-t", str(pid), "-u", "hostname"]).stdout.strip()
+        if host != "h1":
+            raise Failure(f"hostname inside is {host!r}, expected h1")
+        for ns in ("pid", "mnt", "uts", "ipc", "net"):
+            if read_link(f"/proc/{pid}/ns/{ns}") == read_link(f"/proc/self/ns/{ns}"):
+                raise Failure(f"the container shares our {ns} namespace")
+        note("  pid 1 inside, hostname h1, own pid/mnt/uts/ipc/net namespaces")
+
+        r = c.sh(["ip", "netns", "exec", c.ns("client"), "ping", "-c", "3", "-i", "0.2",
+                  "-W", "2", "10.77.0.10"], check=False)
+        if r.returncode != 0:
+            raise Failure(f"10.77.0.10 not reachable from the client: {r.stdout.strip()[-200:]}")
+        host_if = re.search(r'host_ifname: "(.*)"', c.state(name))[1]
+        if not c.link_exists("hostA", host_if):
+            raise Failure(f"no host veth {host_if} in hostA")
+        note(f"  10.77.0.10 answers the client; host end {host_if} on hostA's br0")
+
+        cg_paths = c.cgroup_paths(name)
+        if not cg_paths:
+            raise Failure("the state file names no cgroup")
+        limit = None
+        for p in cg_paths:
+            procs = (read_text(os.path.join(p, "cgroup.procs")) or "").split()
+            if str(pid) not in procs:
+                raise Failure(f"init {pid} is not in {p}/cgroup.procs ({procs})")
+            for f in ("memory.max", "memory.limit_in_bytes"):
+                v = read_text(os.path.join(p, f))
+                if v is not None:
+                    limit = int(v)
+        if limit != 64 << 20:
+            raise Failure(f"memory limit is {limit}, expected {64 << 20}")
+        note(f"  in its cgroup ({len(cg_paths)} hierarchies), memory limit 64 MiB")
+
+        if c.ps(name) != (pid, "running"):
+            raise Failure(f"ckpt ps shows {c.ps(name)}, expected ({pid}, 'running')")
+        r = c.ckpt(["rm", name], check=False)
+        if r.returncode != 1 or "running" not in r.stderr:
+            raise Failure(f"ckpt rm of a running container: exit {r.returncode} {r.stderr!r}")
+        c.ckpt(["kill", name])
+        wait_for(f"init {pid} still runs after ckpt kill", lambda: not task_alive(pid))
+        if c.ps(name) != (pid, "exited"):
+            raise Failure(f"ckpt ps shows {c.ps(name)} after kill, expected exited")
+        c.ckpt(["rm", name])
+        check_container_removed(c, name, pid, cg_paths, host_if)
+        note("  kill, then rm: no state, cgroup, veth or process left")
+
+        # -- a tiny rootfs, removed with rm -f while running ---------------------
+        root = make_rootfs(c.tmp, binary)
+        name2 = c.prefix + "rfs"
+        pid2 = c.run(name2, ["--rootfs", root, "--hostname", "h2", "--memory", "32M", "--",
+                             "/bin/" + os.path.basename(binary), "--log", "/tmp/w.log"])
+        log2 = os.path.join(root, "tmp", "w.log")
+        wait_for("wl_counter in the rootfs did not log 'ready'",
+                 lambda: LogView(log2).ready, READY_TIMEOUT)
+        if LogView(log2).starts != ["start 1"]:
+            raise Failure(f"rootfs workload: {LogView(log2).lines[:2]}")
+        seen = sorted(os.listdir(f"/proc/{pid2}/root"))
+        if seen != sorted(os.listdir(root)):
+            raise Failure(f"the container's / holds {seen}, expected {sorted(os.listdir(root))}")
+        if not os.path.exists(f"/proc/{pid2}/root/dev/null"):
+            raise Failure("no /dev/null in the rootfs container")
+        host = c.sh(["nsenter", "-t", str(pid2), "-u", "hostname"]).stdout.strip()
+        if host != "h2":
+            raise Failure(f"hostname in the rootfs container is {host!r}")
+        if c.ps(name2) != (pid2, "running"):
+            raise Failure(f"ckpt ps shows {c.ps(name2)} for the rootfs container")
+        note("  rootfs container: pid 1, / is the rootfs, hostname h2")
+        cg2 = c.cgroup_paths(name2)
+        c.ckpt(["rm", "-f", name2])
+        check_container_removed(c, name2, pid2, cg2, log=os.path.join(c.run_dir, name2 + ".log"))
+        note("  rm -f of the running rootfs container removed everything")
+
+        # -- foreground with --rm: exits with CMD's status, leaves nothing -------
+        name3 = c.prefix + "fg"
+        c.names.append(name3)
+        r = c.ckpt(["run", "--rm", "--name", name3, "--", "/bin/sh", "-c",
+                    'test "$$" = 1 && test "$(hostname)" != h1 && exit 7'], check=False)
+        if r.returncode != 7:
+            raise Failure(f"foreground ckpt run exited {r.returncode}, expected 7: "
+                          f"{r.stderr.strip()[-200:]}")
+        if os.path.exists(os.path.join(c.run_dir, name3)):
+            raise Failure("ckpt run --rm left a state file")
+        r = c.ckpt(["run", "--name", c.prefix + "bad", "--", "/nonexistent-cmd"], check=False)
+        if r.returncode != 1 or "/nonexistent-cmd" not in r.stderr:
+            raise Failure(f"exec failure: exit {r.returncode}, {r.stderr.strip()!r}")
+        if os.path.exists(os.path.join(c.run_dir, c.prefix + "bad")):
+            raise Failure("a container whose exec failed left a state file")
+        note("  foreground --rm exits 7 as its command; a failed exec leaves nothing")
+    finally:
+        c.cleanup()
+    if c.hosts_up and any(os.path.exists(f"/run/netns/{c.ns(h)}")
+                          for h in ("hostA", "hostB", "client")):
+        raise Failure("scripts/hosts down left namespaces behind")
+
+
 SCENARIOS = {name: (lambda env, n=name: sc_workload(env, n)) for name in WORKLOADS}
 SCENARIOS.update({
     "leave-running": sc_leave_running,
+    "pidns": sc_pidns,
     "repeat": sc_repeat,
     "restore-after-kill": sc_restore_after_kill,
     "fault-dump": sc_fault_dump,
@@ -1571,6 +1916,7 @@ SCENARIOS.update({
     "cli": sc_cli,
     "disk-full": sc_disk_full,
     "interrupt": sc_interrupt,
+    "container-run": sc_container_run,
     "tcp": sc_tcp,
     "tcp-inflight": sc_tcp_inflight,
     "tcp-listen": sc_tcp_listen,
