@@ -189,7 +189,7 @@ std::string addr_port(uint32_t family, const std::string& raw, uint32_t port) {
 }
 
 socklen_t make_sockaddr(uint32_t family, const std::string& raw, uint32_t port,
-                        sockaddr_storage* out) {
+                        sockaddr_storage* out, uint32_t scope) {
   *out = sockaddr_storage{};
   if (family == AF_INET) {
     auto* a = reinterpret_cast<sockaddr_in*>(out);
@@ -209,6 +209,7 @@ socklen_t make_sockaddr(uint32_t family, const std::string& raw, uint32_t port,
     memcpy(&a->sin6_addr, raw.data(), 16);
   else if (!raw.empty())
     throw Error("bad IPv6 address in image");
+  if (IN6_IS_ADDR_LINKLOCAL(&a->sin6_addr)) a->sin6_scope_id = scope;
   return sizeof(sockaddr_in6);
 }
 

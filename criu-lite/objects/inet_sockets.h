@@ -37,9 +37,10 @@ class Diag {
 
 // "10.0.0.1:80", "[fd00::1]:80"
 std::string addr_port(uint32_t family, const std::string& raw, uint32_t port);
-// A sockaddr_in / sockaddr_in6 for raw (4 or 16 bytes, empty: any address).
+// A sockaddr_in / sockaddr_in6 for raw (4 or 16 bytes, empty: any address);
+// scope: the interface of an IPv6 link-local address.
 socklen_t make_sockaddr(uint32_t family, const std::string& raw, uint32_t port,
-                        sockaddr_storage* out);
+                        sockaddr_storage* out, uint32_t scope = 0);
 // Whether raw (16 bytes) is an IPv4-mapped IPv6 address (::ffff:a.b.c.d).
 bool v4_mapped(const std::string& raw);
 

@@ -136,7 +136,7 @@ void send_chunks(int fd, const std::string& data, size_t from, size_t len, const
 // container's address may come up after its sockets.
 void bind_to(int fd, const img::TcpSocket& t) {
   sockaddr_storage a;
-  socklen_t len = inet::make_sockaddr(t.family(), t.src_addr(), t.src_port(), &a);
+  socklen_t len = inet::make_sockaddr(t.family(), t.src_addr(), t.src_port(), &a, t.ifindex());
   if (bind(fd, reinterpret_cast<sockaddr*>(&a), len) == 0) return;
   if (errno != EADDRNOTAVAIL)
     throw_errno("bind " + inet::addr_port(t.family(), t.src_addr(), t.src_port()));
@@ -170,6 +170,7 @@ class TcpSocketKind : public FdKind {
     t->set_shutdown(info->shutdown);
     t->set_src_port(info->sport);
     t->set_dst_port(info->dport);
+    t->set_ifindex(info->ifindex);
     if (info->sport) t->set_src_addr(info->src);
     if (info->dport) t->set_dst_addr(info->dst);
     std::string who = strfmt("pid %d fd %d", a.task.pid, a.fd);
@@ -371,7 +372,8 @@ class TcpSocketKind : public FdKind {
     tcp_repair::select_queue(fd, TCP_SEND_QUEUE);
     tcp_repair::set_queue_seq(fd, snd_seq - r.send_len());
     sockaddr_storage peer;
-    socklen_t plen = inet::make_sockaddr(t.family(), t.dst_addr(), t.dst_port(), &peer);
+    socklen_t plen =
+        inet::make_sockaddr(t.family(), t.dst_addr(), t.dst_port(), &peer, t.ifindex());
     if (connect(fd, reinterpret_cast<sockaddr*>(&peer), plen) != 0)
       throw_errno("connect in repair mode");
 

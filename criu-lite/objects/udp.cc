@@ -110,6 +110,7 @@ class UdpSocketKind : public FdKind {
     u->set_ino(info->ino);
     u->set_family(info->family);
     u->set_shutdown(info->shutdown);
+    u->set_ifindex(info->ifindex);
     if (info->sport) {
       u->set_src_addr(info->src);
       u->set_src_port(info->sport);
@@ -181,7 +182,7 @@ class UdpSocketKind : public FdKind {
     inet::restore_opts(s, u.opts());
     if (u.src_port()) {
       sockaddr_storage a;
-      socklen_t len = inet::make_sockaddr(u.family(), u.src_addr(), u.src_port(), &a);
+      socklen_t len = inet::make_sockaddr(u.family(), u.src_addr(), u.src_port(), &a, u.ifindex());
       if (bind(s, reinterpret_cast<sockaddr*>(&a), len) != 0) {
         if (errno != EADDRNOTAVAIL) throw_errno("bind");
         set_int(s, IPPROTO_IP, IP_FREEBIND, 1, "IP_FREEBIND");
@@ -193,7 +194,7 @@ class UdpSocketKind : public FdKind {
     if (auto q = queues_in_.find(u.ino()); q != queues_in_.end()) refill(s, u, q->second);
     if (u.dst_port()) {
       sockaddr_storage a;
-      socklen_t len = inet::make_sockaddr(u.family(), u.dst_addr(), u.dst_port(), &a);
+      socklen_t len = inet::make_sockaddr(u.family(), u.dst_addr(), u.dst_port(), &a, u.ifindex());
       if (connect(s, reinterpret_cast<sockaddr*>(&a), len) != 0) throw_errno("connect");
     }
     if ((u.shutdown() & 3) && shutdown(s, static_cast<int>(u.shutdown() & 3) - 1) != 0)
