@@ -5,6 +5,7 @@
 #include "cli/commands.h"
 #include "cli/options.h"
 #include "cli/progress_bar.h"
+#include "container/run.h"
 #include "restore/restore.h"
 #include "sys/error.h"
 
@@ -13,21 +14,37 @@ namespace ckpt::cli {
 int cmd_restore(const Args& args) {
   Common common;
   RestoreRequest req;
+  std::string container, net;
   po::options_description desc("restore");
   desc.add_options()("images-dir,D", po::value<std::string>(&req.dir)->required(),
                      "image directory")("restore-detached,d", po::bool_switch(&req.detach),
                                         "return once the tree runs")(
       "pidfile", po::value<std::string>(&req.pidfile), "write root pid here")(
+      "container", po::value<std::string>(&container), "restore as this container")(
+      "net", po::value<std::string>(&net), "bridge=BR[,host_ifname=IF] for the veth")(
+      "shell-job,j", po::bool_switch(&req.shell_job), "join this terminal and session")(
       "tcp-established", po::bool_switch(&req.tcp_established),
       "restore established TCP connections");
   add_common(desc, common);
   po::variables_map vm;
   if (!parse(args, desc, nullptr, vm, "restore")) return 0;
   apply_common(common);
+  if (!net.empty()) req.net = parse_net_options(net);
+  if (!container.empty()) {
+    container::prepare_restore(container);
+    req.cgroup_name = container;
+  }
   ProgressBar bar;
   if (ProgressBar::wanted()) req.progress = &bar;
 
   req.on_running = [&](const RestoreResult& r) {
+    if (!container.empty()) {
+      if (!r.container)
+        throw Error("the images are not of a container (dumped without --container)");
+      img::ContainerState s = *r.container;
+      s.set_name(container);
+      container::record_restored(s, r.root, r.cgroup_paths, req.net.bridge, req.net.host_ifname);
+    }
     // Without -d the summary goes to stderr: stdout may be the tree's own.
     FILE* out = req.detach ? stdout : stderr;
     fprintf(out, "restored %u tasks, %u threads, %llu pages in %.3f s; root pid %d\n", r.tasks,

@@ -14,9 +14,13 @@
 #include "inventory.pb.h"
 #include "ipc.pb.h"
 #include "mm.pb.h"
+#include "mnt.pb.h"
+#include "namespaces.pb.h"
+#include "netns.pb.h"
 #include "pagemap.pb.h"
 #include "pstree.pb.h"
 #include "sys/error.h"
+#include "tty.pb.h"
 
 namespace ckpt::cli {
 
@@ -46,6 +50,16 @@ std::unique_ptr<google::protobuf::Message> message_for(image::Kind k) {
       return std::make_unique<img::UnixQueue>();
     case image::Kind::IpcMsgs:
       return std::make_unique<img::IpcMessage>();
+    case image::Kind::Namespaces:
+      return std::make_unique<img::NamespaceImages>();
+    case image::Kind::MntNs:
+      return std::make_unique<img::MntNs>();
+    case image::Kind::Tmpfs:
+      return std::make_unique<img::TmpfsEntry>();
+    case image::Kind::NetNs:
+      return std::make_unique<img::NetNs>();
+    case image::Kind::Tty:
+      return std::make_unique<img::TtyState>();
     case image::Kind::InetQueues:
       return std::make_unique<img::InetQueue>();
     case image::Kind::NetLock:
@@ -87,7 +101,7 @@ std::string show_image(const image::ImageSource& src, const std::string& name) {
   std::vector<std::string> recs;
   while (r.next(*msg)) recs.push_back(to_json(*msg));
   bool single = k == image::Kind::Inventory || k == image::Kind::Core || k == image::Kind::Mm ||
-                k == image::Kind::Pagemap || k == image::Kind::FdTable;
+                k == image::Kind::Pagemap || k == image::Kind::FdTable || k == image::Kind::MntNs;
   if (single && recs.size() == 1) return recs[0];
   std::string out = "[";
   for (size_t i = 0; i < recs.size(); i++) out += (i ? ",\n " : "") + recs[i];

@@ -36,7 +36,8 @@ std::string usage(const std::string& verb) {
            "  -D, --images-dir DIR   where to write the images (created if missing)\n"
            "  -R, --leave-running    resume the tree after the dump instead of killing it\n"
            "      --compress[=LEVEL] zstd-compress page data (level 1-19, default 1)\n"
-           "      --shell-job        the tree's session or group leader is outside it\n"
+           "  -j, --shell-job        a job started from a shell: its session, group leader\n"
+           "                         or terminal is outside the tree\n"
            "      --tcp-established  save established TCP connections (TCP repair); their\n"
            "                         packets stay blocked until the restore\n"
            "      --tcp-close        established TCP connections come back closed\n"
@@ -52,6 +53,8 @@ std::string usage(const std::string& verb) {
            "  -D, --images-dir DIR        the image directory\n"
            "  -d, --restore-detached      return once the tree runs\n"
            "      --pidfile FILE          write the root's pid to FILE\n"
+           "  -j, --shell-job             the images are of a shell job: it joins ckpt's\n"
+           "                              session and terminal (without -d, as foreground job)\n"
            "      --tcp-established       restore the established TCP connections saved\n"
            "  -v, --verbose               steps and timings (-vv: every syscall)\n"
            "  -o, --log-file FILE         write the full log to FILE\n";

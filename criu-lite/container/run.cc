@@ -38,6 +38,7 @@ struct ChildArgs {
   int sync_fd;                     // read end: one byte once ckpt attached the cgroup and network
   int err_fd;                      // write end, close-on-exec: EOF at the parent means exec worked
   int stdin_fd = -1, out_fd = -1;  // detached: /dev/null and the log
+  const char* log_path = nullptr;
 };
 
 [[noreturn]] void child_fail(int err_fd, const std::string& what, int err) {
@@ -121,10 +122,22 @@ void make_dev(const ChildArgs& a) {
   CHILD_TRY(mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr),
             "mount /proc");
 
-  if (a.out_fd >= 0) {
-    CHILD_TRY(dup2(a.stdin_fd, 0) < 0 ? -1 : 0, "stdin");
-    CHILD_TRY(dup2(a.out_fd, 1) < 0 ? -1 : 0, "stdout");
-    CHILD_TRY(dup2(a.out_fd, 2) < 0 ? -1 : 0, "stderr");
+  int stdin_fd = a.stdin_fd, out_fd = a.out_fd;
+  if (out_fd >= 0 && req.rootfs.empty()) {
+    // Opened again from in here: descriptions opened by ckpt go through the
+    // mounts of ckpt's namespace, which may be gone by the time the
+    // container is checkpointed (e.g. ip netns exec's), and then no path
+    // leads to them; these are reached through the container's own mounts.
+    int in = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    int out = open(a.log_path, O_WRONLY | O_APPEND | O_CLOEXEC);
+    CHILD_TRY(in < 0 || out < 0 ? -1 : 0, "reopen stdio");
+    stdin_fd = in;
+    out_fd = out;
+  }
+  if (out_fd >= 0) {
+    CHILD_TRY(dup2(stdin_fd, 0) < 0 ? -1 : 0, "stdin");
+    CHILD_TRY(dup2(out_fd, 1) < 0 ? -1 : 0, "stdout");
+    CHILD_TRY(dup2(out_fd, 2) < 0 ? -1 : 0, "stderr");
   }
   // CMD inherits stdio only (err_fd is already close-on-exec).
   syscall(SYS_close_range, 3u, ~0u, CLOSE_RANGE_CLOEXEC);
@@ -291,7 +304,7 @@ int run_container(const RunRequest& req) {
     pid_t pid = static_cast<pid_t>(syscall(SYS_clone3, &args, sizeof args));
     if (pid < 0) throw_errno("clone3 with new namespaces");
     if (pid == 0) {
-      ChildArgs a{&req, sync_r.get(), err_w.get(), devnull.get(), log_fd.get()};
+      ChildArgs a{&req, sync_r.get(), err_w.get(), devnull.get(), log_fd.get(), log_path.c_str()};
       child_main(a);
     }
     InitGuard init(pid);
@@ -400,6 +413,38 @@ void remove_container(const std::string& name, bool force) {
         throw_errno("remove " + s.log_path());
     remove_state(name);
   });
+}
+
+void prepare_restore(const std::string& name) {
+  check_name(name);
+  std::optional<img::ContainerState> s = try_load_state(name);
+  if (!s) return;
+  in_context("container " + name, [&] {
+    if (init_alive(*s))
+      throw Error("it is running ('ckpt rm -f " + name + "' first, or restore under another name)");
+    destroy_cgroup_of(*s);
+    remove_veth_of(*s);
+    remove_state(name);
+  });
+}
+
+void record_restored(img::ContainerState s, pid_t init,
+                     const std::vector<std::string>& cgroup_paths, const std::string& bridge,
+                     const std::string& host_ifname) {
+  s.set_init_pid(init);
+  s.set_init_starttime(starttime_of(init));
+  s.set_created(static_cast<int64_t>(time(nullptr)));
+  s.clear_cgroup_paths();
+  for (const auto& p : cgroup_paths) s.add_cgroup_paths(p);
+  s.set_status("running");
+  s.set_exit_status(0);
+  img::ContainerNet* net = s.mutable_net();
+  if (net->mode() == "bridge") {
+    if (!bridge.empty()) net->set_bridge(bridge);
+    if (!host_ifname.empty()) net->set_host_ifname(host_ifname);
+    net->set_host_netns(own_netns());
+  }
+  create_state(s);
 }
 
 }  // namespace ckpt::container

@@ -51,4 +51,14 @@ void kill_container(const std::string& name, int sig);
 // state. A running container is refused unless force, which kills it first.
 void remove_container(const std::string& name, bool force);
 
+// `ckpt restore --container NAME`, before: NAME must not run; what is left
+// of it (state file, cgroup, host veth; not its log, which the restored
+// tree may have open) is removed so the restored container can take it.
+void prepare_restore(const std::string& name);
+// After: records the restored container: its dumped state with the new
+// init, cgroup and, if the restore moved it, the bridge of its veth.
+void record_restored(img::ContainerState dumped, pid_t init,
+                     const std::vector<std::string>& cgroup_paths, const std::string& bridge,
+                     const std::string& host_ifname);
+
 }  // namespace ckpt::container

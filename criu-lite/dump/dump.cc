@@ -4,12 +4,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <optional>
 
 #include "dump/seize.h"
 #include "image/crc32c.h"
 #include "image/record_file.h"
 #include "inventory.pb.h"
+#include "objects/cgroup.h"
 #include "objects/files.h"
 #include "objects/ghosts.h"
 #include "objects/inet_sockets.h"
@@ -19,6 +22,7 @@
 #include "objects/pstree.h"
 #include "objects/task_core.h"
 #include "sys/cancel.h"
+#include "sys/cgroup.h"
 #include "sys/cpu.h"
 #include "sys/error.h"
 #include "sys/fault.h"
@@ -110,10 +114,43 @@ DumpResult dump_tree(const DumpRequest& req) {
   ctx.net_lock = &net_lock;
   ctx.repaired = &repaired;
 
+  // With a cgroup, nothing in it may fork or exit while the tree is walked:
+  // freeze it, seize every task (they then stay in ptrace stops), thaw it
+  // (a frozen task would not run the remote syscalls).
+  std::optional<cgroup::Cgroup> cg;
+  if (req.cgroup_paths.size() == 1 && !req.save_cgroup)
+    cg = cgroup::Cgroup::of_path(req.cgroup_paths[0]);
+  else if (!req.cgroup_paths.empty())
+    cg = cgroup::Cgroup::open_existing(req.cgroup_paths);
+  struct ThawCgroup {
+    cgroup::Cgroup* cg = nullptr;
+    ~ThawCgroup() {
+      if (!cg) return;
+      try {
+        cg->thaw();
+      } catch (const Error& e) {
+        LOG_ERROR("thaw the cgroup: %s", e.what());
+      }
+    }
+  } thaw_cg;
+  if (cg) {
+    log::StepTimer st("freeze cgroup");
+    cg->freeze();
+    thaw_cg.cg = &*cg;
+  }
+
   // Stop every thread of the tree; from here on nothing in it runs.
   {
     log::StepTimer st("seize");
     seize_tree(ctx, req.pid);
+  }
+  if (cg) {
+    for (pid_t p : cg->procs())
+      if (!ctx.find(p) && std::none_of(ctx.zombies.begin(), ctx.zombies.end(),
+                                       [&](const DumpZombie& z) { return z.pid == p; }))
+        throw Error(strfmt("pid %d is in the cgroup but not in the tree of pid %d", p, req.pid));
+    thaw_cg.cg = nullptr;
+    cg->thaw();
   }
   auto frozen_at = Clock::now();
   ctx.stats.tasks = static_cast<uint32_t>(ctx.tasks.size());
@@ -127,6 +164,16 @@ DumpResult dump_tree(const DumpRequest& req) {
     map_namespace_pids(ctx);
   }
   img::Namespaces namespaces = detect_namespaces(ctx);
+  // The tree's mounts are told from ours by comparing: ours must be the
+  // machine's (see restore.cc).
+  if (namespaces.mnt()) cgroup::layout();
+  img::NamespaceImages ns_extra;
+  if (cg && req.save_cgroup) {
+    *ns_extra.mutable_cgroup() = dump_cgroup(*cg);
+  }
+  if (req.container) {
+    *ns_extra.mutable_container() = *req.container;
+  }
   for (auto& t : ctx.tasks) ctx.pages_estimate += estimate_pages(t->vmas);
 
   // The tree's shape: who is whose parent, sessions and groups.
@@ -154,6 +201,12 @@ DumpResult dump_tree(const DumpRequest& req) {
   // another host) and to unlock them.
   if (net_lock.active())
     image::save_message(sink, kNetLockImage, image::Kind::NetLock, net_lock.image());
+
+  // The tree's own namespaces: mounts and tmpfs contents, IPC objects, ...
+  {
+    log::StepTimer st("namespaces");
+    dump_namespaces(ctx, namespaces, ns_extra);
+  }
 
   // Memory: layout and pages, the bulk of the time.
   if (req.progress) {

@@ -5,8 +5,11 @@
 
 #include <sys/types.h>
 
+#include <optional>
 #include <string>
+#include <vector>
 
+#include "container.pb.h"
 #include "objects/dump_context.h"
 #include "objects/progress.h"
 
@@ -15,6 +18,14 @@ namespace ckpt {
 struct DumpRequest {
   pid_t pid = 0;
   std::string dir;
+  // Freeze this cgroup before seizing (so nothing in it forks or exits
+  // meanwhile): one directory per hierarchy (a container's), or any one
+  // cgroup directory (--freeze-cgroup). Every process in it must be in the
+  // tree.
+  std::vector<std::string> cgroup_paths;
+  bool save_cgroup = false;  // and save its limits
+  // ckpt dump --container: the container's state, kept with the images.
+  std::optional<img::ContainerState> container;
   DumpOptions opts;
   Progress* progress = nullptr;
 };

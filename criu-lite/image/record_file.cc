@@ -65,6 +65,16 @@ const char* kind_name(Kind k) {
       return "ghosts";
     case Kind::IpcMsgs:
       return "ipc-msgs";
+    case Kind::Namespaces:
+      return "namespaces";
+    case Kind::MntNs:
+      return "mntns";
+    case Kind::Tmpfs:
+      return "tmpfs";
+    case Kind::NetNs:
+      return "netns";
+    case Kind::Tty:
+      return "tty";
     case Kind::InetQueues:
       return "inet-queues";
     case Kind::NetLock:

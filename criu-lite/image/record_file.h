@@ -40,9 +40,14 @@ enum class Kind : uint32_t {
   PipeData = 9,
   UnixQueues = 10,
   Ghosts = 11,  // 10 is taken by the unix socket queues
-  IpcMsgs = 12,  // messages of SysV and POSIX queues (ipc.proto IpcMessage)
-  InetQueues = 23,
-  NetLock = 24,
+  IpcMsgs = 12,     // messages of SysV and POSIX queues (ipc.proto IpcMessage)
+  Namespaces = 13,  // namespaces.img (namespaces.proto NamespaceImages)
+  NetNs = 14,       // netns.img (netns.proto NetNs)
+  MntNs = 30,       // mntns.img (mnt.proto MntNs)
+  Tmpfs = 31,       // tmpfs-ID.img (mnt.proto TmpfsEntry)
+  Tty = 20,         // terminals (tty.img)
+  InetQueues = 23,  // tcp-queues.img, udp-queues.img (sockets.proto InetQueue)
+  NetLock = 24,     // netlock.img (sockets.proto NetLock)
 };
 const char* kind_name(Kind k);
 

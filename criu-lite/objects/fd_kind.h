@@ -106,6 +106,7 @@ std::unique_ptr<FdKind> make_epoll_kind();
 std::unique_ptr<FdKind> make_inotify_kind();
 std::unique_ptr<FdKind> make_tcp_socket_kind();  // TCP over IPv4 and IPv6
 std::unique_ptr<FdKind> make_udp_socket_kind();  // UDP over IPv4 and IPv6
+std::unique_ptr<FdKind> make_tty_kind();  // ptys, /dev/tty, the shell's terminal (tty.cc)
 
 // fdinfo parsers of the anonymous-inode kinds (eventfd.cc ... inotify.cc),
 // declared here for the unit tests. Each throws Error on a malformed line.

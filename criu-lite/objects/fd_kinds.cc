@@ -17,6 +17,7 @@ uint64_t parse_fdinfo_u64(const std::string& key, const std::string& v, int base
 std::vector<std::unique_ptr<FdKind>> make_fd_kinds() {
   std::vector<std::unique_ptr<FdKind>> k;
   k.push_back(make_regular_file_kind());
+  k.push_back(make_tty_kind());  // before devices: terminals are character devices too
   k.push_back(make_device_kind());
   k.push_back(make_pipe_kind());
   k.push_back(make_unix_socket_kind());

@@ -167,17 +167,33 @@ void FileTable::open_all(const std::vector<img::FdTable>& tables,
   st_.tree_pids = tree_pids;
   st_.ghosts = ghosts;
   if (!base_) reserve(tables);
+  for (const auto& [id, d] : st_.descs)
+    if (slots_[slot_index_.at(id)] == kNotOpen) open_one(id, d);
+}
+
+std::map<uint32_t, int> FileTable::open_early(
+    const std::function<bool(const img::FileDesc&)>& pick) {
+  std::map<uint32_t, int> out;
   for (const auto& [id, d] : st_.descs) {
-    const FdKind& kind = kind_of(d);
-    UniqueFd fd = in_context(strfmt("file description %u (%s)", id, kind.name()),
-                             [&] { return const_cast<FdKind&>(kind).open(d, st_); });
-    if (!fd) {
-      slots_[slot_index_.at(id)] = kDeferred;
-      continue;
-    }
-    slots_[slot_index_.at(id)] = fd.get();
-    fds_[id] = std::move(fd);
+    if (!pick(d)) continue;
+    if (slots_[slot_index_.at(id)] == kNotOpen) open_one(id, d);
+    auto it = fds_.find(id);
+    if (it == fds_.end()) throw Error(strfmt("file description %u is opened by its process", id));
+    out[id] = it->second.get();
   }
+  return out;
+}
+
+void FileTable::open_one(uint32_t id, const img::FileDesc& d) {
+  const FdKind& kind = kind_of(d);
+  UniqueFd fd = in_context(strfmt("file description %u (%s)", id, kind.name()),
+                           [&] { return const_cast<FdKind&>(kind).open(d, st_); });
+  if (!fd) {
+    slots_[slot_index_.at(id)] = kDeferred;
+    return;
+  }
+  slots_[slot_index_.at(id)] = fd.get();
+  fds_[id] = std::move(fd);
 }
 
 void FileTable::before_resume() {

@@ -6,6 +6,7 @@
 // kind recognizes stops the dump with its pid, fd and kind named.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <vector>
@@ -65,6 +66,11 @@ class FileTable {
   // opened once that process exists (the stub opens those).
   void open_all(const std::vector<img::FdTable>& tables, const std::vector<pid_t>& tree_pids,
                 const GhostTable* ghosts);
+  // Before open_all (in the tree's namespaces too): opens at once the
+  // descriptions pick selects, which ckpt needs while the stubs are forked
+  // (the pty masters of controlling terminals, objects/tty.h); open_all
+  // keeps them. Returns the holder's fd of each, by description id.
+  std::map<uint32_t, int> open_early(const std::function<bool(const img::FileDesc&)>& pick);
   // Before the stubs are forked: RLIMIT_NOFILE high enough for every fd
   // number of the tree and every description (the stubs inherit it).
   void reserve(const std::vector<img::FdTable>& tables);
@@ -82,6 +88,7 @@ class FileTable {
 
  private:
   const FdKind& kind_of(const img::FileDesc& d) const;
+  void open_one(uint32_t id, const img::FileDesc& d);
   std::vector<std::unique_ptr<FdKind>> kinds_;
   FdRestoreState st_;
   // Shared with the stubs: the holder's fd of each description (by the

@@ -1,11 +1,18 @@
 #include "objects/namespaces.h"
 
+#include <fcntl.h>
 #include <sched.h>
 #include <sys/stat.h>
 
 #include <string>
 
+#include "image/record_file.h"
+#include "objects/ipc_ns.h"
+#include "objects/mnt_ns.h"
+#include "objects/uts_ns.h"
 #include "sys/error.h"
+#include "sys/fd.h"
+#include "sys/log.h"
 
 namespace ckpt {
 
@@ -25,8 +32,12 @@ struct Kind {
 // recreated); pid_for_children differs from pid only in a task that
 // unshared one and has not forked since, which restore cannot rebuild.
 constexpr Kind kKinds[] = {
-    {"net", false},  {"ipc", false},    {"uts", false},  {"mnt", false},
+    {"net", true},   {"ipc", true},     {"uts", true},   {"mnt", true},
     {"user", false}, {"cgroup", false}, {"time", false}, {"pid_for_children", false}};
+
+UniqueFd ns_fd(pid_t pid, const char* kind) {
+  return open_or_throw(strfmt("/proc/%d/ns/%s", pid, kind), O_RDONLY);
+}
 
 }  // namespace
 
@@ -75,6 +86,69 @@ uint64_t namespace_clone_flags(const img::Namespaces& ns) {
   if (ns.uts()) f |= CLONE_NEWUTS;
   if (ns.mnt()) f |= CLONE_NEWNS;
   return f;
+}
+
+void dump_namespaces(DumpContext& ctx, const img::Namespaces& ns, img::NamespaceImages extra) {
+  pid_t root = ctx.tasks.front()->pid;
+  if (ns.uts())
+    in_context("uts namespace",
+               [&] { *extra.mutable_uts() = dump_utsns(ns_fd(root, "uts").get()); });
+  if (ns.ipc())
+    in_context("ipc namespace", [&] {
+      *extra.mutable_ipc() = dump_ipcns(ns_fd(root, "ipc").get(), *ctx.sink, ctx.opts.zstd_level);
+    });
+  if (ns.net())
+    in_context("network namespace",
+               [&] { save_netns_image(*ctx.sink, dump_netns(ns_fd(root, "net").get())); });
+  if (ns.mnt())
+    in_context("mount namespace",
+               [&] { save_mntns(*ctx.sink, dump_mntns(root, *ctx.sink, ctx.opts.zstd_level)); });
+  if (ns.uts() || ns.ipc() || extra.has_cgroup() || extra.has_container())
+    image::save_message(*ctx.sink, kNamespacesImage, image::Kind::Namespaces, extra);
+}
+
+TreeNamespaces load_namespaces(const image::ImageSource& src, const img::Namespaces& kinds) {
+  TreeNamespaces t;
+  t.kinds = kinds;
+  if (src.exists(kNamespacesImage))
+    image::load_message(src, kNamespacesImage, image::Kind::Namespaces, t.images);
+  else if (kinds.uts() || kinds.ipc())
+    throw Error(strfmt("image %s is missing", kNamespacesImage));
+  if (kinds.ipc()) check_ipcns_images(t.images.ipc(), src);
+  if (kinds.net()) t.net = load_netns_image(src);
+  if (kinds.mnt()) {
+    t.mnt = load_mntns(src);
+    check_mntns_images(t.mnt, src);
+  }
+  return t;
+}
+
+void restore_namespaces(pid_t root, TreeNamespaces& ns, const image::ImageSource& src) {
+  if (ns.kinds.net())
+    in_context("network namespace", [&] {
+      restore_netns(ns_fd(root, "net").get(), ns.net, ns.net_opts);
+      ns.net_made = true;
+    });
+  if (ns.kinds.uts())
+    in_context("uts namespace", [&] { restore_utsns(ns_fd(root, "uts").get(), ns.images.uts()); });
+  if (ns.kinds.ipc())
+    in_context("ipc namespace",
+               [&] { restore_ipcns(ns_fd(root, "ipc").get(), ns.images.ipc(), src); });
+}
+
+void undo_namespaces(TreeNamespaces& ns) {
+  if (ns.net_made) remove_restored_netns_links(ns.net, ns.net_opts);
+  ns.net_made = false;
+}
+
+void restore_namespaces_in_root(const TreeNamespaces& ns, const image::ImageSource& src) {
+  if (ns.kinds.mnt()) in_context("mount namespace", [&] { restore_mntns(ns.mnt, src); });
+}
+
+void finish_namespaces(pid_t root, const TreeNamespaces& ns) {
+  if (ns.kinds.ipc())
+    in_context("ipc namespace",
+               [&] { finish_ipcns_restore(ns_fd(root, "ipc").get(), ns.images.ipc()); });
 }
 
 }  // namespace ckpt

@@ -6,8 +6,13 @@
 
 #include <cstdint>
 
+#include "image/image_io.h"
 #include "inventory.pb.h"
+#include "mnt.pb.h"
+#include "namespaces.pb.h"
+#include "netns.pb.h"
 #include "objects/dump_context.h"
+#include "objects/netns.h"
 
 namespace ckpt {
 
@@ -18,5 +23,35 @@ img::Namespaces detect_namespaces(const DumpContext& ctx);
 
 // CLONE_NEW* flags that recreate ns.
 uint64_t namespace_clone_flags(const img::Namespaces& ns);
+
+constexpr const char* kNamespacesImage = "namespaces.img";
+
+// Dump, the tree frozen: saves what each of the root's own namespaces
+// holds (namespaces.img, mntns.img and their contents); extra carries the
+// cgroup and container parts the pipeline filled.
+void dump_namespaces(DumpContext& ctx, const img::Namespaces& ns, img::NamespaceImages extra);
+
+// Restore: everything read and checked before anything is created.
+struct TreeNamespaces {
+  img::Namespaces kinds;
+  img::NamespaceImages images;
+  img::MntNs mnt;
+  img::NetNs net;
+  NetRestoreOptions net_opts;  // restore --net
+  // restore_namespaces made the host ends of veth pairs: a failed restore
+  // removes them (undo_namespaces).
+  bool net_made = false;
+};
+TreeNamespaces load_namespaces(const image::ImageSource& src, const img::Namespaces& kinds);
+// In ckpt, once the root exists in its new namespaces (root: ckpt's pid of
+// it), before it forks the others: host name, IPC objects.
+void restore_namespaces(pid_t root, TreeNamespaces& ns, const image::ImageSource& src);
+// A restore failed after restore_namespaces: removes what it made outside
+// the tree's namespaces (those die with the tree). Never throws.
+void undo_namespaces(TreeNamespaces& ns);
+// In the root's stub, before it forks the others: the mounts.
+void restore_namespaces_in_root(const TreeNamespaces& ns, const image::ImageSource& src);
+// Once every address space is rebuilt (segments are attached again).
+void finish_namespaces(pid_t root, const TreeNamespaces& ns);
 
 }  // namespace ckpt

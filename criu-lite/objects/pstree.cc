@@ -3,6 +3,7 @@
 #include <set>
 
 #include "image/record_file.h"
+#include "objects/tty.h"
 #include "sys/error.h"
 
 namespace ckpt {
@@ -25,11 +26,16 @@ void dump_pstree(DumpContext& ctx) {
     bool sid_in = pids.count(t->stat.session) != 0;
     bool pgid_in = pids.count(t->stat.pgrp) != 0;
     if ((!sid_in || !pgid_in) && !ctx.opts.shell_job) {
+      // A job started from a shell: name its terminal too.
+      std::string tty =
+          t->stat.tty_nr ? " (controlling terminal " + tty_name(decode_tty_nr(t->stat.tty_nr)) + ")"
+                         : "";
       if (t->ppid == 0)
-        throw Error(strfmt(
-            "pid %d: its %s leader (%d) is outside the tree: start it with setsid, "
-            "or dump with --shell-job",
-            t->pid, sid_in ? "process group" : "session", sid_in ? t->stat.pgrp : t->stat.session));
+        throw Error(
+            strfmt("pid %d: its %s leader (%d) is outside the tree%s: start it with setsid, "
+                   "or dump with --shell-job",
+                   t->pid, sid_in ? "process group" : "session",
+                   sid_in ? t->stat.pgrp : t->stat.session, tty.c_str()));
       throw Error(strfmt("pid %d: its %s leader (%d) is not in the dumped tree", t->pid,
                          sid_in ? "process group" : "session",
                          sid_in ? t->stat.pgrp : t->stat.session));

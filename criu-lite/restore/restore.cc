@@ -16,6 +16,7 @@
 #include "image/image_io.h"
 #include "image/page_store.h"
 #include "image/record_file.h"
+#include "objects/cgroup.h"
 #include "objects/files.h"
 #include "objects/ghosts.h"
 #include "objects/mm.h"
@@ -24,6 +25,7 @@
 #include "objects/task_attrs.h"
 #include "objects/task_core.h"
 #include "objects/thread.h"
+#include "objects/tty.h"
 #include "restore/plan.h"
 #include "restore/stubs.h"
 #include "sys/cancel.h"
@@ -228,10 +230,17 @@ RestoreResult restore_tree(const RestoreRequest& req) {
     log::StepTimer st("load images");
     return load_plan(src);
   }();
+  TreeNamespaces namespaces = load_namespaces(src, plan.inv.namespaces());
+  namespaces.net_opts = req.net;
+  if (!req.cgroup_name.empty() && !namespaces.images.has_cgroup())
+    throw Error("the images hold no cgroup (dumped without --container)");
   FileTable files;
   files.load(src);
   GhostTable ghosts;
   ghosts.load(src);
+  if (namespaces.images.has_container()) res.container = namespaces.images.container();
+  TtyRestore ttys;
+  ttys.load(src, req.shell_job);
   img::NetLock saved_lock;
   bool has_lock = load_net_lock(src, &saved_lock);
   for (const auto& c : saved_lock.conns())
@@ -261,18 +270,47 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   if (has_lock) net_lock.relock(saved_lock);
 
   files.reserve(tables);
+  // A new mount namespace starts as a copy of ours: settle which one that
+  // is first (under ip netns exec, the cgroup layer joins PID 1's).
+  if (plan.inv.namespaces().mnt() || !req.cgroup_name.empty()) cgroup::layout();
+  // Declared before the stubs: on failure they go after them, once empty.
+  std::optional<cgroup::Cgroup> cg;
+  struct UndoNamespaces {
+    TreeNamespaces& ns;
+    bool armed = true;
+    ~UndoNamespaces() {
+      if (armed) undo_namespaces(ns);
+    }
+  } undo_ns{namespaces};
   StubOptions sopts;
   sopts.root_ns_flags = namespace_clone_flags(plan.inv.namespaces());
+  sopts.on_root = [&](pid_t root) {
+    if (!req.cgroup_name.empty()) {
+      cg = restore_cgroup(req.cgroup_name, namespaces.images.cgroup());
+      cg->attach(root);
+    }
+    restore_namespaces(root, namespaces, src);
+  };
+  sopts.in_root = [&] { restore_namespaces_in_root(namespaces, src); };
+  // Sockets, paths and ptys belong to the tree's namespaces.
+  int enter = (plan.inv.namespaces().net() ? CLONE_NEWNET : 0) |
+              (plan.inv.namespaces().mnt() ? CLONE_NEWNS : 0);
+  sopts.ttys = &ttys;
+  // Session leaders take their controlling terminals before they fork.
+  if (ttys.has_sessions())
+    sopts.before_fork = [&](pid_t root) {
+      std::optional<NsEnter> in_tree;
+      if (enter) in_tree.emplace(root, enter);
+      ttys.open_terminals(files);
+    };
   StubTree stubs(plan, files, std::move(sopts));
   {
     log::StepTimer st("fork tree");
     stubs.create(10000);
   }
+  ttys.close_terminals();
   {
     log::StepTimer st("open files");
-    // Sockets and paths belong to the tree's namespaces.
-    int enter = (plan.inv.namespaces().net() ? CLONE_NEWNET : 0) |
-                (plan.inv.namespaces().mnt() ? CLONE_NEWNS : 0);
     std::optional<NsEnter> in_tree;
     if (enter) in_tree.emplace(stubs.root_pid(), enter);
     ghosts.materialize(src);
@@ -331,11 +369,23 @@ RestoreResult restore_tree(const RestoreRequest& req) {
       });
   }
   res.pages = mst.pages;
+  finish_namespaces(stubs.root_pid(), namespaces);
   // Every process has opened and mapped its deleted files: names go again.
   ghosts.unlink_all();
   fault::point("restore-before-resume");
   cancel::check();
 
+  // A shell job restored in the foreground gets ckpt's terminal before it
+  // runs: in the background, its first read of the terminal would stop it.
+  ForegroundJob fg;
+  if (!req.detach) {
+    pid_t job = ttys.job_pgrp(static_cast<pid_t>(plan.tasks[0].entry.pgid()));
+    for (const auto& t : plan.tasks)
+      if (job > 0 && t.pid() == job) {
+        fg.give(t.hpid());  // ckpt's view of the group's leader
+        break;
+      }
+  }
   // Unlocked before the tree runs, so no send of it is refused; then TCP
   // connections leave repair mode (the window probe that goes out makes the
   // peers answer, and retransmit, at once).
@@ -346,7 +396,12 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   for (auto& lt : live)
     for (auto& t : lt.threads) t.detach();
   kill_first.armed = false;
+  undo_ns.armed = false;
   stubs.release();
+  if (cg) {
+    res.cgroup_paths = cg->paths();
+    cg->release();
+  }
   pin.reset();
   prctl(PR_SET_CHILD_SUBREAPER, 0);
   res.total_us = static_cast<uint64_t>(
@@ -358,12 +413,7 @@ RestoreResult restore_tree(const RestoreRequest& req) {
     write_full(f.get(), s.data(), s.size(), req.pidfile);
   }
   if (req.on_running) req.on_running(res);
-  if (!req.detach) {
-    int st = 0;
-    while (waitpid(res.root, &st, 0) < 0 && errno == EINTR) {
-    }
-    res.exit_status = st;
-  }
+  if (!req.detach) res.exit_status = fg.wait(res.root);
   return res;
 }
 

@@ -7,6 +7,12 @@
 
 #include <functional>
 #include <string>
+#include <vector>
+
+#include <optional>
+
+#include "container.pb.h"
+#include "objects/netns.h"
 
 #include "objects/progress.h"
 
@@ -17,10 +23,18 @@ struct RestoreResult;
 struct RestoreRequest {
   std::string dir;
   bool detach = false;  // -d: return once the tree runs
+  // --shell-job: the tree's session or terminal was outside it; it joins
+  // ckpt's session and terminal (and, without -d, its foreground).
+  bool shell_job = false;
   std::string pidfile;
   Progress* progress = nullptr;
   bool tcp_established = false;  // the images may hold established TCP connections
   int pid_wait_ms = 5000;  // how long pids held by dying processes are waited for
+  // Put the tree in a new cgroup of this name, with the limits the images
+  // saved (restore --container).
+  std::string cgroup_name;
+  // --net: where a recreated network namespace's veth peers go.
+  NetRestoreOptions net;
   // Called once the tree runs (before waiting for the root without -d).
   std::function<void(const RestoreResult&)> on_running;
 };
@@ -30,7 +44,9 @@ struct RestoreResult {
   uint32_t tasks = 0, threads = 0;
   uint64_t pages = 0;
   uint64_t total_us = 0;
-  int exit_status = 0;  // without -d: the root's wait status
+  int exit_status = 0;                           // without -d: the root's wait status
+  std::vector<std::string> cgroup_paths;         // of the new cgroup (cgroup_name)
+  std::optional<img::ContainerState> container;  // dumped with --container
 };
 
 // With detach=false this returns after the root exits.

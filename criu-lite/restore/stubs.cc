@@ -25,6 +25,8 @@ namespace ckpt {
 
 struct StubTree::Control {
   std::atomic<int> root_go;  // on_root is done
+  std::atomic<int> root_ns;  // the root ran in_root
+  std::atomic<int> fork_go;  // before_fork is done (-1: it failed)
   std::atomic<int> phase;
   std::atomic<int> created;
   std::atomic<int> grouped;
@@ -110,7 +112,26 @@ void StubTree::stub_main(int idx) {
       fail(e.what(), 0);
     }
   }
-  if (t.entry.sid() == t.entry.pid() && getsid(0) != pid && setsid() < 0) fail("setsid", errno);
+  if (idx == 0 && opts_.before_fork) {
+    ctl_->root_ns.store(1);
+    futex_wake(&ctl_->root_ns);
+    while (ctl_->fork_go.load() == 0) futex_wait(&ctl_->fork_go, 0);
+    if (ctl_->fork_go.load() < 0) _exit(1);
+  }
+  // Terminal steps (tty.h): the controlling terminal is taken before the
+  // children are forked, who inherit it.
+  auto tty_step = [&](auto step) {
+    if (!opts_.ttys) return;
+    try {
+      step(*opts_.ttys);
+    } catch (const Error& e) {
+      fail(e.what(), 0);
+    }
+  };
+  bool own_session = t.entry.sid() == t.entry.pid();
+  tty_step([&](const TtyRestore& tt) { own_session = own_session && !tt.keeps_session(pid); });
+  if (own_session && getsid(0) != pid && setsid() < 0) fail("setsid", errno);
+  tty_step([&](const TtyRestore& tt) { tt.take_ctty(pid, holder_.get()); });
   for (int c : t.children) {
     const PlannedTask& ct = plan_.tasks[c];
     int sig = ct.core.exit_signal() ? ct.core.exit_signal() : SIGCHLD;
@@ -131,6 +152,7 @@ void StubTree::stub_main(int idx) {
       fail(msg, errno);
     }
   }
+  tty_step([&](const TtyRestore& tt) { tt.drop_ctty(pid); });
   ctl_->created.fetch_add(1);
   futex_wake(&ctl_->created);
 
@@ -146,6 +168,7 @@ void StubTree::stub_main(int idx) {
     snprintf(msg, sizeof msg, "join process group %d", pgid);
     fail(msg, errno);
   }
+  tty_step([&](const TtyRestore& tt) { tt.set_foreground(pid, holder_.get()); });
   if (t.entry.sid() != 0 && getsid(0) != static_cast<pid_t>(t.entry.sid()) &&
       !plan_.inv.shell_job()) {
     char msg[160];
@@ -272,6 +295,18 @@ void StubTree::create(int timeout_ms) {
   }
   ctl_->root_go.store(1);
   futex_wake(&ctl_->root_go);
+  if (opts_.before_fork) {
+    try {
+      wait_counter(ctl_->root_ns, 1, timeout_ms, "setting up the root's namespaces");
+      opts_.before_fork(r);
+    } catch (...) {
+      ctl_->fork_go.store(-1);
+      futex_wake(&ctl_->fork_go);
+      throw;
+    }
+    ctl_->fork_go.store(1);
+    futex_wake(&ctl_->fork_go);
+  }
   wait_counter(ctl_->created, n, timeout_ms, "creating processes");
   raise_phase(1);
   wait_counter(ctl_->grouped, n, timeout_ms, "making process groups");

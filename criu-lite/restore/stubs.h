@@ -20,6 +20,7 @@
 #include <string>
 
 #include "objects/files.h"
+#include "objects/tty.h"
 #include "restore/plan.h"
 #include "sys/fd.h"
 
@@ -36,6 +37,13 @@ struct StubOptions {
   // Runs in the root stub, in its new namespaces, before it forks the rest
   // of the tree (the mounts of a new mount namespace). Throws to fail.
   std::function<void()> in_root;
+  // Runs in ckpt once the root stub ran in_root (the tree's namespaces are
+  // complete), before the root makes its session and forks the rest: opens
+  // what session leaders take from the holder before their children exist
+  // (controlling terminals, which children can only inherit). Throws to fail.
+  std::function<void(pid_t host_pid)> before_fork;
+  // Controlling terminals and foreground groups (objects/tty.h); optional.
+  const TtyRestore* ttys = nullptr;
 };
 
 class StubTree {

@@ -165,6 +165,53 @@ bool valid_relative(const std::string& p) {
   return true;
 }
 
+// The nearest ancestor (PID 1 last) in another mount namespace that has the
+// cgroup mounts: where ckpt was started from before ip netns exec.
+int host_mount_ns() {
+  std::string own = read_link("/proc/self/ns/mnt");
+  pid_t pid = getppid();
+  for (int depth = 0; depth < 64; depth++) {
+    std::string ns, info;
+    if (pid > 0 &&
+        (ns =
+             [&] {
+               try {
+                 return read_link(strfmt("/proc/%d/ns/mnt", pid));
+               } catch (const Error&) {
+                 return std::string();
+               }
+             }()) != "" &&
+        ns != own && try_read_file(strfmt("/proc/%d/mountinfo", pid), &info)) {
+      Layout l = parse_mountinfo(info);
+      if (l.v2 || !l.v1.empty()) {
+        int fd = open(strfmt("/proc/%d/ns/mnt", pid).c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) return fd;
+      }
+    }
+    if (pid <= 1) break;
+    std::string stat;
+    if (!try_read_file(strfmt("/proc/%d/stat", pid), &stat)) break;
+    size_t paren = stat.rfind(')');
+    if (paren == std::string::npos) break;
+    pid = atoi(stat.c_str() + paren + 4);  // ") S PPID"
+  }
+  return -1;
+}
+
+bool join_host_mount_ns() {
+  int ns = host_mount_ns();
+  if (ns < 0) return false;
+  int cwd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  bool ok = setns(ns, CLONE_NEWNS) == 0;
+  if (!ok) LOG_DEBUG("cgroup: cannot join PID 1's mount namespace: %s", strerror(errno));
+  // setns reset the working directory to the new root; relative paths the
+  // user gave still mean what they meant.
+  if (ok && cwd >= 0 && fchdir(cwd) != 0) LOG_WARN("cgroup: fchdir back: %s", strerror(errno));
+  close(ns);
+  if (cwd >= 0) close(cwd);
+  return ok;
+}
+
 void mount_hierarchies(const Membership& m) {
   LOG_DEBUG("cgroup: no cgroup mount in this mount namespace: mounting our own");
   if (unshare(CLONE_NEWNS) != 0) throw_errno("cgroup: unshare a mount namespace to mount cgroups");
@@ -241,6 +288,14 @@ const Layout& layout() {
     if (own.v2 || !own.v1.empty()) return own;
     Membership m = parse_proc_cgroup(read_file("/proc/self/cgroup"));
     if (m.v2.empty() && m.v1.empty()) return own;
+    // The machine's mounts are in the namespace ckpt was started from (ip
+    // netns exec hides them by mounting /sys again): join it, so that a container
+    // started or restored from here inherits the machine's mounts, not
+    // mounts that exist only for this ckpt.
+    if (join_host_mount_ns()) {
+      Layout init = parse_mountinfo(read_file("/proc/self/mountinfo"));
+      if (init.v2 || !init.v1.empty()) return init;
+    }
     mount_hierarchies(m);
     return parse_mountinfo(read_file("/proc/self/mountinfo"));
   }();

@@ -174,6 +174,7 @@ Stat parse_stat_named(std::string_view text, const std::string& what) {
   num(5, "pgrp", &st.pgrp);
   num(6, "session", &st.session);
   num(7, "tty_nr", &st.tty_nr);
+  num(8, "tpgid", &st.tpgid);
   num(9, "flags", &st.flags);
   num(20, "num_threads", &st.num_threads);
   num(22, "starttime", &st.starttime);

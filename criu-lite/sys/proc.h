@@ -22,7 +22,8 @@ struct Stat {
   pid_t ppid = 0;
   pid_t pgrp = 0;
   pid_t session = 0;
-  int tty_nr = 0;
+  int tty_nr = 0;    // controlling terminal, encoded as in proc(5); 0 for none
+  pid_t tpgid = -1;  // foreground process group of that terminal, -1 for none
   unsigned flags = 0;
   long num_threads = 0;
   unsigned long long starttime = 0;

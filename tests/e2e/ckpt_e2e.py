@@ -25,8 +25,9 @@ After the last cycle the tree is watched for 7 s more, so that watchdogs
 (a peer stuck for 5 s, e.g. a shared mapping no longer shared) can fire.
 
 Scenarios: one per workload (memory threads tree pipes files signals
-identity counter ... sysv), plus leave-running, repeat, restore-after-kill,
-fault-dump, fault-restore and bad-images (see the sc_* functions).
+identity counter ... sysv pty), plus leave-running, repeat, restore-after-kill,
+fault-dump, fault-restore, bad-images, shell-job and container-run (see the
+sc_* functions).
 
 Workload trees use global PIDs, so scenarios must run one at a time.  Every
 process a scenario started is killed and its temp dir removed on any exit
@@ -48,7 +49,7 @@ import traceback
 
 EXIT_PASS, EXIT_FAIL, EXIT_SKIP = 0, 1, 77
 
-WORKLOADS = ("memory", "threads", "tree", "pipes", "files", "signals", "identity", "counter", "attrs", "evfds", "ghost", "unix", "zombie", "sysv")
+WORKLOADS = ("memory", "threads", "tree", "pipes", "files", "signals", "identity", "counter", "attrs", "evfds", "ghost", "unix", "zombie", "sysv", "pty")
 DUMP_FAULTS = ("dump-after-seize", "dump-after-core", "dump-after-pages", "dump-before-inventory")
 RESTORE_FAULTS = ("restore-after-fork", "restore-after-files", "restore-after-mm",
                   "restore-before-resume")
@@ -475,15 +476,20 @@ class Workload:
 
     # -- lifecycle --
 
-    def start(self, prefix=()):
+    def start(self, prefix=(), spawn=None):
         """prefix: a command that runs the workload (e.g. unshare); the
-        root is then its only child."""
+        root is then its only child. spawn(wl) -> (Popen, root pid) starts
+        it another way (sc_shell_job)."""
         open(self.log_path, "a").close()
-        self.proc = subprocess.Popen(
-            list(prefix) + [self.binary, "--log", self.log_path, "--dir", self.dir] + self.args,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, close_fds=True, cwd=self.tmp)
-        self.root = self.proc.pid
+        if spawn:
+            self.proc, self.root = spawn(self)
+        else:
+            self.proc = subprocess.Popen(
+                list(prefix) + [self.binary, "--log", self.log_path, "--dir", self.dir]
+                + self.args,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True, close_fds=True, cwd=self.tmp)
+            self.root = self.proc.pid
         if prefix:
             deadline = time.monotonic() + READY_TIMEOUT
             while True:
@@ -759,10 +765,10 @@ class Env:
         self.cleanups = []  # called last in cleanup(), newest first
         self.cleaned = False
 
-    def start(self, name, args=()):
+    def start(self, name, spawn=None, args=()):
         wl = Workload(self, self.workload_override or name, args)
         self.workloads.append(wl)
-        return wl.start()
+        return wl.start(spawn=spawn)
 
     def cleanup(self):
         if self.cleaned:
@@ -1373,7 +1379,7 @@ def tcp_server(env, net, *specs):
     args = []
     for kind, spec in specs:
         args += [f"--{kind}", spec]
-    return env.start("tcpserv", args)
+    return env.start("tcpserv", args=args)
 
 
 def tcp_cycle(env, wl, net, clients, label, before_dump=None, key="progress"):
@@ -1641,6 +1647,228 @@ def sc_tcp_no_flag(env):
 
 
 # ---------------------------------------------------------------------------
+# Shell jobs: a workload started from a shell on a terminal
+# ---------------------------------------------------------------------------
+
+# A small job-control shell: leader of a new session whose controlling
+# terminal is its stdin; runs argv[2:] as the foreground job in its own
+# process group; reports the job's pid, then its wait status and which group
+# had the terminal when it ended.
+MINI_SHELL = r"""
+import fcntl, os, signal, sys, termios
+fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+report = open(sys.argv[1], "a", buffering=1)
+signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+pid = os.fork()
+if pid == 0:
+    os.setpgid(0, 0)
+    os.tcsetpgrp(0, os.getpid())
+    signal.signal(signal.SIGTTOU, signal.SIG_DFL)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    os.execv(sys.argv[2], sys.argv[2:])
+try:
+    os.setpgid(pid, pid)
+except OSError:
+    pass
+os.tcsetpgrp(0, pid)
+report.write(f"job {pid}\n")
+_, status = os.waitpid(pid, 0)
+report.write(f"exit {status} foreground {os.tcgetpgrp(0)}\n")
+"""
+
+
+class Terminal:
+    """A pty made by the test: the slave for a session, the master read
+    all the time into a buffer (a job writing to a full terminal blocks)."""
+
+    def __init__(self):
+        import threading
+        self.master, self.slave = os.openpty()
+        self.name = os.ttyname(self.slave)
+        self.lock = threading.Lock()
+        self.data = bytearray()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        while True:
+            try:
+                b = os.read(self.master, 4096)
+            except OSError:  # EIO: no slave open any more
+                return
+            if not b:
+                return
+            with self.lock:
+                self.data += b
+
+    def text(self, start=0):
+        with self.lock:
+            return bytes(self.data[start:]).decode(errors="replace")
+
+    def size(self):
+        with self.lock:
+            return len(self.data)
+
+    def foreground(self):
+        """The terminal's foreground process group (TIOCGPGRP on the master)."""
+        import fcntl
+        import struct
+        import termios
+        return struct.unpack("i", fcntl.ioctl(self.master, termios.TIOCGPGRP, b"\0" * 4))[0]
+
+    def run_in_shell(self, argv, report, cwd):
+        """MINI_SHELL on this terminal running argv; returns (shell Popen, job pid)."""
+        shell = subprocess.Popen([sys.executable, "-c", MINI_SHELL, report] + argv,
+                                 stdin=self.slave, stdout=self.slave, stderr=self.slave,
+                                 start_new_session=True, close_fds=True, cwd=cwd)
+        job = wait_value(lambda: report_value(report, "job"), READY_TIMEOUT,
+                       lambda: f"the shell on {self.name} started no job "
+                               f"(exit {shell.poll()}): {self.text()[-300:]!r}")
+        return shell, int(job)
+
+
+def report_value(path, key):
+    """The rest of the line of a MINI_SHELL report that starts with key, or None."""
+    for line in (read_text(path, "") or "").splitlines():
+        if line.startswith(key + " "):
+            return line[len(key) + 1:]
+    return None
+
+
+def wait_value(pred, timeout, what):
+    """pred()'s first true value within timeout, else Failure(what())."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise Failure(what())
+        time.sleep(0.05)
+
+
+def sc_shell_job(env):
+    """wl_ttyjob started from a shell on a terminal: a dump without
+    --shell-job is refused (naming the task and terminal) and the job runs
+    on; dumped with it and restored with it from a shell on another
+    terminal, the job writes there, joins that session, is its foreground
+    job (typed input reaches it; Ctrl-Z stops it and ckpt; continuing ckpt
+    continues it), and the terminal goes back to ckpt's group at the end."""
+    term1 = Terminal()
+    wl = env.start("ttyjob", spawn=lambda w: term1.run_in_shell(
+        [w.binary, "--log", w.log_path, "--dir", w.dir], os.path.join(w.tmp, "shell1.report"),
+        w.tmp))
+    os.close(term1.slave)
+    wait_value(lambda: "tick" in term1.text(), PROGRESS_TIMEOUT,
+             lambda: f"wl_ttyjob writes nothing to {term1.name}")
+
+    # Without --shell-job: refused, the job carries on.
+    before, stable, transient = wl.sample()
+    tasks = snapshot_tasks(before)
+    log = wl.log()
+    img = wl.new_dir("no-shell-job")
+    res = env.ckpt.dump(wl, img)
+    if res.rc != 1:
+        res.show()
+        raise Failure(f"dump of a shell job without --shell-job exited {res.rc}, expected 1")
+    line = res.error_line()
+    for want in (f"pid {wl.root}", term1.name, "--shell-job"):
+        if want not in line:
+            raise Failure(f"dump without --shell-job: error lacks {want!r}: {line}")
+    if os.path.exists(os.path.join(img, "inventory.img")):
+        raise Failure("the refused dump left an inventory.img")
+    check_unharmed(wl, before, stable, transient, tasks, log, "dump without --shell-job")
+    note(f"  refused: {line}")
+
+    # With it.
+    before, stable, transient = wl.sample()
+    tasks = snapshot_tasks(before)
+    img = wl.new_dir("shell-job")
+    res = env.ckpt.dump(wl, img, extra=["--shell-job"])
+    require_dump_ok(res, img, "dump --shell-job")
+    wl.reap_original()  # the first shell ends with its job
+    wl.wait_gone(tasks, "after dump --shell-job")
+    last = wl.log().last_progress()
+
+    res = env.ckpt.restore(wl, img, verbose=False)
+    if res.rc != 1 or "--shell-job" not in res.error_line():
+        raise Failure(f"restore of a shell job without --shell-job: exit {res.rc}, "
+                      f"{res.error_line()}")
+    note(f"  restore without --shell-job refused: {res.error_line()}")
+
+    # Restored by ckpt run as the foreground job of a shell on terminal 2.
+    term2 = Terminal()
+    offset = wl.log().end
+    report2 = os.path.join(wl.tmp, "shell2.report")
+    argv = [env.ckpt_path, "restore", "-D", img, "--shell-job", "-v", "--log-file",
+            os.path.join(wl.tmp, "restore-shell-job.log")]
+    note(" ".join(argv) + f"  (on {term2.name})")
+    shell2, ckpt_pid = term2.run_in_shell(argv, report2, wl.tmp)
+    os.close(term2.slave)
+    wait_value(lambda: task_alive(wl.root) and "restored " in term2.text()
+             or report_value(report2, "exit"), CKPT_TIMEOUT,
+             lambda: f"restore on {term2.name} did not finish: {term2.text()[-300:]!r}")
+    if report_value(report2, "exit"):
+        raise Failure(f"ckpt restore --shell-job ended ({report_value(report2, 'exit')}): "
+                      f"{term2.text().strip()[-300:]}")
+    vals = wl.wait_progress(offset, PROGRESS_STEP, "after restore", strict_first=last + 1)
+    wl.check_health()
+    state, ppid, pgid, sid = proc_stat(wl.root)
+    if sid != shell2.pid or ppid != ckpt_pid:
+        raise Failure(f"restored job: session {sid}, parent {ppid}; expected the session of the "
+                      f"shell on {term2.name} ({shell2.pid}) and ckpt ({ckpt_pid})")
+    for fd in (0, 1, 2):
+        got = read_link(f"/proc/{wl.root}/fd/{fd}")
+        if got != term2.name:
+            raise Failure(f"restored job: fd {fd} is {got}, expected {term2.name}")
+    if "/dev/tty" not in (read_link(f"/proc/{wl.root}/fd/{fd}")
+                          for fd in os.listdir(f"/proc/{wl.root}/fd")):
+        raise Failure("restored job: its fd on /dev/tty is missing")
+    if term2.foreground() != pgid:
+        raise Failure(f"{term2.name}: foreground group {term2.foreground()}, expected the "
+                      f"job's {pgid}")
+    wait_value(lambda: f"tick {vals[-1]}" in term2.text(), PROGRESS_TIMEOUT,
+             lambda: f"the restored job does not write to {term2.name}")
+    # It logs changes: a new terminal, and it never saw itself in the background.
+    after = wl.log(offset).lines
+    if f"tty {term2.name}" not in after or "foreground 0" in after:
+        raise Failure(f"restored job's log: {after[:5]}")
+    note(f"  job {wl.root} runs in session {sid} on {term2.name}, foreground, "
+         f"progress {vals[0]}..{vals[-1]}")
+
+    # Typed input reaches the foreground job.
+    os.write(term2.master, b"hello ckpt\n")
+    wait_value(lambda: "input hello ckpt" in wl.log(offset).lines and "got hello ckpt"
+             in term2.text(), PROGRESS_TIMEOUT, lambda: "typed input did not reach the job")
+
+    # Ctrl-Z: the job stops, ckpt takes the terminal back and stops too;
+    # continuing ckpt (the shell's `fg`) continues the job in the foreground.
+    os.write(term2.master, b"\x1a")
+    wait_value(lambda: (proc_stat(wl.root) or "?")[0] == "T" and
+             (proc_stat(ckpt_pid) or "?")[0] == "T", PROGRESS_TIMEOUT,
+             lambda: f"Ctrl-Z: job {proc_stat(wl.root)}, ckpt {proc_stat(ckpt_pid)}")
+    if term2.foreground() != ckpt_pid:
+        raise Failure(f"Ctrl-Z: foreground {term2.foreground()}, expected ckpt's group {ckpt_pid}")
+    stopped = wl.log()
+    os.kill(ckpt_pid, signal.SIGCONT)
+    wl.wait_progress(stopped.end, PROGRESS_STEP, "after fg",
+                     strict_first=stopped.last_progress() + 1)
+    if term2.foreground() != pgid:
+        raise Failure(f"after fg: foreground {term2.foreground()}, expected the job's {pgid}")
+    note("  Ctrl-Z stopped job and ckpt; continuing ckpt continued the job in the foreground")
+
+    # The end: ckpt exits with the job's status, its group has the terminal.
+    os.kill(wl.root, signal.SIGTERM)
+    ended = wait_value(lambda: report_value(report2, "exit"), CKPT_TIMEOUT,
+                     lambda: "ckpt restore did not end with the job")
+    shell2.wait(timeout=GONE_TIMEOUT)
+    status, _, fg = ended.split()
+    if int(status) != (128 + signal.SIGTERM) << 8 or int(fg) != ckpt_pid:
+        raise Failure(f"ckpt restore ended with wait status {status} (expected exit 143), "
+                      f"terminal foreground {fg} (expected ckpt's group {ckpt_pid})")
+    note("  ckpt exited 143 with the job and gave the terminal back to its group")
+
+
+# ---------------------------------------------------------------------------
 # Containers: ckpt run / ps / kill / rm on simulated hosts (scripts/hosts)
 # ---------------------------------------------------------------------------
 
@@ -1773,6 +2001,141 @@ def make_rootfs(tmp, binary):
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         shutil.copy(os.path.realpath(lib), dst)
     return root
+
+
+def container_view(c, pid, tmpfs_dir):
+    """What a container's processes see, as comparable text: the pid tree
+    (ids inside its pid namespace), hostname, links, addresses, routes of
+    every table, rules, the nftables ruleset, SysV IPC objects, its mounts
+    (ids masked) and a file on its tmpfs."""
+    def inside(flags, cmd):
+        return c.sh(["nsenter", "-t", str(pid)] + flags + cmd).stdout
+    snap = ns_view(capture(pid))
+    for v in snap.values():
+        for f in v["fds"].values():
+            f.pop("mnt_id", None)  # a new mount namespace numbers its mounts anew
+    mounts = []
+    for line in (read_text(f"/proc/{pid}/mountinfo") or "").splitlines():
+        f = line.split()
+        sep = f.index("-")
+        # Under `ip netns exec` (which remounts /sys) ckpt mounts the cgroup
+        # hierarchies again in a private namespace of its own (sys/cgroup);
+        # a container restored by another ckpt has that ckpt's instance.
+        if f[4].startswith("/sys/fs/cgroup"):
+            continue
+        mounts.append(" ".join([f[4], f[5], f[sep + 1], f[sep + 2]]))
+    return {
+        "tree": snap,
+        "hostname": inside(["-u"], ["hostname"]),
+        # The peer's index and namespace are the host's business (another
+        # host after a move).
+        "links": re.sub(r" link-netns \S+", "", re.sub(r"@if\d+", "@ifN",
+                                                     inside(["-n"], ["ip", "-o", "link"]))),
+        "addr": inside(["-n"], ["ip", "-o", "addr"]),
+        "routes": inside(["-n"], ["ip", "route", "show", "table", "all"]),
+        "rules": inside(["-n"], ["ip", "rule"]),
+        "nft": inside(["-n"], ["nft", "list", "ruleset"]),
+        "ipc": inside(["-i"], ["ipcs"]),
+        "mounts": mounts,
+        "tmpfs": read_text(f"/proc/{pid}/root{tmpfs_dir}/data.txt"),
+    }
+
+
+def diff_views(a, b):
+    out = []
+    for k in a:
+        if k == "tree":
+            out += diff_snapshots(a[k], b[k], 1)
+        elif a[k] != b[k]:
+            out.append(f"{k}: {a[k]!r} -> {b[k]!r}")
+    return out
+
+
+def sc_container(env):
+    """A container started with ckpt run (a pid-namespace tree, hostname,
+    bridged veth, a second routing table and a rule, an nftables rule, SysV
+    IPC objects, a tmpfs with a file) is dumped with --container and
+    restored on the same simulated host, then dumped again and restored on
+    the other one (--net bridge=br0 there); every time what it sees inside
+    is the same, its log carries on, and the client reaches its address."""
+    for tool in ("ip", "ping", "nsenter", "nft", "ipcs", "ipcmk"):
+        if not shutil.which(tool):
+            raise Skip(f"{tool} is not installed (scripts/deps)")
+    binary = os.path.realpath(os.path.join(env.workloads_dir, "wl_tree"))
+    c = Containers(env)
+    try:
+        c.hosts("up")
+        name = c.prefix + "ct"
+        log = os.path.join(c.tmp, "ct.log")
+        wdir = os.path.join(c.tmp, "wdir")
+        os.mkdir(wdir)
+        pid = c.run(name, ["--hostname", "ct1", "--memory", "256M",
+                           "--net", "bridge=br0,ip=10.77.0.11/24,gw=10.77.0.1",
+                           "--", binary, "--log", log, "--dir", wdir])
+        wait_for("the containerized wl_tree did not log 'ready'",
+                 lambda: LogView(log).ready, READY_TIMEOUT)
+        tmpfs_dir = "/run/ct-data"
+        for flags, cmd in (
+                (["-n"], ["ip", "route", "add", "10.99.0.0/24", "via", "10.77.0.1",
+                          "table", "100"]),
+                (["-n"], ["ip", "rule", "add", "from", "10.77.0.11", "lookup", "100",
+                          "priority", "1000"]),
+                (["-n"], ["nft", "add table inet ctfw; add chain inet ctfw in "
+                          "{ type filter hook input priority 0; }; "
+                          "add rule inet ctfw in tcp dport 9999 drop"]),
+                (["-i"], ["ipcmk", "-M", "65536"]),
+                (["-i"], ["ipcmk", "-Q"]),
+                (["-i"], ["ipcmk", "-S", "3"]),
+                (["-m"], ["mkdir", "-p", tmpfs_dir]),
+                (["-m"], ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "ctdata",
+                          tmpfs_dir]),
+                (["-m"], ["sh", "-c", f"echo kept across restore > {tmpfs_dir}/data.txt"])):
+            c.sh(["nsenter", "-t", str(pid)] + flags + cmd)
+        time.sleep(0.5)
+        before = container_view(c, pid, tmpfs_dir)
+        note(f"  container {name}: {len(before['tree'])} processes, "
+             f"{len(before['mounts'])} mounts, ipc {before['ipc'].count('0x')} objects")
+        for round_, host, extra in ((1, "hostA", []), (2, "hostB", ["--net", "bridge=br0"])):
+            img = os.path.join(c.tmp, f"img{round_}")
+            last = LogView(log).last_progress()
+            c.ckpt(["dump", "--container", name, "-D", img])
+            wait_for(f"init {pid} still runs after the dump", lambda: not task_alive(pid))
+            r = c.ckpt(["restore", "--container", name, "-D", img, "-d"] + extra, host=host)
+            m = re.search(r"root pid (\d+)", r.stdout)
+            if not m:
+                raise Failure(f"restore printed {r.stdout.strip()!r}")
+            pid = int(m[1])
+            if c.ps(name) != (pid, "running"):
+                raise Failure(f"ckpt ps shows {c.ps(name)} after restore")
+            after = container_view(c, pid, tmpfs_dir)
+            diffs = diff_views(before, after)
+            if diffs:
+                for d in diffs:
+                    note("  diff: " + d)
+                raise Failure(f"round {round_} ({host}): the container sees another "
+                              f"world after restore: {diffs[0]}")
+            first = None
+            deadline = time.monotonic() + PROGRESS_TIMEOUT
+            while time.monotonic() < deadline:
+                vals = [v for v in LogView(log).progress if v > last]
+                if len(vals) >= PROGRESS_STEP:
+                    first = vals[0]
+                    break
+                time.sleep(0.1)
+            if first != last + 1:
+                raise Failure(f"round {round_}: progress resumed at {first}, expected {last + 1}")
+            if LogView(log).fails:
+                raise Failure(f"workload reported: {LogView(log).fails[0]}")
+            r = c.sh(["ip", "netns", "exec", c.ns("client"), "ping", "-c", "2", "-i", "0.2",
+                      "-W", "2", "10.77.0.11"], check=False)
+            if r.returncode != 0:
+                raise Failure(f"round {round_}: 10.77.0.11 not reachable from the client "
+                              f"after restore on {host}")
+            note(f"  round {round_}: restored on {host} as pid {pid}; same view inside, "
+                 f"progress {last}->{first}, the client reaches it")
+        c.ckpt(["rm", "-f", name], host="hostB")
+    finally:
+        c.cleanup()
 
 
 def sc_container_run(env):
@@ -1916,7 +2279,9 @@ SCENARIOS.update({
     "cli": sc_cli,
     "disk-full": sc_disk_full,
     "interrupt": sc_interrupt,
+    "shell-job": sc_shell_job,
     "container-run": sc_container_run,
+    "container": sc_container,
     "tcp": sc_tcp,
     "tcp-inflight": sc_tcp_inflight,
     "tcp-listen": sc_tcp_listen,

@@ -17,6 +17,7 @@
 #include "pagemap.pb.h"
 #include "pstree.pb.h"
 #include "sockets.pb.h"
+#include "tty.pb.h"
 
 namespace {
 
@@ -58,6 +59,8 @@ void read_as(const std::string& bytes, Kind kind) {
       return read_all<ckpt::img::UnixQueue>(bytes, kind);
     case Kind::Ghosts:
       return read_all<ckpt::img::Ghost>(bytes, kind);
+    case Kind::Tty:
+      return read_all<ckpt::img::TtyState>(bytes, kind);
     case Kind::InetQueues:
       return read_all<ckpt::img::InetQueue>(bytes, kind);
     case Kind::NetLock:

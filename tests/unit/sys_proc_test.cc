@@ -111,6 +111,7 @@ TEST(ProcStat, CommWithParensAndSpaces) {
   EXPECT_EQ(st.pgrp, 3564);
   EXPECT_EQ(st.session, 2733);
   EXPECT_EQ(st.tty_nr, 0);
+  EXPECT_EQ(st.tpgid, -1);
   EXPECT_EQ(st.flags, 4194304u);
   EXPECT_EQ(st.num_threads, 3);
   EXPECT_EQ(st.starttime, 31036u);
@@ -137,6 +138,16 @@ TEST(ProcStat, ExeNameWithParen) {
   EXPECT_EQ(st.env_end, 140734300651492u);
 }
 
+// Captured from `sleep` started in a new session whose controlling terminal
+// is /dev/pts/0 (TIOCSCTTY), so it is the terminal's foreground group too.
+TEST(ProcStat, ControllingTerminal) {
+  Stat st = parse_stat(testdata("stat_ctty.txt"));
+  EXPECT_EQ(st.pid, 12357);
+  EXPECT_EQ(st.session, 12357);
+  EXPECT_EQ(st.tty_nr, 34816);  // 136:0
+  EXPECT_EQ(st.tpgid, 12357);
+}
+
 TEST(ProcStat, EmptyCommAndNegativeFields) {
   std::string fields;
   for (int i = 3; i <= 52; i++) fields += i == 3 ? "Z" : i == 8 ? " -1" : " " + std::to_string(i);
@@ -144,6 +155,8 @@ TEST(ProcStat, EmptyCommAndNegativeFields) {
   EXPECT_EQ(st.comm, "");
   EXPECT_EQ(st.state, 'Z');
   EXPECT_EQ(st.ppid, 4);
+  EXPECT_EQ(st.tty_nr, 7);
+  EXPECT_EQ(st.tpgid, -1);
   EXPECT_EQ(st.exit_code, 52);
 }
 

@@ -1,0 +1,62 @@
+// A network namespace as an object: its links (lo, veth, dummy, bridge),
+// addresses, routes of every table, policy rules, static neighbours,
+// nftables ruleset and legacy iptables rules, and the net sysctls that
+// differ from a fresh namespace (proto/netns.proto, netns.img).
+//
+// Call order. Dump: dump_netns(fd of /proc/PID/ns/net) while the tree is
+// frozen, from the namespace that holds the veth peers. Restore:
+// restore_netns() into a fresh namespace (only lo, down) before any process
+// runs in it, from the namespace where the veth peers must go; if a later
+// step of the restore fails, remove_restored_netns_links() takes the
+// host-side veth ends away again (restore_netns cleans up after itself when
+// it is the one that fails).
+//
+// Every namespace switch happens on a short-lived thread (sys/netns_exec.h):
+// the calling thread never changes namespace.
+#pragma once
+
+#include <string>
+
+#include "image/image_io.h"
+#include "netns.pb.h"
+
+namespace ckpt {
+
+struct NetRestoreOptions {
+  // Host-side bridge for the veth peers; empty: the dumped peer's master,
+  // if a bridge of that name exists here (else the peer is left unbridged,
+  // with a warning).
+  std::string bridge;
+  // Name of the host-side veth end; empty: the dumped one. Only when the
+  // namespace has a single veth.
+  std::string host_ifname;
+};
+
+// Parses the value of `--net`: comma-separated "bridge=BR" and
+// "host_ifname=NAME" (e.g. "bridge=br2,host_ifname=veth-c1"). Throws
+// UsageError for anything else or a name longer than an interface name.
+NetRestoreOptions parse_net_options(const std::string& spec);
+
+// Reads everything the namespace netns_fd holds. Throws Error naming the
+// link, route, rule or table that cannot be saved (unsupported link kind,
+// a route through a nexthop object, a veth whose peer is not in our
+// namespace, an nftables ruleset that would not load back, ...).
+img::NetNs dump_netns(int netns_fd);
+
+// Recreates ns in netns_fd, a fresh namespace with nothing but lo (down).
+// Links keep their ifindexes, names and MACs; veth peers are created in the
+// caller's namespace and put on opts.bridge (or the dumped bridge).
+void restore_netns(int netns_fd, const img::NetNs& ns, const NetRestoreOptions& opts);
+
+// Deletes the host-side veth ends restore_netns created (deleting one end
+// deletes the other). Only links that are still the ones restored (a veth
+// with the restored MAC whose peer has the restored ifindex) are touched.
+// Never throws; problems are logged.
+void remove_restored_netns_links(const img::NetNs& ns, const NetRestoreOptions& opts);
+
+// netns.img (image kind NetNs, one NetNs record).
+constexpr const char* kNetNsImage = "netns.img";
+void save_netns_image(image::ImageSink& sink, const img::NetNs& ns);
+img::NetNs load_netns_image(const image::ImageSource& src);
+
+}  // namespace ckpt

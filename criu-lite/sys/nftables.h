@@ -1,0 +1,30 @@
+// An owner for a libnftables context whose output and errors are buffered,
+// so that a command's result and its error text come back as strings. The
+// context talks to the network namespace of the thread that created it.
+#pragma once
+
+#include <string>
+
+struct nft_ctx;
+
+namespace ckpt {
+
+class NftCtx {
+ public:
+  NftCtx();
+  ~NftCtx();
+  NftCtx(const NftCtx&) = delete;
+  NftCtx& operator=(const NftCtx&) = delete;
+
+  // Dry run: the kernel checks the commands in a transaction that is then
+  // aborted; nothing changes.
+  void set_dry_run(bool dry);
+  // Runs commands in nft's syntax (as `nft -f`); returns what they print.
+  // Throws Error with nft's error text.
+  std::string run(const std::string& commands);
+
+ private:
+  nft_ctx* ctx_;
+};
+
+}  // namespace ckpt
