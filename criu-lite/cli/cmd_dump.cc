@@ -27,6 +27,8 @@ int cmd_dump(const Args& args) {
       "leave-running,R", po::bool_switch(&req.opts.leave_running), "resume after dump")(
       "compress", po::value<int>(&compress)->implicit_value(1), "zstd level")(
       "shell-job,j", po::bool_switch(&req.opts.shell_job), "session or terminal outside the tree")(
+      "prev-images-dir", po::value<std::string>(&req.parent_dir),
+      "parent checkpoint (relative to -D)")(
       "tcp-established", po::bool_switch(&req.opts.tcp_established),
       "save established TCP connections")("tcp-close", po::bool_switch(&req.opts.tcp_close),
                                           "established TCP connections come back closed");
@@ -57,12 +59,19 @@ int cmd_dump(const Args& args) {
   ProgressBar bar;
   if (ProgressBar::wanted()) req.progress = &bar;
 
+  if (vm.count("prev-images-dir") && req.parent_dir.empty())
+    throw UsageError("--prev-images-dir needs a directory");
   DumpResult r = dump_tree(req);
   const auto& s = r.stats;
+  std::string parent;
+  if (!req.parent_dir.empty())
+    parent =
+        strfmt(", %llu unchanged in the parent", static_cast<unsigned long long>(s.parent_pages));
   printf(
-      "dumped %u tasks, %u threads, %u vmas, %llu pages (%s stored) in %.3f s; frozen %.1f ms%s\n",
+      "dumped %u tasks, %u threads, %u vmas, %llu pages (%s stored%s) in %.3f s; frozen %.1f "
+      "ms%s\n",
       s.tasks, s.threads, s.vmas, static_cast<unsigned long long>(s.pages),
-      human_bytes(s.page_bytes).c_str(), static_cast<double>(r.total_us) / 1e6,
+      human_bytes(s.page_bytes).c_str(), parent.c_str(), static_cast<double>(r.total_us) / 1e6,
       static_cast<double>(r.frozen_us) / 1e3, req.opts.leave_running ? "; tree left running" : "");
   return 0;
 }

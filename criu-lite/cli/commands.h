@@ -14,6 +14,7 @@ int cmd_dump(const Args& args);
 int cmd_restore(const Args& args);
 int cmd_show(const Args& args);
 int cmd_check(const Args& args);
+int cmd_job(const Args& args);
 // cmd_container.cc: the container launcher and its bookkeeping.
 int cmd_run(const Args& args);
 int cmd_ps(const Args& args);

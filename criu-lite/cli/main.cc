@@ -24,6 +24,7 @@ const Verb kVerbs[] = {
     {"restore", ckpt::cli::cmd_restore},
     {"show", ckpt::cli::cmd_show},
     {"check", ckpt::cli::cmd_check},
+    {"job", ckpt::cli::cmd_job},
     {"run", ckpt::cli::cmd_run},
     {"ps", ckpt::cli::cmd_ps},
     {"kill", ckpt::cli::cmd_kill},
@@ -43,6 +44,7 @@ int run(int argc, char** argv) {
   }
   if (verb == "help" || verb == "--help" || verb == "-h") {
     std::string topic = args.size() > 1 ? args[1] : "";
+    if (topic == "job" && args.size() > 2) topic += " " + args[2];  // "help job run"
     std::string text = ckpt::cli::usage(topic);
     if (text.empty()) throw ckpt::UsageError("no such command: " + topic);
     fputs(text.c_str(), stdout);

@@ -1,5 +1,6 @@
 #include "dump/dump.h"
 
+#include <sys/random.h>
 #include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
@@ -13,6 +14,7 @@
 #include "image/record_file.h"
 #include "inventory.pb.h"
 #include "objects/cgroup.h"
+#include "objects/dirty_tracking.h"
 #include "objects/files.h"
 #include "objects/ghosts.h"
 #include "objects/inet_sockets.h"
@@ -87,8 +89,42 @@ img::Inventory make_inventory(const DumpContext& ctx, pid_t root) {
   s->set_vmas(ctx.stats.vmas);
   s->set_pages(ctx.stats.pages);
   s->set_page_bytes(ctx.stats.page_bytes);
+  s->set_parent_pages(ctx.stats.parent_pages);
   return inv;
 }
+
+uint64_t random_id() {
+  uint64_t id = 0;
+  while (id == 0)
+    if (getrandom(&id, sizeof id, 0) != sizeof id) id = static_cast<uint64_t>(time(nullptr));
+  return id;
+}
+
+// The parent of an incremental dump: a complete checkpoint.
+std::shared_ptr<const image::ImageSource> open_parent(const std::string& dir,
+                                                      const std::string& parent,
+                                                      uint64_t* parent_id) {
+  std::string path = parent[0] == '/' ? parent : dir + "/" + parent;
+  return in_context("parent checkpoint " + path, [&] {
+    auto src = std::make_shared<image::DirSource>(path);
+    if (!src->exists(kInventoryImage))
+      throw Error(strfmt("no %s: not a complete checkpoint", kInventoryImage));
+    img::Inventory inv;
+    image::load_message(*src, kInventoryImage, image::Kind::Inventory, inv);
+    *parent_id = inv.checkpoint_id();
+    return std::shared_ptr<const image::ImageSource>(src);
+  });
+}
+
+// A failed dump may have consumed written-page bits no checkpoint holds:
+// the trackers must not be trusted after it.
+struct TrackersGuard {
+  DirtyTrackers* trackers;
+  bool ok = false;
+  ~TrackersGuard() {
+    if (!ok && trackers) trackers->clear();
+  }
+};
 
 }  // namespace
 
@@ -99,16 +135,23 @@ DumpResult dump_tree(const DumpRequest& req) {
   // An older dump in the same place must not look complete while this one
   // is being written.
   unlink((req.dir + "/" + kInventoryImage).c_str());
+  unlink((req.dir + "/" + image::kParentLink).c_str());
 
   DumpContext ctx;
   GhostDumper ghosts;
   ctx.sink = &sink;
   ctx.ghosts = &ghosts;
   ctx.opts = req.opts;
+  uint64_t parent_id = 0;
+  if (!req.parent_dir.empty()) {
+    ctx.parent = open_parent(req.dir, req.parent_dir, &parent_id);
+    sink.put_symlink(image::kParentLink, req.parent_dir);
+  }
+  FrozenTree frozen(ctx);
+  TrackersGuard trackers_guard{req.trackers};
   // Destroyed in reverse order on failure: sockets leave repair mode, the
   // connections are unlocked (a thawed process must not find its sends
   // refused), then the tree is thawed.
-  FrozenTree frozen(ctx);
   NetLock net_lock;
   RepairedSockets repaired;
   ctx.net_lock = &net_lock;
@@ -176,6 +219,13 @@ DumpResult dump_tree(const DumpRequest& req) {
   }
   for (auto& t : ctx.tasks) ctx.pages_estimate += estimate_pages(t->vmas);
 
+  // Pages written since the last dump, as dirty tracking saw them; this
+  // also protects them again, so tracking restarts from this dump.
+  if (req.trackers) {
+    log::StepTimer st("dirty pages");
+    collect_dirty(ctx, *req.trackers);
+  }
+
   // The tree's shape: who is whose parent, sessions and groups.
   dump_pstree(ctx);
 
@@ -224,11 +274,22 @@ DumpResult dump_tree(const DumpRequest& req) {
   ghosts.finish(ctx);
   fault::point("dump-after-pages");
 
+  // From here on, writes are tracked for the next (incremental) dump.
+  if (req.trackers && req.opts.leave_running) {
+    log::StepTimer st("arm dirty tracking");
+    arm_dirty(ctx, *req.trackers);
+  }
+
   // The inventory goes last: its presence marks the dump complete.
   cancel::check();
   img::Inventory inv = make_inventory(ctx, ctx.tasks.front()->vpid);
   inv.mutable_stats()->set_frozen_us(us_since(frozen_at));
   *inv.mutable_namespaces() = namespaces;
+  inv.set_checkpoint_id(random_id());
+  if (ctx.parent) {
+    inv.set_parent(req.parent_dir);
+    inv.set_parent_id(parent_id);
+  }
   fault::point("dump-before-inventory");
   image::save_message(sink, kInventoryImage, image::Kind::Inventory, inv);
   {
@@ -242,11 +303,14 @@ DumpResult dump_tree(const DumpRequest& req) {
     frozen.thaw();
   } else {
     frozen.kill();
+    if (req.trackers) req.trackers->clear();
     // Our duplicates are the last references: the sockets close in repair
     // mode, silently. The lock stays until the restore.
     repaired.close_in_repair();
     net_lock.keep();
   }
+  trackers_guard.ok = true;
+  res.checkpoint_id = inv.checkpoint_id();
   res.frozen_us = us_since(frozen_at);
   res.stats = ctx.stats;
   res.total_us = us_since(t0);

@@ -15,6 +15,8 @@
 
 namespace ckpt {
 
+struct DirtyTrackers;
+
 struct DumpRequest {
   pid_t pid = 0;
   std::string dir;
@@ -28,10 +30,20 @@ struct DumpRequest {
   std::optional<img::ContainerState> container;
   DumpOptions opts;
   Progress* progress = nullptr;
+  // Incremental dump (--prev-images-dir): the complete checkpoint this one
+  // builds on, relative to dir unless absolute (as in the `parent` link the
+  // dump writes). Pages unchanged since it are not stored again.
+  std::string parent_dir;
+  // Dirty tracking kept by the caller between dumps (ckpt job run): written
+  // pages come from it instead of a comparison with the parent, and with
+  // --leave-running the tree is tracked again for the next dump. Cleared if
+  // the dump fails. The parent must be the dump that last used them.
+  DirtyTrackers* trackers = nullptr;
 };
 
 struct DumpResult {
   DumpStats stats;
+  uint64_t checkpoint_id = 0;
   uint64_t frozen_us = 0;
   uint64_t total_us = 0;
 };

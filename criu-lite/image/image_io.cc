@@ -136,6 +136,22 @@ DirSink::~DirSink() {
   if (committed_) return;
   for (auto it = created_.rbegin(); it != created_.rend(); ++it)
     ::unlinkat(dirfd_.get(), it->c_str(), 0);  // ENOENT for renamed tmp files is expected
+  for (const auto& l : links_) ::unlinkat(dirfd_.get(), l.c_str(), 0);
+}
+
+void DirSink::put_symlink(const std::string& name, const std::string& target) {
+  check_name(name);
+  if (committed_) throw Error("link " + name + ": put after the image directory was committed");
+  std::string tmp = tmp_name(name);
+  ::unlinkat(dirfd_.get(), tmp.c_str(), 0);
+  links_.reserve(links_.size() + 2);
+  links_.push_back(tmp);
+  if (::symlinkat(target.c_str(), dirfd_.get(), tmp.c_str()) < 0)
+    throw_errno("symlink " + dir_ + "/" + tmp + " -> " + target);
+  // rename() replaces a link an older dump left, atomically.
+  if (::renameat(dirfd_.get(), tmp.c_str(), dirfd_.get(), name.c_str()) < 0)
+    throw_errno("rename " + dir_ + "/" + tmp);
+  links_.push_back(name);
 }
 
 void DirSink::put(const std::string& name, const void* data, size_t len) {
@@ -210,6 +226,22 @@ std::shared_ptr<const Blob> DirSource::open(const std::string& name) const {
   void* addr = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
   if (addr == MAP_FAILED) throw_errno("mmap " + dir_ + "/" + name);
   return std::make_shared<MmapBlob>(addr, size, std::move(owner), dir_ + "/" + name);
+}
+
+std::shared_ptr<const ImageSource> DirSource::parent() const {
+  char buf[4096];
+  ssize_t n = ::readlinkat(dirfd_.get(), kParentLink, buf, sizeof buf - 1);
+  if (n < 0) {
+    if (errno == ENOENT) return nullptr;
+    throw_errno("read link " + dir_ + "/" + kParentLink);
+  }
+  std::string target(buf, static_cast<size_t>(n));
+  std::string path = target[0] == '/' ? target : dir_ + "/" + target;
+  struct stat st;
+  if (::stat(path.c_str(), &st) < 0 || !S_ISDIR(st.st_mode))
+    throw Error(strfmt("%s: its parent checkpoint %s (link '%s') is missing", dir_.c_str(),
+                       path.c_str(), target.c_str()));
+  return std::make_shared<DirSource>(path);
 }
 
 bool DirSource::exists(const std::string& name) const {

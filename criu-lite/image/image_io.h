@@ -54,7 +54,13 @@ class ImageSource {
   virtual bool exists(const std::string& name) const = 0;
   // A description for messages ("image directory /tmp/d").
   virtual std::string where() const = 0;
+  // The checkpoint an incremental one builds on (pagemap runs marked
+  // in_parent are read from it), or nullptr if there is none.
+  virtual std::shared_ptr<const ImageSource> parent() const { return nullptr; }
 };
+
+// The name of the link to the parent checkpoint in an image directory.
+inline constexpr const char* kParentLink = "parent";
 
 // An image directory on disk. Each image is written to ".NAME.tmp" and
 // renamed into place; fsync()s are done once at commit(). Destroying the sink
@@ -65,6 +71,9 @@ class DirSink : public ImageSink {
   ~DirSink() override;
   void put(const std::string& name, const void* data, size_t len) override;
   std::unique_ptr<StreamWriter> open_stream(const std::string& name) override;
+  // A symbolic link name -> target in the directory (the parent link),
+  // replacing one left by an older dump there.
+  void put_symlink(const std::string& name, const std::string& target);
   void commit() override;
   const std::string& dir() const { return dir_; }
 
@@ -73,6 +82,7 @@ class DirSink : public ImageSink {
   std::string dir_;
   UniqueFd dirfd_;
   std::vector<std::string> created_;
+  std::vector<std::string> links_;  // not fsynced one by one: the dir fsync covers them
   bool committed_ = false;
 };
 
@@ -83,6 +93,9 @@ class DirSource : public ImageSource {
   std::shared_ptr<const Blob> open(const std::string& name) const override;
   bool exists(const std::string& name) const override;
   std::string where() const override { return "image directory " + dir_; }
+  // The directory the `parent` link names (relative to this one unless
+  // absolute); nullptr without a link. Throws if the link is dangling.
+  std::shared_ptr<const ImageSource> parent() const override;
   const std::string& dir() const { return dir_; }
 
  private:

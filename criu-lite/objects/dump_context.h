@@ -59,12 +59,14 @@ struct DumpTask {
 struct DumpStats {
   uint32_t tasks = 0, threads = 0, vmas = 0;
   uint64_t pages = 0, page_bytes = 0;
+  uint64_t parent_pages = 0;  // left in the parent checkpoint
 };
 
 class Progress;
 class GhostDumper;
 class NetLock;
 class RepairedSockets;
+struct PageDelta;
 
 // An exited child its parent has not reaped: only its ids and status.
 struct DumpZombie {
@@ -88,6 +90,12 @@ struct DumpContext {
   std::set<uint64_t> shmem_done;
   // Pages to copy in total (for the progress bar), estimated from smaps.
   uint64_t pages_estimate = 0;
+  // Incremental dump (--prev-images-dir, ckpt job run --incremental): the
+  // parent checkpoint, and per pid the pages written since it as dirty
+  // tracking saw them. A process without a delta is compared with the
+  // parent's pages instead; one the parent lacks is saved in full.
+  std::shared_ptr<const image::ImageSource> parent;
+  std::map<pid_t, std::shared_ptr<const PageDelta>> deltas;
 
   // The root is the init of a pid namespace of its own: the images hold
   // pids inside it (vpid), and restore recreates the namespace.

@@ -14,6 +14,7 @@
 
 #include "image/page_store.h"
 #include "image/record_file.h"
+#include "objects/dirty_tracking.h"
 #include "objects/ghosts.h"
 #include "objects/ipc_shm_vma.h"
 #include "objects/progress.h"
@@ -143,10 +144,21 @@ class PageCopier {
       uint64_t n = std::min(npages, room);
       b.iov.push_back({reinterpret_cast<void*>(vaddr), n * kPage});
       b.readable.push_back(readable);
+      b.in_parent.push_back(false);
       b.used += n * kPage;
       vaddr += n * kPage;
       npages -= n;
     }
+  }
+  // Pages the parent checkpoint holds unchanged: not read, only recorded,
+  // in order with the others.
+  void add_parent(uint64_t vaddr, uint64_t npages) {
+    Batch& b = batches_[cur_];
+    if (b.iov.size() == kMaxIov) flush();
+    Batch& c = batches_[cur_];
+    c.iov.push_back({reinterpret_cast<void*>(vaddr), npages * kPage});
+    c.readable.push_back(false);
+    c.in_parent.push_back(true);
   }
   // Reads the current batch and starts writing it.
   void flush() {
@@ -168,6 +180,7 @@ class PageCopier {
     std::unique_ptr<char[]> buf;
     std::vector<iovec> iov;
     std::vector<bool> readable;
+    std::vector<bool> in_parent;  // no bytes in buf
     size_t used = 0;
   };
 
@@ -176,6 +189,7 @@ class PageCopier {
     std::vector<iovec> local, remote;
     size_t off = 0, want = 0;
     for (size_t i = 0; i < b.iov.size(); i++) {
+      if (b.in_parent[i]) continue;
       if (b.readable[i]) {
         local.push_back({b.buf.get() + off, b.iov[i].iov_len});
         remote.push_back(b.iov[i]);
@@ -189,6 +203,7 @@ class PageCopier {
     bool all = got == static_cast<ssize_t>(want);
     off = 0;
     for (size_t i = 0; i < b.iov.size(); i++) {
+      if (b.in_parent[i]) continue;
       if (!b.readable[i] || !all)
         remote_read(pid_, reinterpret_cast<uint64_t>(b.iov[i].iov_base), b.buf.get() + off,
                     b.iov[i].iov_len);
@@ -198,7 +213,12 @@ class PageCopier {
 
   void write(Batch& b) {
     size_t off = 0;
-    for (const auto& v : b.iov) {
+    for (size_t i = 0; i < b.iov.size(); i++) {
+      const auto& v = b.iov[i];
+      if (b.in_parent[i]) {
+        w_.add_parent(reinterpret_cast<uint64_t>(v.iov_base), v.iov_len / kPage);
+        continue;
+      }
       w_.add(reinterpret_cast<uint64_t>(v.iov_base), b.buf.get() + off, v.iov_len / kPage);
       off += v.iov_len;
     }
@@ -213,6 +233,7 @@ class PageCopier {
     cancel::check();
     done.iov.clear();
     done.readable.clear();
+    done.in_parent.clear();
     done.used = 0;
   }
 
@@ -313,15 +334,39 @@ void dump_mm(DumpContext& ctx, DumpTask& t) {
   mm.set_exe_path(read_link(strfmt("/proc/%d/exe", t.pid)));
 
   UniqueFd pagemap = open_or_throw(strfmt("/proc/%d/pagemap", t.pid), O_RDONLY);
-  image::PageWriter w(*ctx.sink, std::to_string(t.vpid), {ctx.opts.zstd_level});
+  // Incremental: pages dirty tracking saw unwritten stay in the parent;
+  // without tracking, the writer compares each page with the parent's.
+  std::unique_ptr<image::PageReader> parent;
+  const PageDelta* delta = nullptr;
+  if (ctx.parent && ctx.parent->exists(image::pagemap_name(std::to_string(t.vpid)))) {
+    parent = in_context("parent checkpoint", [&] {
+      return std::make_unique<image::PageReader>(*ctx.parent, std::to_string(t.vpid));
+    });
+    auto d = ctx.deltas.find(t.pid);
+    if (d != ctx.deltas.end()) delta = d->second.get();
+  }
+  image::PageWriterOptions wopts{ctx.opts.zstd_level};
+  if (parent && !delta) wopts.compare = parent.get();
+  image::PageWriter w(*ctx.sink, std::to_string(t.vpid), wopts);
   PageCopier copier(t.pid, w, ctx.progress);
+  auto add_run = [&](const proc::Vma& v, uint64_t start, uint64_t n) {
+    if (!delta) return copier.add(start, n, v.r);
+    delta->split(start, n, [&](uint64_t s, uint64_t k, bool dirty) {
+      // A clean page the parent does not have would be a tracking error:
+      // save it rather than trust it.
+      if (dirty || !parent->covers(s, k))
+        copier.add(s, k, v.r);
+      else
+        copier.add_parent(s, k);
+    });
+  };
   for (const auto& v : t.vmas) {
     img::Vma iv = classify(ctx, t.pid, v);
     switch (iv.kind()) {
       case img::VMA_ANON_PRIVATE:
       case img::VMA_FILE_PRIVATE:
         scan_pages(pagemap.get(), v.start, v.end, iv.kind() == img::VMA_FILE_PRIVATE,
-                   [&](uint64_t start, uint64_t n) { copier.add(start, n, v.r); });
+                   [&](uint64_t start, uint64_t n) { add_run(v, start, n); });
         break;
       case img::VMA_ANON_SHARED:
         in_context(strfmt("shared memory at %s", range_name(v).c_str()),
@@ -339,6 +384,7 @@ void dump_mm(DumpContext& ctx, DumpTask& t) {
   w.finish();
   ctx.stats.vmas += static_cast<uint32_t>(t.vmas.size());
   ctx.stats.pages += w.pages();
+  ctx.stats.parent_pages += w.parent_pages();
   ctx.stats.page_bytes += w.stored_bytes();
   image::save_message(*ctx.sink, mm_name(t.vpid), image::Kind::Mm, mm);
 }

@@ -37,6 +37,35 @@ void check_machine(const img::Inventory& inv) {
                "restore on the same kernel build",
                inv.kernel_release().c_str(), u.release));
 }
+
+// An incremental checkpoint needs each of its ancestors, complete, and each
+// the very checkpoint its child was made on (not another one put in its
+// place since).
+void check_parent_chain(const image::ImageSource& src, const img::Inventory& inv) {
+  if (inv.parent().empty()) return;
+  std::string child = src.where();
+  uint64_t want = inv.parent_id();
+  std::shared_ptr<const image::ImageSource> cur = src.parent();
+  for (int depth = 0; depth < 4096; depth++) {
+    if (!cur)
+      throw Error(
+          strfmt("%s: is incremental but has no '%s' link", child.c_str(), image::kParentLink));
+    if (!cur->exists(kInventoryImage))
+      throw Error(strfmt("%s: its parent %s is not a complete checkpoint (no %s)", child.c_str(),
+                         cur->where().c_str(), kInventoryImage));
+    img::Inventory p;
+    image::load_message(*cur, kInventoryImage, image::Kind::Inventory, p);
+    if (p.checkpoint_id() != want)
+      throw Error(strfmt("%s: its parent %s is not the checkpoint it was made on (replaced since?)",
+                         child.c_str(), cur->where().c_str()));
+    if (p.parent().empty()) return;
+    child = cur->where();
+    want = p.parent_id();
+    cur = cur->parent();
+  }
+  throw Error(src.where() + ": chain of parent checkpoints too long (a loop?)");
+}
+
 }  // namespace
 
 RestorePlan load_plan(const image::ImageSource& src) {
@@ -46,6 +75,7 @@ RestorePlan load_plan(const image::ImageSource& src) {
                        kInventoryImage));
   image::load_message(src, kInventoryImage, image::Kind::Inventory, plan.inv);
   check_machine(plan.inv);
+  check_parent_chain(src, plan.inv);
 
   std::map<uint32_t, int> index;
   for (auto& e : load_pstree(src)) {

@@ -39,6 +39,27 @@ void Uffd::register_missing(uint64_t start, uint64_t len) {
                        static_cast<unsigned long long>(len)));
 }
 
+void Uffd::register_wp(uint64_t start, uint64_t len) {
+  uffdio_register r{};
+  r.range.start = start;
+  r.range.len = len;
+  r.mode = UFFDIO_REGISTER_MODE_WP;
+  if (ioctl(fd_.get(), UFFDIO_REGISTER, &r) != 0)
+    throw_errno(strfmt("UFFDIO_REGISTER (write-protect) %#llx+%#llx",
+                       static_cast<unsigned long long>(start),
+                       static_cast<unsigned long long>(len)));
+}
+
+void Uffd::write_protect(uint64_t start, uint64_t len) {
+  uffdio_writeprotect w{};
+  w.range.start = start;
+  w.range.len = len;
+  w.mode = UFFDIO_WRITEPROTECT_MODE_WP;
+  if (ioctl(fd_.get(), UFFDIO_WRITEPROTECT, &w) != 0)
+    throw_errno(strfmt("UFFDIO_WRITEPROTECT %#llx+%#llx", static_cast<unsigned long long>(start),
+                       static_cast<unsigned long long>(len)));
+}
+
 void Uffd::unregister(uint64_t start, uint64_t len) {
   uffdio_range r{start, len};
   if (ioctl(fd_.get(), UFFDIO_UNREGISTER, &r) != 0) throw_errno("UFFDIO_UNREGISTER");

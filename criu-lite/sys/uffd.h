@@ -10,6 +10,13 @@
 //   u.unregister(start, len);              // before the task runs
 // UFFDIO_COPY fills a page that is not there yet without zeroing it first,
 // which is one pass over memory fewer than faulting it in and writing it.
+//
+// Call order (dirty tracking, objects/dirty_tracking.h):
+//   u.api(UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED);
+//   u.register_wp(start, len);             // per VMA
+//   u.write_protect(start, len);           // every page (and hole) protected
+// then PAGEMAP_SCAN reads and re-protects the pages written since; the
+// registration lasts as long as this fd is open.
 #pragma once
 
 #include <sys/types.h>
@@ -26,6 +33,8 @@ class Uffd {
   static Uffd adopt(pid_t pid, int target_fd);
   void api(uint64_t features);
   void register_missing(uint64_t start, uint64_t len);
+  void register_wp(uint64_t start, uint64_t len);
+  void write_protect(uint64_t start, uint64_t len);
   void unregister(uint64_t start, uint64_t len);
   void copy(uint64_t dst, const void* src, uint64_t len);
   int fd() const { return fd_.get(); }

@@ -49,7 +49,7 @@ import traceback
 
 EXIT_PASS, EXIT_FAIL, EXIT_SKIP = 0, 1, 77
 
-WORKLOADS = ("memory", "threads", "tree", "pipes", "files", "signals", "identity", "counter", "attrs", "evfds", "ghost", "unix", "zombie", "sysv", "pty")
+WORKLOADS = ("shmfile", "memory", "threads", "tree", "pipes", "files", "signals", "identity", "counter", "attrs", "evfds", "ghost", "unix", "zombie", "sysv", "pty")
 DUMP_FAULTS = ("dump-after-seize", "dump-after-core", "dump-after-pages", "dump-before-inventory")
 RESTORE_FAULTS = ("restore-after-fork", "restore-after-files", "restore-after-mm",
                   "restore-before-resume")
@@ -733,6 +733,13 @@ class Workload:
             if not victims:
                 break
         self.remove_ipc_objects()
+        # Files a workload made in /dev/shm (wl_shmfile) carry its root pid.
+        for name in os.listdir("/dev/shm"):
+            if name.startswith("ckpt-wl-") and self.root and name.endswith(f"-{self.root}"):
+                try:
+                    os.unlink(os.path.join("/dev/shm", name))
+                except OSError:
+                    pass
         if self.env.keep:
             note(f"kept {self.tmp}")
         else:
