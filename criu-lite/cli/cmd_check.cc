@@ -17,6 +17,8 @@
 #include "cli/options.h"
 #include "sys/cpu.h"
 #include "sys/fd.h"
+#include "sys/nft.h"
+#include "sys/tcp_repair.h"
 #include "sys/uapi.h"
 
 namespace ckpt::cli {
@@ -128,6 +130,15 @@ int cmd_check(const Args& args) {
          try {
            cpu::vdso_syscall_offset();
            return true;
+         } catch (...) {
+           return false;
+         }
+       }},
+      {"TCP_REPAIR", "dump/restore --tcp-established", false, tcp_repair::available},
+      {"nftables", "network lock (--tcp-established)", false,
+       [] {
+         try {
+           return Nft().try_run("list tables\n", nullptr);
          } catch (...) {
            return false;
          }

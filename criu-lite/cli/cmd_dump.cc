@@ -28,7 +28,10 @@ int cmd_dump(const Args& args) {
       "compress", po::value<int>(&compress)->implicit_value(1), "zstd level")(
       "shell-job,j", po::bool_switch(&req.opts.shell_job), "session or terminal outside the tree")(
       "prev-images-dir", po::value<std::string>(&req.parent_dir),
-      "parent checkpoint (relative to -D)");
+      "parent checkpoint (relative to -D)")(
+      "tcp-established", po::bool_switch(&req.opts.tcp_established),
+      "save established TCP connections")("tcp-close", po::bool_switch(&req.opts.tcp_close),
+                                          "established TCP connections come back closed");
   add_common(desc, common);
   po::variables_map vm;
   if (!parse(args, desc, nullptr, vm, "dump")) return 0;
@@ -48,6 +51,8 @@ int cmd_dump(const Args& args) {
   if (!freeze_cgroup.empty()) req.cgroup_paths = {freeze_cgroup};
   if (pid <= 0) throw UsageError("-t needs a positive pid");
   if (compress < 0 || compress > 19) throw UsageError("--compress level must be 1 to 19");
+  if (req.opts.tcp_established && req.opts.tcp_close)
+    throw UsageError("--tcp-established and --tcp-close exclude each other");
   req.pid = pid;
   req.dir = dir;
   req.opts.zstd_level = compress;

@@ -22,8 +22,9 @@ int cmd_restore(const Args& args) {
       "pidfile", po::value<std::string>(&req.pidfile), "write root pid here")(
       "container", po::value<std::string>(&container), "restore as this container")(
       "net", po::value<std::string>(&net), "bridge=BR[,host_ifname=IF] for the veth")(
-
-      "shell-job,j", po::bool_switch(&req.shell_job), "join this terminal and session");
+      "shell-job,j", po::bool_switch(&req.shell_job), "join this terminal and session")(
+      "tcp-established", po::bool_switch(&req.tcp_established),
+      "restore established TCP connections");
   add_common(desc, common);
   po::variables_map vm;
   if (!parse(args, desc, nullptr, vm, "restore")) return 0;

@@ -60,6 +60,10 @@ std::unique_ptr<google::protobuf::Message> message_for(image::Kind k) {
       return std::make_unique<img::NetNs>();
     case image::Kind::Tty:
       return std::make_unique<img::TtyState>();
+    case image::Kind::InetQueues:
+      return std::make_unique<img::InetQueue>();
+    case image::Kind::NetLock:
+      return std::make_unique<img::NetLock>();
     default:
       return nullptr;
   }

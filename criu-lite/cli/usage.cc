@@ -50,6 +50,9 @@ std::string usage(const std::string& verb) {
            "                         incremental: store only pages that differ from the\n"
            "                         complete checkpoint PARENT (a path relative to DIR,\n"
            "                         or absolute); DIR/parent links to it\n"
+           "      --tcp-established  save established TCP connections (TCP repair); their\n"
+           "                         packets stay blocked until the restore\n"
+           "      --tcp-close        established TCP connections come back closed\n"
            "  -v, --verbose          steps and timings (-vv: every syscall)\n"
            "  -o, --log-file FILE    write the full log to FILE\n";
   if (verb == "restore")
@@ -69,6 +72,7 @@ std::string usage(const std::string& verb) {
            "                              host's), optionally under another name\n"
            "  -j, --shell-job             the images are of a shell job: it joins ckpt's\n"
            "                              session and terminal (without -d, as foreground job)\n"
+           "      --tcp-established       restore the established TCP connections saved\n"
            "  -v, --verbose               steps and timings (-vv: every syscall)\n"
            "  -o, --log-file FILE         write the full log to FILE\n";
   if (verb == "show")

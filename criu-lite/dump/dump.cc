@@ -17,8 +17,10 @@
 #include "objects/dirty_tracking.h"
 #include "objects/files.h"
 #include "objects/ghosts.h"
+#include "objects/inet_sockets.h"
 #include "objects/mm.h"
 #include "objects/namespaces.h"
+#include "objects/net_lock.h"
 #include "objects/pstree.h"
 #include "objects/task_core.h"
 #include "sys/cancel.h"
@@ -147,6 +149,13 @@ DumpResult dump_tree(const DumpRequest& req) {
   }
   FrozenTree frozen(ctx);
   TrackersGuard trackers_guard{req.trackers};
+  // Destroyed in reverse order on failure: sockets leave repair mode, the
+  // connections are unlocked (a thawed process must not find its sends
+  // refused), then the tree is thawed.
+  NetLock net_lock;
+  RepairedSockets repaired;
+  ctx.net_lock = &net_lock;
+  ctx.repaired = &repaired;
 
   // With a cgroup, nothing in it may fork or exit while the tree is walked:
   // freeze it, seize every task (they then stay in ptrace stops), thaw it
@@ -238,6 +247,10 @@ DumpResult dump_tree(const DumpRequest& req) {
       in_context(strfmt("pid %d", t->pid), [&] { files.dump_task(ctx, *t); });
     files.finish(ctx);
   }
+  // Which connections are locked, for the restore to lock them again (on
+  // another host) and to unlock them.
+  if (net_lock.active())
+    image::save_message(sink, kNetLockImage, image::Kind::NetLock, net_lock.image());
 
   // The tree's own namespaces: mounts and tmpfs contents, IPC objects, ...
   {
@@ -285,10 +298,16 @@ DumpResult dump_tree(const DumpRequest& req) {
   }
 
   if (req.opts.leave_running) {
+    repaired.leave_repair();
+    net_lock.unlock();
     frozen.thaw();
   } else {
     frozen.kill();
     if (req.trackers) req.trackers->clear();
+    // Our duplicates are the last references: the sockets close in repair
+    // mode, silently. The lock stays until the restore.
+    repaired.close_in_repair();
+    net_lock.keep();
   }
   trackers_guard.ok = true;
   res.checkpoint_id = inv.checkpoint_id();

@@ -75,6 +75,10 @@ const char* kind_name(Kind k) {
       return "netns";
     case Kind::Tty:
       return "tty";
+    case Kind::InetQueues:
+      return "inet-queues";
+    case Kind::NetLock:
+      return "netlock";
   }
   return "unknown";  // a value read from a foreign or corrupt file
 }

@@ -46,6 +46,8 @@ enum class Kind : uint32_t {
   MntNs = 30,       // mntns.img (mnt.proto MntNs)
   Tmpfs = 31,       // tmpfs-ID.img (mnt.proto TmpfsEntry)
   Tty = 20,         // terminals (tty.img)
+  InetQueues = 23,  // tcp-queues.img, udp-queues.img (sockets.proto InetQueue)
+  NetLock = 24,     // netlock.img (sockets.proto NetLock)
 };
 const char* kind_name(Kind k);
 

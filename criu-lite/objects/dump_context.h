@@ -24,6 +24,10 @@ struct DumpOptions {
   bool leave_running = false;
   bool shell_job = false;
   bool progress = false;  // draw a progress bar (stderr is a terminal)
+  // Established TCP connections: saved with TCP repair (--tcp-established),
+  // saved as closed (--tcp-close), or else the dump stops naming them.
+  bool tcp_established = false;
+  bool tcp_close = false;
 };
 
 // One process of the tree, stopped: every thread seized and interrupted.
@@ -60,6 +64,8 @@ struct DumpStats {
 
 class Progress;
 class GhostDumper;
+class NetLock;
+class RepairedSockets;
 struct PageDelta;
 
 // An exited child its parent has not reaped: only its ids and status.
@@ -76,6 +82,10 @@ struct DumpContext {
   DumpStats stats;
   Progress* progress = nullptr;
   GhostDumper* ghosts = nullptr;  // deleted files and memfds, saved once
+  // Connections whose packets are dropped while the tree is away, and the
+  // sockets in TCP repair mode (objects/net_lock.h, inet_sockets.h).
+  NetLock* net_lock = nullptr;
+  RepairedSockets* repaired = nullptr;
   // Shared anonymous memory objects already saved (by inode).
   std::set<uint64_t> shmem_done;
   // Pages to copy in total (for the progress bar), estimated from smaps.

@@ -12,6 +12,8 @@
 //                   itself (open() returns an empty UniqueFd to ask for it)
 //   after_install() in each stub once all its fds are at their numbers
 //                   (epoll watches name fds by number)
+//   before_resume() in the controller, when the tree is about to run
+//                   (TCP sockets leave repair mode)
 #pragma once
 
 #include <sys/stat.h>
@@ -82,6 +84,8 @@ class FdKind {
   // In a stub, once table's fds are at their numbers. Runs after the stub
   // closed its own stdio: errors are thrown, never printed.
   virtual void after_install(const img::FdTable& table, const FdRestoreState& st) const {}
+  // In the controller, right before the tree runs.
+  virtual void before_resume() {}
 };
 
 // A number from an fdinfo value in the given base; throws Error naming key.
@@ -100,6 +104,8 @@ std::unique_ptr<FdKind> make_signalfd_kind();
 std::unique_ptr<FdKind> make_timerfd_kind();
 std::unique_ptr<FdKind> make_epoll_kind();
 std::unique_ptr<FdKind> make_inotify_kind();
+std::unique_ptr<FdKind> make_tcp_socket_kind();  // TCP over IPv4 and IPv6
+std::unique_ptr<FdKind> make_udp_socket_kind();  // UDP over IPv4 and IPv6
 std::unique_ptr<FdKind> make_tty_kind();  // ptys, /dev/tty, the shell's terminal (tty.cc)
 
 // fdinfo parsers of the anonymous-inode kinds (eventfd.cc ... inotify.cc),

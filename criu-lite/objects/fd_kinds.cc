@@ -21,6 +21,8 @@ std::vector<std::unique_ptr<FdKind>> make_fd_kinds() {
   k.push_back(make_device_kind());
   k.push_back(make_pipe_kind());
   k.push_back(make_unix_socket_kind());
+  k.push_back(make_tcp_socket_kind());
+  k.push_back(make_udp_socket_kind());
   k.push_back(make_eventfd_kind());
   k.push_back(make_signalfd_kind());
   k.push_back(make_timerfd_kind());

@@ -196,6 +196,10 @@ void FileTable::open_one(uint32_t id, const img::FileDesc& d) {
   fds_[id] = std::move(fd);
 }
 
+void FileTable::before_resume() {
+  for (auto& k : kinds_) in_context(k->name(), [&] { k->before_resume(); });
+}
+
 void FileTable::install(const img::FdTable& table, int holder_pidfd) const {
   // Everything this stub inherited goes first, except the holder's pidfd,
   // moved above every number the table uses. From then on the lowest free

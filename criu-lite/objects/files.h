@@ -83,6 +83,8 @@ class FileTable {
   static int holder_fd_number(const img::FdTable& table);
   // Drops the helper fds that kept FIFOs open while the table was built.
   void close_helpers() { st_.helpers.clear(); }
+  // Right before the tree runs: each kind's last step (TCP repair off).
+  void before_resume();
 
  private:
   const FdKind& kind_of(const img::FileDesc& d) const;

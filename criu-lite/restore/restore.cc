@@ -1,6 +1,7 @@
 #include "restore/restore.h"
 
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -20,6 +21,7 @@
 #include "objects/ghosts.h"
 #include "objects/mm.h"
 #include "objects/namespaces.h"
+#include "objects/net_lock.h"
 #include "objects/task_attrs.h"
 #include "objects/task_core.h"
 #include "objects/thread.h"
@@ -239,6 +241,12 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   if (namespaces.images.has_container()) res.container = namespaces.images.container();
   TtyRestore ttys;
   ttys.load(src, req.shell_job);
+  img::NetLock saved_lock;
+  bool has_lock = load_net_lock(src, &saved_lock);
+  for (const auto& c : saved_lock.conns())
+    if (c.protocol() == IPPROTO_TCP && !req.tcp_established)
+      throw Error("the images hold established TCP connections (" + describe(c) +
+                  ", ...): restore with --tcp-established");
   res.tasks = static_cast<uint32_t>(plan.tasks.size());
   for (const auto& t : plan.tasks) res.threads += static_cast<uint32_t>(t.core.threads_size());
 
@@ -256,6 +264,10 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   }
   ShmemTable shmem;
   shmem.load(src, mms);
+  // Packets of the saved connections stay dropped until the tree runs (the
+  // dump's lock on this host, a new one on another); removed on failure too.
+  NetLock net_lock;
+  if (has_lock) net_lock.relock(saved_lock);
 
   files.reserve(tables);
   // A new mount namespace starts as a copy of ours: settle which one that
@@ -374,6 +386,11 @@ RestoreResult restore_tree(const RestoreRequest& req) {
         break;
       }
   }
+  // Unlocked before the tree runs, so no send of it is refused; then TCP
+  // connections leave repair mode (the window probe that goes out makes the
+  // peers answer, and retransmit, at once).
+  net_lock.unlock();
+  files.before_resume();
 
   // Let the whole tree run at once.
   for (auto& lt : live)

@@ -443,9 +443,9 @@ class Ckpt:
             args.append("--leave-running")
         return self.run(args, wl.tmp, "dump", fault=fault, verbose=verbose)
 
-    def restore(self, wl, imgdir, fault=None, timeout=CKPT_TIMEOUT, verbose=True):
+    def restore(self, wl, imgdir, fault=None, timeout=CKPT_TIMEOUT, verbose=True, extra=()):
         pidfile = os.path.join(wl.tmp, f"restore-{self.count + 1}.pid")
-        args = ["restore", "-D", imgdir, "-d", "--pidfile", pidfile]
+        args = ["restore", "-D", imgdir, "-d", "--pidfile", pidfile] + list(extra)
         res = self.run(args, wl.tmp, "restore", fault=fault, timeout=timeout, verbose=verbose)
         res.pidfile = pidfile
         return res
@@ -456,8 +456,9 @@ class Ckpt:
 # ---------------------------------------------------------------------------
 
 class Workload:
-    def __init__(self, env, name):
+    def __init__(self, env, name, args=()):
         self.env, self.name = env, name
+        self.args = list(args)
         self.binary = os.path.realpath(os.path.join(env.workloads_dir, "wl_" + name))
         if not os.access(self.binary, os.X_OK):
             raise Failure(f"workload binary {self.binary} is missing (build the wl_* targets)")
@@ -485,7 +486,8 @@ class Workload:
             self.proc, self.root = spawn(self)
         else:
             self.proc = subprocess.Popen(
-                list(prefix) + [self.binary, "--log", self.log_path, "--dir", self.dir],
+                list(prefix) + [self.binary, "--log", self.log_path, "--dir", self.dir]
+                + self.args,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True, close_fds=True, cwd=self.tmp)
             self.root = self.proc.pid
@@ -768,10 +770,11 @@ class Env:
         self.workload_override = args.workload
         self.ckpt = Ckpt(self.ckpt_path)
         self.workloads = []
+        self.cleanups = []  # called last in cleanup(), newest first
         self.cleaned = False
 
-    def start(self, name, spawn=None):
-        wl = Workload(self, self.workload_override or name)
+    def start(self, name, spawn=None, args=()):
+        wl = Workload(self, self.workload_override or name, args)
         self.workloads.append(wl)
         return wl.start(spawn=spawn)
 
@@ -793,6 +796,11 @@ class Env:
                 wl.destroy()
             except Exception as e:  # keep cleaning the others
                 note(f"cleanup of {wl.tmp}: {e}")
+        for fn in reversed(self.cleanups):
+            try:
+                fn()
+            except Exception as e:
+                note(f"cleanup: {e}")
 
 
 def require_dump_ok(res, imgdir, what):
@@ -832,11 +840,11 @@ def dump_and_check_gone(env, wl, label):
     return before, stable, transient, img, tasks
 
 
-def restore_and_check(env, wl, img, before, stable, transient, label, first):
+def restore_and_check(env, wl, img, before, stable, transient, label, first, extra=()):
     """Restore, compare /proc with before, check the log resumes at `first`
     (an int for exactly, a (lo, hi) pair for a range)."""
     offset = wl.log().end
-    res = env.ckpt.restore(wl, img)
+    res = env.ckpt.restore(wl, img, extra=extra)
     require_restore_ok(res, wl, f"{label}: restore")
     wl.compare(before, stable, transient, f"{label}: after restore")
     if isinstance(first, tuple):
@@ -1251,6 +1259,399 @@ def sc_bad_images(env):
     restore_and_check(env, wl, img, before, stable, transient, "pristine",
                       log.last_progress() + 1)
     wl.watch()
+
+
+# ---------------------------------------------------------------------------
+# TCP and UDP: a server in the tree (host network namespace), its clients in
+# a network namespace of their own joined by a veth pair
+# ---------------------------------------------------------------------------
+
+TCP_FLAG = ["--tcp-established"]
+
+
+def run_cmd(args, what, check=True):
+    r = subprocess.run(args, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise Failure(f"{what}: {' '.join(args)}: {r.stderr.strip() or r.returncode}")
+    return r
+
+
+class TcpNet:
+    """Network namespace tcp-N-c for the clients, a veth pair to the host
+    (tcpNh / tcpNc), IPv4 10.231.X.0/24 and IPv6 fd00:231:X::/64; removed
+    (with any network lock table a failed test left) in env.cleanup."""
+
+    def __init__(self, env):
+        tag = os.getpid() % 100000
+        x = tag % 250 + 1
+        self.env = env
+        self.ns = f"tcp-{tag}-c"
+        self.host_if, self.peer_if = f"tcp{tag}h", f"tcp{tag}c"
+        self.v4, self.v4c = f"10.231.{x}.1", f"10.231.{x}.2"
+        self.v6, self.v6c = f"fd00:231:{x:x}::1", f"fd00:231:{x:x}::2"
+        self.tables = set()
+        self.up_done = False
+
+    def up(self):
+        self.env.cleanups.append(self.down)
+        if not shutil.which("ip") or not shutil.which("nft"):
+            raise Skip("needs ip (iproute2) and nft (nftables)")
+        self.down(quiet=True)
+        self.up_done = True
+        ns, h, c = self.ns, self.host_if, self.peer_if
+        for cmd in (["ip", "netns", "add", ns],
+                    ["ip", "link", "add", h, "type", "veth", "peer", "name", c, "netns", ns],
+                    ["ip", "addr", "add", f"{self.v4}/24", "dev", h],
+                    ["ip", "-6", "addr", "add", f"{self.v6}/64", "dev", h, "nodad"],
+                    ["ip", "link", "set", h, "up"],
+                    ["ip", "-n", ns, "addr", "add", f"{self.v4c}/24", "dev", c],
+                    ["ip", "-n", ns, "-6", "addr", "add", f"{self.v6c}/64", "dev", c, "nodad"],
+                    ["ip", "-n", ns, "link", "set", c, "up"],
+                    ["ip", "-n", ns, "link", "set", "lo", "up"]):
+            run_cmd(cmd, "network setup")
+        note(f"network: netns {ns}, veth {h} {self.v4} {self.v6} <-> {c} {self.v4c} {self.v6c}")
+
+    def down(self, quiet=False):
+        if not self.up_done and not quiet:
+            return
+        run_cmd(["ip", "netns", "del", self.ns], "netns del", check=False)
+        run_cmd(["ip", "link", "del", self.host_if], "link del", check=False)
+        for t in self.tables:
+            run_cmd(["nft", "delete", "table", "inet", t], "nft", check=False)
+
+    def lock_exists(self, root):
+        self.tables.add(f"ckpt_lock_{root}")
+        r = run_cmd(["nft", "list", "table", "inet", f"ckpt_lock_{root}"], "nft", check=False)
+        return r.returncode == 0
+
+
+class Client:
+    """tcp_client in the clients' namespace, logging to the workload's tmp
+    (so Workload.destroy kills it)."""
+
+    def __init__(self, env, wl, net, label, args):
+        self.label = label
+        self.log_path = os.path.join(wl.tmp, f"client-{label}.log")
+        binary = os.path.join(env.workloads_dir, "tcp_client")
+        if not os.access(binary, os.X_OK):
+            raise Failure(f"{binary} is missing (build the tcp_client target)")
+        cmd = ["ip", "netns", "exec", net.ns, binary, "--log", self.log_path] + list(args)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        note(f"client {label}: pid {self.proc.pid} {' '.join(args)}")
+
+    def lines(self):
+        return LogView(self.log_path).lines
+
+    def check(self):
+        fails = [l for l in self.lines() if l.startswith("FAIL")]
+        if fails:
+            raise Failure(f"client {self.label}: {fails[0]}")
+        if self.proc.poll() is not None:
+            raise Failure(f"client {self.label} exited with {self.proc.returncode} "
+                          f"(log: {' | '.join(self.lines()[-3:])})")
+
+    def count(self, key="progress"):
+        vals = [int(l.split()[1]) for l in self.lines()
+                if l.startswith(key + " ") and l.split()[1].isdigit()]
+        return vals[-1] if vals else 0
+
+    def wait(self, what, pred, timeout=PROGRESS_TIMEOUT):
+        deadline = time.monotonic() + timeout
+        while not pred():
+            self.check()
+            if time.monotonic() > deadline:
+                raise Failure(f"client {self.label}: {what} not within {timeout:.0f} s "
+                              f"(log: {' | '.join(self.lines()[-3:])})")
+            time.sleep(0.05)
+        self.check()
+
+    def wait_more(self, base, step, key="progress", what="echoes"):
+        self.wait(f"{step} more {what} after {base}", lambda: self.count(key) >= base + step)
+        return self.count(key)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        fails = [l for l in self.lines() if l.startswith("FAIL")]
+        if fails:
+            raise Failure(f"client {self.label}: {fails[0]}")
+
+
+def tcp_server(env, net, *specs):
+    args = []
+    for kind, spec in specs:
+        args += [f"--{kind}", spec]
+    return env.start("tcpserv", args=args)
+
+
+def tcp_cycle(env, wl, net, clients, label, before_dump=None, key="progress"):
+    """dump --tcp-established (kill) -> 1 s -> restore; the server resumes
+    exactly and every client carries on without a reset."""
+    before, stable, transient = wl.sample()
+    tasks = snapshot_tasks(before)
+    if before_dump:
+        before_dump()
+    img = wl.new_dir(label)
+    res = env.ckpt.dump(wl, img, extra=TCP_FLAG)
+    require_dump_ok(res, img, f"{label}: dump")
+    at_dump = {c.label: c.count(key) for c in clients}
+    wl.reap_original()
+    wl.wait_gone(tasks, f"{label}: after dump")
+    if not net.lock_exists(wl.root):
+        raise Failure(f"{label}: no network lock table ckpt_lock_{wl.root} after the dump")
+    # Without the flag the restore refuses before creating anything.
+    res = env.ckpt.restore(wl, img)
+    if res.rc != 1 or "--tcp-established" not in res.error_line():
+        res.show()
+        raise Failure(f"{label}: restore without --tcp-established exited {res.rc}: "
+                      f"{res.error_line()}")
+    if task_alive(wl.root) or not net.lock_exists(wl.root):
+        raise Failure(f"{label}: the refused restore created the tree or dropped the lock")
+    time.sleep(1)
+    for c in clients:
+        c.check()
+    last = wl.log().last_progress()
+    restore_and_check(env, wl, img, before, stable, transient, label, last + 1, extra=TCP_FLAG)
+    if net.lock_exists(wl.root):
+        raise Failure(f"{label}: network lock ckpt_lock_{wl.root} still there after the restore")
+    for c in clients:
+        got = c.wait_more(at_dump[c.label], 20, key)
+        note(f"  client {c.label}: {at_dump[c.label]} at the dump, {got} now, no reset")
+    return img
+
+
+def sc_tcp(env):
+    """IPv4 and IPv6 connections of a server survive dump, 1 s away, restore;
+    then a failed dump and a dump --leave-running leave them unharmed."""
+    net = TcpNet(env)
+    net.up()
+    wl = tcp_server(env, net, ("listen", f"{net.v4}:7000"), ("listen", f"[{net.v6}]:7001"))
+    clients = [Client(env, wl, net, "v4", ["--connect", f"{net.v4}:7000"]),
+               Client(env, wl, net, "v6", ["--connect", f"[{net.v6}]:7001"])]
+    for c in clients:
+        c.wait_more(0, 20)
+    for i in range(env.iters):
+        tcp_cycle(env, wl, net, clients, f"iter{i + 1}")
+    # A dump that fails once the connections are locked and in repair mode
+    # gives them back as they were.
+    before, stable, transient = wl.sample()
+    log = wl.log()
+    img = wl.new_dir("fault")
+    res = env.ckpt.dump(wl, img, fault="dump-after-pages", extra=TCP_FLAG)
+    if res.rc != 1:
+        res.show()
+        raise Failure(f"dump with CKPT_FAULT=dump-after-pages exited {res.rc}, expected 1")
+    if net.lock_exists(wl.root):
+        raise Failure(f"network lock ckpt_lock_{wl.root} left after a failed dump")
+    check_unharmed(wl, before, stable, transient, snapshot_tasks(before), log, "failed dump")
+    for c in clients:
+        c.wait_more(c.count(), 20)
+    # --leave-running: the connections leave repair mode and are unlocked.
+    before, stable, transient = wl.sample()
+    log = wl.log()
+    img = wl.new_dir("leave-running")
+    res = env.ckpt.dump(wl, img, leave_running=True, extra=TCP_FLAG)
+    require_dump_ok(res, img, "dump --leave-running")
+    if net.lock_exists(wl.root):
+        raise Failure(f"network lock ckpt_lock_{wl.root} left after dump --leave-running")
+    check_unharmed(wl, before, stable, transient, snapshot_tasks(before), log, "leave-running")
+    for c in clients:
+        c.wait_more(c.count(), 20)
+    wl.watch(3)
+    for c in clients:
+        c.wait_more(c.count(), 20)
+        c.stop()
+
+
+def show_json(env, img, name):
+    import json
+    r = run_cmd([env.ckpt_path, "show", "-D", img, name], "ckpt show")
+    return json.loads(r.stdout)
+
+
+def sc_tcp_inflight(env):
+    """A burst in both directions at the dump: unread input and unacknowledged
+    output in the server's sockets come back; the client sees every echo."""
+    net = TcpNet(env)
+    net.up()
+    wl = tcp_server(env, net, ("listen", f"{net.v4}:7000"), ("listen", f"[{net.v6}]:7001"))
+    clients = []
+    for fam, spec in (("v4", f"{net.v4}:7000"), ("v6", f"[{net.v6}]:7001")):
+        burst = os.path.join(wl.tmp, f"burst-{fam}")
+        clients.append(Client(env, wl, net, fam, ["--connect", spec, "--burst-file", burst,
+                                                   "--burst-bytes", str(8 << 20)]))
+    for c in clients:
+        c.wait_more(0, 20)
+
+    def burst():
+        for c in clients:
+            open(os.path.join(wl.tmp, f"burst-{c.label}"), "w").close()
+        for c in clients:
+            c.wait("burst queued", lambda c=c: "burst queued" in c.lines())
+        time.sleep(0.3)  # the clients write for 1.5 s without reading
+
+    img = tcp_cycle(env, wl, net, clients, "inflight", before_dump=burst)
+    files = show_json(env, img, "files.img")
+    queued = [(d["tcp_sk"].get("repair", {}).get("recv_len", 0),
+               d["tcp_sk"].get("repair", {}).get("send_len", 0))
+              for d in files if "tcp_sk" in d and "repair" in d["tcp_sk"]
+              and d["tcp_sk"].get("src_port") in (7000, 7001)]
+    note(f"  client connections at the dump (received unread, sent unacknowledged): {queued}")
+    if not any(r > 0 for r, s in queued) or not any(s > 0 for r, s in queued):
+        raise Failure(f"inflight: no data in flight both ways at the dump: {queued}")
+    for c in clients:
+        c.wait("burst done", lambda c=c: "burst done" in c.lines(), timeout=60)
+        c.wait_more(c.count(), 20)
+    wl.watch(3)
+    for c in clients:
+        c.stop()
+
+
+def sc_tcp_listen(env):
+    """Listening sockets (IPv4, IPv6) keep address, backlog and options and
+    accept new connections after a restore; a connection waiting in an
+    accept queue stops the dump with a clear error and the tree carries on."""
+    net = TcpNet(env)
+    net.up()
+    wl = tcp_server(env, net, ("listen", f"{net.v4}:7000"), ("listen", f"[{net.v6}]:7001"),
+                    ("lazy", f"{net.v4}:7003"))
+    tcp_cycle(env, wl, net, [], "listeners")
+    r = run_cmd(["ss", "-Hltn", f"sport = :7000 or sport = :7001 or sport = :7003"], "ss")
+    note("  listening after restore:\n    " + "\n    ".join(r.stdout.strip().splitlines()))
+    for port, backlog in (("7000", "17"), ("7001", "17"), ("7003", "17")):
+        if not any(f":{port} " in l and l.split()[2] == backlog for l in r.stdout.splitlines()):
+            raise Failure(f"listener on port {port} not back with backlog {backlog}: {r.stdout}")
+    clients = [Client(env, wl, net, "v4", ["--connect", f"{net.v4}:7000"]),
+               Client(env, wl, net, "v6", ["--connect", f"[{net.v6}]:7001"])]
+    for c in clients:
+        c.wait_more(0, 20)
+    held = Client(env, wl, net, "held", ["--hold", f"{net.v4}:7003"])
+    held.wait("connected", lambda: "connected" in held.lines())
+    before, stable, transient = wl.sample()
+    tasks = snapshot_tasks(before)
+    log = wl.log()
+    img = wl.new_dir("queued")
+    res = env.ckpt.dump(wl, img, extra=TCP_FLAG)
+    if res.rc != 1:
+        res.show()
+        raise Failure(f"dump with a queued connection exited {res.rc}, expected 1")
+    msg = res.error_line()
+    note(f"  refused: {msg}")
+    if "not accepted" not in msg or f"{net.v4}:7003" not in msg:
+        raise Failure(f"the error does not name the listener and its queued connection: {msg}")
+    if os.path.exists(os.path.join(img, "inventory.img")):
+        raise Failure("failed dump left inventory.img")
+    check_unharmed(wl, before, stable, transient, tasks, log, "queued connection")
+    if net.lock_exists(wl.root):
+        raise Failure(f"failed dump left the network lock ckpt_lock_{wl.root}")
+    for c in clients:
+        c.wait_more(c.count(), 20)
+    held.check()
+    for c in clients + [held]:
+        c.stop()
+
+
+def ss_count(state, port):
+    r = run_cmd(["ss", "-Htn", "state", state, f"sport = :{port}"], "ss")
+    return len([l for l in r.stdout.splitlines() if l.strip()])
+
+
+def sc_tcp_halfclosed(env):
+    """Half-closed connections: the peer shut down its side (the server is in
+    CLOSE_WAIT, IPv4) or the server shut down its own (FIN_WAIT2, IPv6); data
+    keeps flowing the open way across dump and restore."""
+    net = TcpNet(env)
+    net.up()
+    wl = tcp_server(env, net, ("listen", f"{net.v4}:7000"), ("listen", f"[{net.v6}]:7001"))
+    half = Client(env, wl, net, "half", ["--half", f"{net.v4}:7000"])
+    shut = Client(env, wl, net, "shut", ["--shut", f"[{net.v6}]:7001"])
+    half.wait_more(0, 40)
+    shut.wait("server shut", lambda: "server shut" in shut.lines())
+
+    def oneway():
+        vals = [int(l.split()[1]) for l in wl.log().lines if l.startswith("oneway ")]
+        return vals[-1] if vals else 0
+
+    deadline = time.monotonic() + PROGRESS_TIMEOUT
+    while oneway() < 50:
+        shut.check()
+        if time.monotonic() > deadline:
+            raise Failure("the server checks no one-way messages after its shutdown")
+        time.sleep(0.05)
+    states = {"close-wait :7000": ss_count("close-wait", 7000),
+              "fin-wait-2 :7001": ss_count("fin-wait-2", 7001)}
+    note(f"  before the dump: {states}")
+    if not all(states.values()):
+        raise Failure(f"the connections are not half-closed as intended: {states}")
+    at_dump = oneway()
+    tcp_cycle(env, wl, net, [half, shut], "halfclosed")
+    deadline = time.monotonic() + PROGRESS_TIMEOUT
+    while oneway() < at_dump + 50:
+        shut.check()
+        if time.monotonic() > deadline:
+            raise Failure(f"one-way messages stopped at {oneway()} after the restore "
+                          f"({at_dump} at the dump)")
+        time.sleep(0.05)
+    note(f"  server checked one-way messages: {at_dump} at the dump, {oneway()} now")
+    wl.watch(3)
+    half.check()
+    shut.check()
+
+
+def sc_udp(env):
+    """UDP sockets (bound IPv4 and IPv6 echo sockets, and loopback ones with
+    datagrams queued from a known sender) survive dump and restore."""
+    net = TcpNet(env)
+    net.up()
+    wl = tcp_server(env, net, ("udp", f"{net.v4}:7002"), ("udp", f"[{net.v6}]:7004"))
+    clients = [Client(env, wl, net, "v4", ["--udp", f"{net.v4}:7002"]),
+               Client(env, wl, net, "v6", ["--udp", f"[{net.v6}]:7004"])]
+    for c in clients:
+        c.wait_more(0, 20, "udp", "datagram echoes")
+    for i in range(env.iters):
+        tcp_cycle(env, wl, net, clients, f"iter{i + 1}", key="udp")
+    wl.watch(3)
+    for c in clients:
+        c.stop()
+
+
+def sc_tcp_no_flag(env):
+    """Without --tcp-established a dump with connections stops, naming them;
+    the tree and its connections carry on."""
+    net = TcpNet(env)
+    net.up()
+    wl = tcp_server(env, net, ("listen", f"{net.v4}:7000"), ("listen", f"[{net.v6}]:7001"))
+    clients = [Client(env, wl, net, "v4", ["--connect", f"{net.v4}:7000"]),
+               Client(env, wl, net, "v6", ["--connect", f"[{net.v6}]:7001"])]
+    for c in clients:
+        c.wait_more(0, 20)
+    before, stable, transient = wl.sample()
+    tasks = snapshot_tasks(before)
+    log = wl.log()
+    img = wl.new_dir("noflag")
+    res = env.ckpt.dump(wl, img)
+    if res.rc != 1:
+        res.show()
+        raise Failure(f"dump without --tcp-established exited {res.rc}, expected 1")
+    msg = res.error_line()
+    note(f"  refused: {msg}")
+    for want in ("--tcp-established", f"{net.v4}:7000 <-> {net.v4c}:", f"[{net.v6}]:7001 <-> "):
+        if want not in msg:
+            raise Failure(f"the error does not name {want!r}: {msg}")
+    if os.path.exists(os.path.join(img, "inventory.img")):
+        raise Failure("failed dump left inventory.img")
+    check_unharmed(wl, before, stable, transient, tasks, log, "no flag")
+    if net.lock_exists(wl.root):
+        raise Failure(f"failed dump left the network lock ckpt_lock_{wl.root}")
+    for c in clients:
+        c.wait_more(c.count(), 20)
+        c.stop()
 
 
 # ---------------------------------------------------------------------------
@@ -1930,6 +2331,12 @@ SCENARIOS.update({
     "shell-job": sc_shell_job,
     "container-run": sc_container_run,
     "container": sc_container,
+    "tcp": sc_tcp,
+    "tcp-inflight": sc_tcp_inflight,
+    "tcp-listen": sc_tcp_listen,
+    "udp": sc_udp,
+    "tcp-no-flag": sc_tcp_no_flag,
+    "tcp-halfclosed": sc_tcp_halfclosed,
 })
 
 

@@ -61,6 +61,10 @@ void read_as(const std::string& bytes, Kind kind) {
       return read_all<ckpt::img::Ghost>(bytes, kind);
     case Kind::Tty:
       return read_all<ckpt::img::TtyState>(bytes, kind);
+    case Kind::InetQueues:
+      return read_all<ckpt::img::InetQueue>(bytes, kind);
+    case Kind::NetLock:
+      return read_all<ckpt::img::NetLock>(bytes, kind);
   }
 }
 

@@ -1,0 +1,163 @@
+#include "objects/net_lock.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sched.h>
+
+#include <exception>
+#include <thread>
+
+#include "image/record_file.h"
+#include "sys/error.h"
+#include "sys/log.h"
+#include "sys/nft.h"
+
+namespace ckpt {
+
+namespace {
+
+std::string addr_text(uint32_t family, const std::string& raw) {
+  char buf[INET6_ADDRSTRLEN] = "?";
+  if ((family == AF_INET && raw.size() == 4) || (family == AF_INET6 && raw.size() == 16))
+    inet_ntop(static_cast<int>(family), raw.data(), buf, sizeof(buf));
+  return buf;
+}
+
+const char* proto_name(uint32_t p) {
+  return p == IPPROTO_UDP ? "udp" : "tcp";
+}
+
+// Runs f in a thread that joined the network namespace netns_fd (-1: ours):
+// setns changes only the calling thread, so ckpt's own stays where it is.
+template <class F>
+void in_netns(int netns_fd, F&& f) {
+  if (netns_fd < 0) {
+    f();
+    return;
+  }
+  std::exception_ptr err;
+  std::thread t([&] {
+    try {
+      if (setns(netns_fd, CLONE_NEWNET) != 0) throw_errno("setns into the network namespace");
+      f();
+    } catch (...) {
+      err = std::current_exception();
+    }
+  });
+  t.join();
+  if (err) std::rethrow_exception(err);
+}
+
+std::string chains(const std::string& t) {
+  // Priority -300: before conntrack (-200) and any ordinary filter, so no
+  // other rule sees, accepts or answers these packets first.
+  return "add table inet " + t + "\nflush table inet " + t + "\nadd chain inet " + t +
+         " lock_in { type filter hook input priority -300; policy accept; }\nadd chain inet " + t +
+         " lock_out { type filter hook output priority -300; policy accept; }\n";
+}
+
+}  // namespace
+
+std::string lock_table_name(pid_t root) {
+  return "ckpt_lock_" + std::to_string(root);
+}
+
+std::string describe(const img::LockedConn& c) {
+  std::string l = addr_text(c.family(), c.local_addr());
+  std::string r = c.remote_addr().empty() ? "*" : addr_text(c.family(), c.remote_addr());
+  if (c.family() == AF_INET6) {
+    l = "[" + l + "]";
+    if (!c.remote_addr().empty()) r = "[" + r + "]";
+  }
+  return strfmt("%s %s:%u <-> %s:%u", proto_name(c.protocol()), l.c_str(), c.local_port(),
+                r.c_str(), c.remote_port());
+}
+
+std::string lock_rules(const std::string& table, const img::LockedConn& c) {
+  const char* ip = c.family() == AF_INET6 ? "ip6" : "ip";
+  const char* l4 = proto_name(c.protocol());
+  std::string local = addr_text(c.family(), c.local_addr());
+  std::string in = strfmt("meta mark != %#x ", kLockBypassMark);
+  std::string out = in;
+  if (!c.local_addr().empty()) {
+    in += strfmt("%s daddr %s ", ip, local.c_str());
+    out += strfmt("%s saddr %s ", ip, local.c_str());
+  }  // else bound to every address: the port alone, both families
+  in += strfmt("%s dport %u", l4, c.local_port());
+  out += strfmt("%s sport %u", l4, c.local_port());
+  if (!c.remote_addr().empty()) {
+    std::string remote = addr_text(c.family(), c.remote_addr());
+    in += strfmt(" %s saddr %s %s sport %u", ip, remote.c_str(), l4, c.remote_port());
+    out += strfmt(" %s daddr %s %s dport %u", ip, remote.c_str(), l4, c.remote_port());
+  }
+  return "add rule inet " + table + " lock_in " + in + " drop\nadd rule inet " + table +
+         " lock_out " + out + " drop\n";
+}
+
+NetLock::~NetLock() {
+  if (!active_) return;
+  try {
+    unlock();
+  } catch (const std::exception& e) {
+    LOG_ERROR("network lock %s left in place: %s (remove it with: nft delete table inet %s)",
+              table_.c_str(), e.what(), table_.c_str());
+  }
+}
+
+void NetLock::install(bool first, const std::vector<img::LockedConn>& conns) {
+  std::string cmds = first ? chains(table_) : "";
+  for (const auto& c : conns) cmds += lock_rules(table_, c);
+  in_netns(netns_fd_, [&] { Nft().run(cmds, "lock " + table_); });
+  active_ = true;
+}
+
+void NetLock::add(const std::string& table, const img::LockedConn& c) {
+  bool first = !active_;
+  if (first) table_ = table;
+  install(first, {c});
+  conns_.push_back(c);
+  LOG_DEBUG("network lock %s: %s", table_.c_str(), describe(c).c_str());
+}
+
+void NetLock::relock(const img::NetLock& saved) {
+  table_ = saved.table();
+  conns_.assign(saved.conns().begin(), saved.conns().end());
+  install(true, conns_);
+  LOG_DEBUG("network lock %s: %zu connections", table_.c_str(), conns_.size());
+}
+
+void NetLock::lock_netns(int netns_fd, const std::string& table) {
+  netns_fd_ = netns_fd;
+  table_ = table;
+  std::string cmds = chains(table) + "add rule inet " + table +
+                     " lock_in iifname != \"lo\" drop\nadd rule inet " + table +
+                     " lock_out oifname != \"lo\" drop\n";
+  in_netns(netns_fd_, [&] { Nft().run(cmds, "lock the network namespace"); });
+  active_ = true;
+}
+
+img::NetLock NetLock::image() const {
+  img::NetLock m;
+  m.set_table(table_);
+  for (const auto& c : conns_) *m.add_conns() = c;
+  return m;
+}
+
+void NetLock::unlock() {
+  if (!active_) return;
+  active_ = false;
+  in_netns(netns_fd_, [&] { Nft().run("delete table inet " + table_ + "\n", "unlock " + table_); });
+  LOG_DEBUG("network lock %s removed", table_.c_str());
+}
+
+bool load_net_lock(const image::ImageSource& src, img::NetLock* out) {
+  if (!src.exists(kNetLockImage)) return false;
+  image::RecordReader r(src, kNetLockImage, image::Kind::NetLock);
+  if (!r.next(*out)) throw Error(std::string("image ") + kNetLockImage + ": empty");
+  if (out->table().empty() ||
+      out->table().find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") != std::string::npos)
+    throw Error(std::string("image ") + kNetLockImage + ": bad table name '" + out->table() + "'");
+  return true;
+}
+
+}  // namespace ckpt

@@ -1,0 +1,77 @@
+// The network lock: while a tree is stopped (and, when the dump kills it,
+// until it is restored), packets of its connections must not reach the
+// kernel, which would answer them with a reset since no socket holds those
+// connections any more; nor must our side send anything.
+//
+// In the host's network namespace the lock is an nftables table (family
+// inet, named after the tree) that drops exactly the packets of the dumped
+// connections, both ways; in a container's own network namespace it drops
+// everything but loopback inside that namespace.
+//
+// Call order, dump:    add() for each connection before it is put in repair
+//                      mode; image() is saved; then unlock() after the thaw
+//                      (--leave-running) or keep() after the kill.
+// Call order, restore: relock() from the image before any socket is
+//                      created; unlock() once the tree runs.
+// The destructor removes the table unless keep() was called, so a failure
+// at any step never leaves the lock behind.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "image/image_io.h"
+#include "sockets.pb.h"
+
+namespace ckpt {
+
+constexpr const char* kNetLockImage = "netlock.img";
+// Packets with this mark (SO_MARK) pass the lock: the restore's own, which
+// refill the queues of locked sockets over loopback.
+constexpr uint32_t kLockBypassMark = 0x636b7074;  // "ckpt"
+
+class NetLock {
+ public:
+  NetLock() = default;
+  ~NetLock();
+  NetLock(const NetLock&) = delete;
+  NetLock& operator=(const NetLock&) = delete;
+
+  // Host namespace: from now on the packets of c are dropped. The first
+  // call creates the table `table` (replacing one of that name).
+  void add(const std::string& table, const img::LockedConn& c);
+  // Installs the lock described by a dump's image again (same table name;
+  // one transaction, so an existing table is replaced without a gap).
+  void relock(const img::NetLock& saved);
+  // A network namespace of its own (netns_fd): everything but lo dropped.
+  void lock_netns(int netns_fd, const std::string& table);
+
+  bool active() const { return active_; }
+  img::NetLock image() const;
+  // Removes the table now (throws on failure; the destructor only logs).
+  void unlock();
+  // Leaves the table in place (the dump killed the tree: the restore
+  // removes it).
+  void keep() { active_ = false; }
+
+ private:
+  void install(bool first, const std::vector<img::LockedConn>& conns);
+  std::string table_;
+  std::vector<img::LockedConn> conns_;
+  int netns_fd_ = -1;  // not owned; -1: ours
+  bool active_ = false;
+};
+
+// "ckpt_lock_<pid>": the table of a tree, by its root pid.
+std::string lock_table_name(pid_t root);
+// The nft rules (input and output) that drop c's packets, for tests and logs.
+std::string lock_rules(const std::string& table, const img::LockedConn& c);
+// "tcp 10.0.0.1:80 <-> 10.0.0.2:4242"
+std::string describe(const img::LockedConn& c);
+
+// netlock.img, if the dump saved one.
+bool load_net_lock(const image::ImageSource& src, img::NetLock* out);
+
+}  // namespace ckpt
