@@ -46,7 +46,7 @@ int cmd_dump(const Args& args) {
     req.save_cgroup = true;
     req.container = s;
   } else if (!vm.count("tree")) {
-    throw UsageError("dump needs -t PID or --container NAME");
+    throw UsageError("dump needs the tree to dump: -t PID (--tree) or --container NAME");
   }
   if (!freeze_cgroup.empty()) req.cgroup_paths = {freeze_cgroup};
   if (pid <= 0) throw UsageError("-t needs a positive pid");
