@@ -1,6 +1,7 @@
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -68,12 +69,29 @@ bool uffd_features(uint64_t want) {
 }
 
 bool soft_dirty() {
-  // Bit 55 of a pagemap entry; "clear_refs 4" resets it. Without
-  // CONFIG_MEM_SOFT_DIRTY the write of 4 is refused.
-  int fd = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  UniqueFd owner(fd);
-  return write(fd, "4", 1) == 1;
+  // Bit 55 of a pagemap entry, reset by "clear_refs 4". Without
+  // CONFIG_MEM_SOFT_DIRTY the kernel accepts the 4 and does nothing, and
+  // the bit never comes on: write a page after clearing and look.
+  int cr = open("/proc/self/clear_refs", O_WRONLY | O_CLOEXEC);
+  int pm = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  UniqueFd cr_owner(cr), pm_owner(pm);
+  if (cr < 0 || pm < 0) return false;
+  long page = sysconf(_SC_PAGESIZE);
+  void* p = mmap(nullptr, static_cast<size_t>(page), PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return false;
+  auto* b = static_cast<volatile char*>(p);
+  b[0] = 1;
+  bool ok = false;
+  if (write(cr, "4", 1) == 1) {
+    b[0] = 2;
+    uint64_t e = 0;
+    off_t off =
+        static_cast<off_t>(reinterpret_cast<uintptr_t>(p) / static_cast<uintptr_t>(page) * 8);
+    ok = pread(pm, &e, sizeof e, off) == sizeof e && (e >> 55 & 1);
+  }
+  munmap(p, static_cast<size_t>(page));
+  return ok;
 }
 
 bool exists(const char* p) {
