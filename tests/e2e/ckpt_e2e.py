@@ -2219,6 +2219,14 @@ def sc_container_tcp(env):
                         types.SimpleNamespace(ns=c.ns("client")), "ct",
                         ["--connect", f"{addr}:7000"])
         client.wait_more(0, 20)
+        # Without the flag the dump stops naming the connection; the
+        # container and its connection carry on, unlocked.
+        r = c.ckpt(["dump", "--container", name, "-D", os.path.join(c.tmp, "noflag")],
+                   check=False)
+        if r.returncode == 0 or "--tcp-established" not in r.stderr:
+            raise Failure(f"dump without --tcp-established: exit {r.returncode}, "
+                          f"{r.stderr.strip()[-200:]!r}")
+        client.wait_more(client.count(), 20)
         for round_, host, extra in ((1, "hostA", []), (2, "hostB", ["--net", "bridge=br0"])):
             img = os.path.join(c.tmp, f"img{round_}")
             c.ckpt(["dump", "--container", name, "-D", img, "--tcp-established"])
