@@ -2227,6 +2227,31 @@ def sc_container_tcp(env):
             raise Failure(f"dump without --tcp-established: exit {r.returncode}, "
                           f"{r.stderr.strip()[-200:]!r}")
         client.wait_more(client.count(), 20)
+
+        def lock_inside():
+            out = c.sh(["nsenter", "-t", str(pid), "-n", "nft", "list", "tables"]).stdout
+            return "ckpt_lock" in out
+
+        # A dump failing with the namespace locked and the connection in
+        # repair mode, then a dump --leave-running: both unlock it and the
+        # connection carries on.
+        r = c.sh(["ip", "netns", "exec", c.ns("hostA"), env.ckpt_path, "dump", "--container",
+                  name, "-D", os.path.join(c.tmp, "fault"), "--tcp-established"], check=False,
+                 env_extra={"CKPT_RUN_DIR": c.run_dir, "CKPT_CGROUP_PARENT": c.prefix + "ckpt",
+                            "CKPT_FAULT": "dump-after-pages"})
+        if r.returncode == 0:
+            raise Failure("a dump with an injected fault exited 0")
+        if not task_alive(pid) or lock_inside():
+            raise Failure(f"after a failed dump: init alive {task_alive(pid)}, "
+                          f"lock left {lock_inside()}")
+        client.wait_more(client.count(), 20)
+        c.ckpt(["dump", "--container", name, "-D", os.path.join(c.tmp, "leave"),
+                "--tcp-established", "--leave-running"])
+        if not task_alive(pid) or lock_inside():
+            raise Failure(f"after dump --leave-running: init alive {task_alive(pid)}, "
+                          f"lock left {lock_inside()}")
+        client.wait_more(client.count(), 20)
+        note("  a failed dump and a dump --leave-running left the connection running, unlocked")
         for round_, host, extra in ((1, "hostA", []), (2, "hostB", ["--net", "bridge=br0"])):
             img = os.path.join(c.tmp, f"img{round_}")
             c.ckpt(["dump", "--container", name, "-D", img, "--tcp-established"])
@@ -2245,6 +2270,9 @@ def sc_container_tcp(env):
             if not conns:
                 raise Failure(f"round {round_}: files.img holds no repaired connection "
                               "on port 7000")
+            if "ckpt_lock" in run_cmd([env.ckpt_path, "show", "-D", img, "netns.img"],
+                                      "ckpt show").stdout:
+                raise Failure(f"round {round_}: netns.img saved the lock with the firewall")
             if "ckpt_lock" in host_tables("hostA"):
                 raise Failure(f"round {round_}: the dump left a lock table in hostA's "
                               f"namespace: {host_tables('hostA')}")
