@@ -1,5 +1,7 @@
 #include "dump/dump.h"
 
+#include <fcntl.h>
+#include <sched.h>
 #include <sys/random.h>
 #include <sys/utsname.h>
 #include <time.h>
@@ -28,7 +30,9 @@
 #include "sys/cpu.h"
 #include "sys/error.h"
 #include "sys/fault.h"
+#include "sys/fd.h"
 #include "sys/log.h"
+#include "sys/ns_enter.h"
 
 namespace ckpt {
 
@@ -151,7 +155,9 @@ DumpResult dump_tree(const DumpRequest& req) {
   TrackersGuard trackers_guard{req.trackers};
   // Destroyed in reverse order on failure: sockets leave repair mode, the
   // connections are unlocked (a thawed process must not find its sends
-  // refused), then the tree is thawed.
+  // refused), then the tree is thawed. The tree's network namespace, when
+  // it has one, is held for the lock inside it.
+  UniqueFd tree_netns;
   NetLock net_lock;
   RepairedSockets repaired;
   ctx.net_lock = &net_lock;
@@ -239,9 +245,22 @@ DumpResult dump_tree(const DumpRequest& req) {
   }
   fault::point("dump-after-core");
 
-  // Open files, each description once.
+  // A tree with its own network namespace: the whole namespace is locked
+  // before any of its connections is put in repair mode.
+  pid_t root_pid = ctx.tasks.front()->pid;
+  if (namespaces.net() && req.opts.tcp_established) {
+    tree_netns = open_or_throw(strfmt("/proc/%d/ns/net", root_pid), O_RDONLY | O_CLOEXEC);
+    in_context("network lock",
+               [&] { net_lock.lock_netns(tree_netns.get(), lock_table_name(root_pid)); });
+  }
+
+  // Open files, each description once. Sockets are looked up (sock_diag)
+  // in the tree's network namespace; only that one is entered, so /proc
+  // and paths are still ckpt's.
   {
     log::StepTimer st("files");
+    std::optional<NsEnter> in_net;
+    if (namespaces.net()) in_net.emplace(root_pid, CLONE_NEWNET);
     FileDumper files;
     for (auto& t : ctx.tasks)
       in_context(strfmt("pid %d", t->pid), [&] { files.dump_task(ctx, *t); });

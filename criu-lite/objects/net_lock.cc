@@ -5,6 +5,7 @@
 #include <sched.h>
 
 #include <exception>
+#include <string_view>
 #include <thread>
 
 #include "image/record_file.h"
@@ -112,9 +113,12 @@ void NetLock::install(bool first, const std::vector<img::LockedConn>& conns) {
 }
 
 void NetLock::add(const std::string& table, const img::LockedConn& c) {
-  bool first = !active_;
-  if (first) table_ = table;
-  install(first, {c});
+  // The whole namespace is dropped already: c is only recorded.
+  if (!whole_ns_) {
+    bool first = !active_;
+    if (first) table_ = table;
+    install(first, {c});
+  }
   conns_.push_back(c);
   LOG_DEBUG("network lock %s: %s", table_.c_str(), describe(c).c_str());
 }
@@ -134,11 +138,14 @@ void NetLock::lock_netns(int netns_fd, const std::string& table) {
                      " lock_out oifname != \"lo\" drop\n";
   in_netns(netns_fd_, [&] { Nft().run(cmds, "lock the network namespace"); });
   active_ = true;
+  whole_ns_ = true;
+  LOG_DEBUG("network lock %s: the tree's network namespace", table_.c_str());
 }
 
 img::NetLock NetLock::image() const {
   img::NetLock m;
   m.set_table(table_);
+  m.set_netns(whole_ns_);
   for (const auto& c : conns_) *m.add_conns() = c;
   return m;
 }
@@ -148,6 +155,29 @@ void NetLock::unlock() {
   active_ = false;
   in_netns(netns_fd_, [&] { Nft().run("delete table inet " + table_ + "\n", "unlock " + table_); });
   LOG_DEBUG("network lock %s removed", table_.c_str());
+}
+
+std::string without_lock_tables(const std::string& ruleset) {
+  // nft prints a table as "table FAMILY NAME {" ... "}", both at column 0.
+  std::string out;
+  bool skipping = false;
+  size_t pos = 0;
+  while (pos < ruleset.size()) {
+    size_t end = ruleset.find('\n', pos);
+    end = end == std::string::npos ? ruleset.size() : end + 1;
+    std::string_view line(ruleset.data() + pos, end - pos);
+    pos = end;
+    if (!skipping && line.rfind("table inet ckpt_lock_", 0) == 0) {
+      skipping = line.find('{') != std::string_view::npos;
+      continue;
+    }
+    if (skipping) {
+      if (line.rfind("}", 0) == 0) skipping = false;
+      continue;
+    }
+    out += line;
+  }
+  return out;
 }
 
 bool load_net_lock(const image::ImageSource& src, img::NetLock* out) {

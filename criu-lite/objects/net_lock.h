@@ -8,11 +8,16 @@
 // connections, both ways; in a container's own network namespace it drops
 // everything but loopback inside that namespace.
 //
-// Call order, dump:    add() for each connection before it is put in repair
-//                      mode; image() is saved; then unlock() after the thaw
-//                      (--leave-running) or keep() after the kill.
+// Call order, dump:    a tree with its own network namespace: lock_netns()
+//                      first; then add() for each connection before it is
+//                      put in repair mode (with lock_netns, add() only
+//                      records it); image() is saved; then unlock() after
+//                      the thaw (--leave-running) or keep() after the kill.
 // Call order, restore: relock() from the image before any socket is
-//                      created; unlock() once the tree runs.
+//                      created; with an image of a whole namespace
+//                      (whole_netns(image)), lock_netns() on the new
+//                      namespace before it is configured instead;
+//                      unlock() once the tree runs.
 // The destructor removes the table unless keep() was called, so a failure
 // at any step never leaves the lock behind.
 #pragma once
@@ -45,8 +50,11 @@ class NetLock {
   // Installs the lock described by a dump's image again (same table name;
   // one transaction, so an existing table is replaced without a gap).
   void relock(const img::NetLock& saved);
-  // A network namespace of its own (netns_fd): everything but lo dropped.
+  // A network namespace of its own (netns_fd, which must stay open until
+  // unlock() or keep()): everything but lo dropped, from inside it.
   void lock_netns(int netns_fd, const std::string& table);
+  // Whether a dump's image locked a whole network namespace.
+  static bool whole_netns(const img::NetLock& saved) { return saved.netns(); }
 
   bool active() const { return active_; }
   img::NetLock image() const;
@@ -62,6 +70,7 @@ class NetLock {
   std::vector<img::LockedConn> conns_;
   int netns_fd_ = -1;  // not owned; -1: ours
   bool active_ = false;
+  bool whole_ns_ = false;  // lock_netns: the whole namespace
 };
 
 // "ckpt_lock_<pid>": the table of a tree, by its root pid.
@@ -70,6 +79,9 @@ std::string lock_table_name(pid_t root);
 std::string lock_rules(const std::string& table, const img::LockedConn& c);
 // "tcp 10.0.0.1:80 <-> 10.0.0.2:4242"
 std::string describe(const img::LockedConn& c);
+// An `nft list ruleset` text without the lock tables (ckpt_lock_*): the
+// dump of a locked namespace's firewall must not save the lock with it.
+std::string without_lock_tables(const std::string& ruleset);
 
 // netlock.img, if the dump saved one.
 bool load_net_lock(const image::ImageSource& src, img::NetLock* out);

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "objects/net_lock.h"
 #include "objects/netns_parts.h"
 #include "sys/error.h"
 #include "sys/fd.h"
@@ -66,7 +67,8 @@ void restore_legacy(const LegacyFamily& f, const std::string& rules) {
 
 void dump_firewall_in_ns(img::NetNs* ns) {
   NftCtx nft;
-  ns->set_nftables(nft.run("list ruleset"));
+  // A dump with --tcp-established has locked the namespace by now.
+  ns->set_nftables(without_lock_tables(nft.run("list ruleset")));
   ns->set_iptables_legacy(in_context("iptables", [] { return dump_legacy(kLegacy[0]); }));
   ns->set_ip6tables_legacy(in_context("ip6tables", [] { return dump_legacy(kLegacy[1]); }));
 }

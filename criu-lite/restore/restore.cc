@@ -266,8 +266,15 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   shmem.load(src, mms);
   // Packets of the saved connections stay dropped until the tree runs (the
   // dump's lock on this host, a new one on another); removed on failure too.
+  // A tree with its own network namespace gets its lock inside the new one
+  // (on_root below), held open here until the lock is gone.
+  bool lock_netns = has_lock && NetLock::whole_netns(saved_lock);
+  if (lock_netns && !plan.inv.namespaces().net())
+    throw Error(std::string("image ") + kNetLockImage +
+                " locks a network namespace but the tree has none of its own");
+  UniqueFd tree_netns;
   NetLock net_lock;
-  if (has_lock) net_lock.relock(saved_lock);
+  if (has_lock && !lock_netns) net_lock.relock(saved_lock);
 
   files.reserve(tables);
   // A new mount namespace starts as a copy of ours: settle which one that
@@ -288,6 +295,13 @@ RestoreResult restore_tree(const RestoreRequest& req) {
     if (!req.cgroup_name.empty()) {
       cg = restore_cgroup(req.cgroup_name, namespaces.images.cgroup());
       cg->attach(root);
+    }
+    // Locked while it still holds nothing but lo: once its address is up,
+    // a peer's retransmission would otherwise meet no socket and be reset.
+    if (lock_netns) {
+      tree_netns = open_or_throw(strfmt("/proc/%d/ns/net", root), O_RDONLY | O_CLOEXEC);
+      in_context("network lock",
+                 [&] { net_lock.lock_netns(tree_netns.get(), saved_lock.table()); });
     }
     restore_namespaces(root, namespaces, src);
   };

@@ -2187,6 +2187,127 @@ def sc_container(env):
         c.cleanup()
 
 
+def sc_container_tcp(env):
+    """A container (ckpt run, its own network namespace on br0) serving TCP
+    to a client on another simulated host is dumped with --tcp-established
+    (its whole namespace locked), restored 1 s later on the same host, then
+    dumped again and restored on the other host with the same IP: the client
+    sees every echo, in order, with no reset, and no lock is left behind."""
+    import types
+    for tool in ("ip", "nft", "nsenter"):
+        if not shutil.which(tool):
+            raise Skip(f"{tool} is not installed (scripts/deps)")
+    binary = os.path.realpath(os.path.join(env.workloads_dir, "wl_tcpserv"))
+    if not os.access(binary, os.X_OK):
+        raise Failure(f"workload binary {binary} is missing")
+    c = Containers(env)
+    client = None
+
+    def host_tables(host):
+        return c.sh(["ip", "netns", "exec", c.ns(host), "nft", "list", "tables"]).stdout
+
+    try:
+        c.hosts("up")
+        name = c.prefix + "tcpns"
+        log = os.path.join(c.tmp, "srv.log")
+        addr = "10.77.0.13"
+        pid = c.run(name, ["--net", f"bridge=br0,ip={addr}/24,gw=10.77.0.1", "--",
+                           binary, "--log", log, "--listen", f"{addr}:7000"])
+        wait_for("the containerized wl_tcpserv did not log 'ready'",
+                 lambda: LogView(log).ready, READY_TIMEOUT)
+        client = Client(env, types.SimpleNamespace(tmp=c.tmp),
+                        types.SimpleNamespace(ns=c.ns("client")), "ct",
+                        ["--connect", f"{addr}:7000"])
+        client.wait_more(0, 20)
+        # Without the flag the dump stops naming the connection; the
+        # container and its connection carry on, unlocked.
+        r = c.ckpt(["dump", "--container", name, "-D", os.path.join(c.tmp, "noflag")],
+                   check=False)
+        if r.returncode == 0 or "--tcp-established" not in r.stderr:
+            raise Failure(f"dump without --tcp-established: exit {r.returncode}, "
+                          f"{r.stderr.strip()[-200:]!r}")
+        client.wait_more(client.count(), 20)
+
+        def lock_inside():
+            out = c.sh(["nsenter", "-t", str(pid), "-n", "nft", "list", "tables"]).stdout
+            return "ckpt_lock" in out
+
+        # A dump failing with the namespace locked and the connection in
+        # repair mode, then a dump --leave-running: both unlock it and the
+        # connection carries on.
+        r = c.sh(["ip", "netns", "exec", c.ns("hostA"), env.ckpt_path, "dump", "--container",
+                  name, "-D", os.path.join(c.tmp, "fault"), "--tcp-established"], check=False,
+                 env_extra={"CKPT_RUN_DIR": c.run_dir, "CKPT_CGROUP_PARENT": c.prefix + "ckpt",
+                            "CKPT_FAULT": "dump-after-pages"})
+        if r.returncode == 0:
+            raise Failure("a dump with an injected fault exited 0")
+        if not task_alive(pid) or lock_inside():
+            raise Failure(f"after a failed dump: init alive {task_alive(pid)}, "
+                          f"lock left {lock_inside()}")
+        client.wait_more(client.count(), 20)
+        c.ckpt(["dump", "--container", name, "-D", os.path.join(c.tmp, "leave"),
+                "--tcp-established", "--leave-running"])
+        if not task_alive(pid) or lock_inside():
+            raise Failure(f"after dump --leave-running: init alive {task_alive(pid)}, "
+                          f"lock left {lock_inside()}")
+        client.wait_more(client.count(), 20)
+        note("  a failed dump and a dump --leave-running left the connection running, unlocked")
+        for round_, host, extra in ((1, "hostA", []), (2, "hostB", ["--net", "bridge=br0"])):
+            img = os.path.join(c.tmp, f"img{round_}")
+            c.ckpt(["dump", "--container", name, "-D", img, "--tcp-established"])
+            at_dump = client.count()
+            wait_for(f"init {pid} still runs after the dump", lambda: not task_alive(pid))
+            lock = show_json(env, img, "netlock.img")
+            if isinstance(lock, list):
+                lock = lock[0]
+            if not lock.get("netns") or not any(
+                    cn.get("local_port") == 7000 for cn in lock.get("conns", [])):
+                raise Failure(f"round {round_}: netlock.img does not lock the namespace "
+                              f"with the connection on port 7000: {lock}")
+            files = show_json(env, img, "files.img")
+            conns = [d["tcp_sk"] for d in files if "tcp_sk" in d
+                     and d["tcp_sk"].get("src_port") == 7000 and "repair" in d["tcp_sk"]]
+            if not conns:
+                raise Failure(f"round {round_}: files.img holds no repaired connection "
+                              "on port 7000")
+            if "ckpt_lock" in run_cmd([env.ckpt_path, "show", "-D", img, "netns.img"],
+                                      "ckpt show").stdout:
+                raise Failure(f"round {round_}: netns.img saved the lock with the firewall")
+            if "ckpt_lock" in host_tables("hostA"):
+                raise Failure(f"round {round_}: the dump left a lock table in hostA's "
+                              f"namespace: {host_tables('hostA')}")
+            paused = client.count()
+            time.sleep(1)
+            client.check()
+            if client.count() != paused:
+                raise Failure(f"round {round_}: the client got echoes while the container "
+                              f"was away ({paused} -> {client.count()})")
+            r = c.ckpt(["restore", "--container", name, "-D", img, "--tcp-established",
+                        "-d"] + extra, host=host)
+            m = re.search(r"root pid (\d+)", r.stdout)
+            if not m:
+                raise Failure(f"restore printed {r.stdout.strip()!r}")
+            pid = int(m[1])
+            after = client.wait_more(at_dump, 30)
+            lv = LogView(log)
+            if lv.fails:
+                raise Failure(f"round {round_}: server reported: {lv.fails[0]}")
+            inside = c.sh(["nsenter", "-t", str(pid), "-n", "nft", "list", "tables"]).stdout
+            if "ckpt_lock" in inside or "ckpt_lock" in host_tables(host):
+                raise Failure(f"round {round_}: a lock table is left after the restore: "
+                              f"{inside.strip()!r}")
+            note(f"  round {round_}: restored on {host} as pid {pid}; the client went on "
+                 f"{at_dump} -> {after} echoes, no reset")
+        client.stop()
+        client = None
+        c.ckpt(["rm", "-f", name], host="hostB")
+    finally:
+        if client is not None and client.proc.poll() is None:
+            client.proc.kill()
+            client.proc.wait()
+        c.cleanup()
+
+
 def sc_container_run(env):
     """ckpt run -d in a simulated host (scripts/hosts): the workload is pid 1
     of its namespaces, with its hostname, bridge IP (pinged from the client),
@@ -2331,6 +2452,7 @@ SCENARIOS.update({
     "shell-job": sc_shell_job,
     "container-run": sc_container_run,
     "container": sc_container,
+    "container-tcp": sc_container_tcp,
     "tcp": sc_tcp,
     "tcp-inflight": sc_tcp_inflight,
     "tcp-listen": sc_tcp_listen,
