@@ -6,11 +6,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
+#include <set>
 
 #include "objects/fd_kind.h"
 #include "objects/ghosts.h"
 #include "sys/error.h"
 #include "sys/log.h"
+#include "sys/proc.h"
 
 namespace ckpt {
 
@@ -49,7 +52,31 @@ bool ends_with(const std::string& s, const char* suffix) {
   return s.size() >= n && s.compare(s.size() - n, n, suffix) == 0;
 }
 
+std::set<int> mount_ids(const std::string& mountinfo) {
+  std::set<int> ids;
+  for (const auto& m : proc::parse_mountinfo(mountinfo)) ids.insert(m.mnt_id);
+  return ids;
+}
+
 class RegularFileKind : public FdKind {
+  // Is mount mnt_id missing from the task's mount namespace but in ckpt's?
+  // (Mount ids are unique across namespaces.) Cached per task.
+  bool outside_tree_mounts(pid_t pid, int mnt_id) {
+    if (mnt_id < 0) return false;
+    auto it = task_mounts_.find(pid);
+    if (it == task_mounts_.end()) {
+      std::string text;
+      std::set<int> ids;
+      if (try_read_file(strfmt("/proc/%d/mountinfo", pid), &text)) ids = mount_ids(text);
+      it = task_mounts_.emplace(pid, std::move(ids)).first;
+    }
+    if (it->second.empty() || it->second.count(mnt_id)) return false;
+    if (own_mounts_.empty()) own_mounts_ = mount_ids(read_file("/proc/self/mountinfo"));
+    return own_mounts_.count(mnt_id) != 0;
+  }
+  std::map<pid_t, std::set<int>> task_mounts_;
+  std::set<int> own_mounts_;
+
  public:
   const char* name() const override { return "regular file"; }
   bool matches(const struct stat& st, const std::string&) const override {
@@ -70,6 +97,7 @@ class RegularFileKind : public FdKind {
       r->set_path(a.link.substr(0, a.link.size() - (is_deleted_link(a.link) ? 10 : 0)));
     } else {
       r->set_path(a.link);
+      r->set_outside(outside_tree_mounts(a.task.pid, a.info.mnt_id));
     }
     r->set_size(static_cast<uint64_t>(a.st.st_size));
     r->set_mode(a.st.st_mode);

@@ -325,6 +325,8 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   ttys.close_terminals();
   {
     log::StepTimer st("open files");
+    // Files the tree reached through ckpt's mounts are opened out here.
+    files.open_early([](const img::FileDesc& d) { return d.has_reg() && d.reg().outside(); });
     std::optional<NsEnter> in_tree;
     if (enter) in_tree.emplace(stubs.root_pid(), enter);
     ghosts.materialize(src);

@@ -2018,6 +2018,13 @@ def container_view(c, pid, tmpfs_dir):
     (ids masked) and a file on its tmpfs."""
     def inside(flags, cmd):
         return c.sh(["nsenter", "-t", str(pid)] + flags + cmd).stdout
+    # IPv6 addresses go through duplicate address detection when a link
+    # comes up (a new container, a restored one): "tentative" for a second
+    # or two. Compare them once it is over.
+    deadline = time.monotonic() + 5
+    while ("tentative" in inside(["-n"], ["ip", "-o", "addr"])
+           and time.monotonic() < deadline):
+        time.sleep(0.2)
     snap = ns_view(capture(pid))
     for v in snap.values():
         for f in v["fds"].values():
@@ -2183,6 +2190,43 @@ def sc_container(env):
             note(f"  round {round_}: restored on {host} as pid {pid}; same view inside, "
                  f"progress {last}->{first}, the client reaches it")
         c.ckpt(["rm", "-f", name], host="hostB")
+
+        # A container in a rootfs (pivot_root), detached: its stdio is a log
+        # outside the rootfs, reached through ckpt's mounts only.
+        root = make_rootfs(c.tmp, binary)
+        name2 = c.prefix + "rfs"
+        pid2 = c.run(name2, ["--rootfs", root, "--", "/bin/wl_tree", "--log", "/tmp/w.log"])
+        log2 = os.path.join(root, "tmp", "w.log")
+        wait_for("wl_tree in the rootfs did not log 'ready'", lambda: LogView(log2).ready,
+                 READY_TIMEOUT)
+        out_before = read_link(f"/proc/{pid2}/fd/1")
+        tree_before = ns_view(capture(pid2))
+        last = LogView(log2).last_progress()
+        c.ckpt(["dump", "--container", name2, "-D", os.path.join(c.tmp, "img-rfs")])
+        wait_for(f"init {pid2} still runs after the dump", lambda: not task_alive(pid2))
+        r = c.ckpt(["restore", "--container", name2, "-D", os.path.join(c.tmp, "img-rfs"), "-d"])
+        pid2 = int(re.search(r"root pid (\d+)", r.stdout)[1])
+        if read_link(f"/proc/{pid2}/fd/1") != out_before:
+            raise Failure(f"rootfs container: stdout {out_before} -> "
+                          f"{read_link(f'/proc/{pid2}/fd/1')}")
+        for v in list(tree_before.values()):
+            for f in v["fds"].values():
+                f.pop("mnt_id", None)
+        tree_after = ns_view(capture(pid2))
+        for v in tree_after.values():
+            for f in v["fds"].values():
+                f.pop("mnt_id", None)
+        diffs = diff_snapshots(tree_before, tree_after, 1)
+        if diffs:
+            raise Failure(f"rootfs container after restore: {diffs[0]}")
+        wait_for("the rootfs container made no progress after restore",
+                 lambda: (LogView(log2).last_progress() or 0) >= last + PROGRESS_STEP,
+                 PROGRESS_TIMEOUT)
+        if LogView(log2).fails or len(LogView(log2).starts) != 1:
+            raise Failure(f"rootfs container: {LogView(log2).lines[-3:]}")
+        note(f"  rootfs container restored as pid {pid2}; its log outside the rootfs is "
+             "its stdout again, progress carries on")
+        c.ckpt(["rm", "-f", name2])
     finally:
         c.cleanup()
 
