@@ -911,6 +911,67 @@ def sc_pidns(env):
     wl.watch()
 
 
+def sc_freeze_cgroup(env):
+    """dump -t ROOT --freeze-cgroup DIR: the tree is frozen through its
+    cgroup while it is seized; with --leave-running it carries on and the
+    cgroup ends thawed. A process in the cgroup outside the tree stops the
+    dump, naming it, and leaves everything running and thawed."""
+    base = "/sys/fs/cgroup/unified"
+    if not os.path.exists(os.path.join(base, "cgroup.freeze")) and \
+            not os.path.exists(os.path.join(base, "cgroup.procs")):
+        raise Skip("no cgroup v2 hierarchy at /sys/fs/cgroup/unified")
+    own = [l.split(":", 2)[2] for l in (read_text("/proc/self/cgroup") or "").splitlines()
+           if l.startswith("0::")]
+    parent = os.path.join(base, own[0].lstrip("/")) if own else base
+    cg = os.path.join(parent, f"ckpt-e2e-freeze-{os.getpid()}")
+    os.mkdir(cg)
+    stray = None
+    try:
+        wl = env.start("tree")
+        for pid in tree_pids(wl.root):
+            with open(os.path.join(cg, "cgroup.procs"), "w") as f:
+                f.write(str(pid))
+        img = wl.new_dir("freeze")
+        before, stable, transient = wl.sample()
+        res = env.ckpt.dump(wl, img, leave_running=True, extra=["--freeze-cgroup", cg])
+        require_dump_ok(res, img, "dump --freeze-cgroup")
+        if "frozen 1" in (read_text(os.path.join(cg, "cgroup.events")) or ""):
+            raise Failure("the cgroup is still frozen after the dump")
+        wl.compare(before, stable, transient, "after dump --freeze-cgroup --leave-running")
+        after = wl.log()
+        wl.wait_progress(after.end, PROGRESS_STEP, "after dump --freeze-cgroup",
+                         strict_first=after.last_progress() + 1)
+        stray = subprocess.Popen(["sleep", "60"], stdin=subprocess.DEVNULL)
+        with open(os.path.join(cg, "cgroup.procs"), "w") as f:
+            f.write(str(stray.pid))
+        res = env.ckpt.dump(wl, wl.new_dir("stray"), extra=["--freeze-cgroup", cg])
+        if res.rc == 0 or str(stray.pid) not in res.stderr:
+            raise Failure(f"dump with pid {stray.pid} in the cgroup: exit {res.rc}, "
+                          f"{res.error_line()!r}")
+        if "frozen 1" in (read_text(os.path.join(cg, "cgroup.events")) or ""):
+            raise Failure("the cgroup is still frozen after the refused dump")
+        after = wl.log()
+        wl.wait_progress(after.end, PROGRESS_STEP, "after the refused dump",
+                         strict_first=after.last_progress() + 1)
+        note(f"  refused: {res.error_line()}; the tree runs on, thawed")
+    finally:
+        if stray:
+            stray.kill()
+            stray.wait()
+        for w in env.workloads:
+            w.destroy()
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                os.rmdir(cg)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    note(f"could not remove {cg}")
+                    break
+                time.sleep(0.1)
+
+
 def sc_leave_running(env):
     """dump --leave-running of counter: it keeps running; then killed and restored."""
     wl = env.start("counter")
@@ -2187,6 +2248,16 @@ def sc_container(env):
             if r.returncode != 0:
                 raise Failure(f"round {round_}: 10.77.0.11 not reachable from the client "
                               f"after restore on {host}")
+            limit = None
+            for p_ in c.cgroup_paths(name):
+                if str(pid) not in (read_text(os.path.join(p_, "cgroup.procs")) or "").split():
+                    raise Failure(f"round {round_}: init {pid} is not in {p_}")
+                for f in ("memory.max", "memory.limit_in_bytes"):
+                    v = read_text(os.path.join(p_, f))
+                    if v is not None:
+                        limit = int(v)
+            if limit != 256 << 20:
+                raise Failure(f"round {round_}: memory limit after restore is {limit}")
             note(f"  round {round_}: restored on {host} as pid {pid}; same view inside, "
                  f"progress {last}->{first}, the client reaches it")
         c.ckpt(["rm", "-f", name], host="hostB")
@@ -2484,6 +2555,7 @@ SCENARIOS = {name: (lambda env, n=name: sc_workload(env, n)) for name in WORKLOA
 SCENARIOS.update({
     "leave-running": sc_leave_running,
     "pidns": sc_pidns,
+    "freeze-cgroup": sc_freeze_cgroup,
     "repeat": sc_repeat,
     "restore-after-kill": sc_restore_after_kill,
     "fault-dump": sc_fault_dump,
