@@ -2029,6 +2029,28 @@ class Containers:
                 self.hosts("down")
             except Exception as e:
                 note(f"hosts down: {e}")
+        # Whatever a failure left in our cgroup parent (a container whose
+        # state file is gone): its processes killed, its directories removed.
+        parents = [d for d in glob.glob(f"/sys/fs/cgroup/**/{self.prefix}ckpt", recursive=True)
+                   if os.path.isdir(d)]
+        dirs = sorted({os.path.join(r, d) for p in parents for r, ds, _ in os.walk(p) for d in ds}
+                      | set(parents), key=len, reverse=True)
+        for d in dirs:
+            for pid in (read_text(os.path.join(d, "cgroup.procs")) or "").split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except OSError:
+                    pass
+        for d in dirs:
+            deadline = time.monotonic() + 5
+            while os.path.isdir(d):
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    if time.monotonic() > deadline:
+                        note(f"could not remove cgroup {d}")
+                        break
+                    time.sleep(0.05)
         if self.env.keep:
             note(f"kept {self.tmp}")
         else:
