@@ -13,7 +13,11 @@
 #include "files.pb.h"
 #include "fuzz_common.h"
 #include "inventory.pb.h"
+#include "ipc.pb.h"
 #include "mm.pb.h"
+#include "mnt.pb.h"
+#include "namespaces.pb.h"
+#include "netns.pb.h"
 #include "pagemap.pb.h"
 #include "pstree.pb.h"
 #include "sockets.pb.h"
@@ -65,6 +69,16 @@ void read_as(const std::string& bytes, Kind kind) {
       return read_all<ckpt::img::InetQueue>(bytes, kind);
     case Kind::NetLock:
       return read_all<ckpt::img::NetLock>(bytes, kind);
+    case Kind::IpcMsgs:
+      return read_all<ckpt::img::IpcMessage>(bytes, kind);
+    case Kind::Namespaces:
+      return read_all<ckpt::img::NamespaceImages>(bytes, kind);
+    case Kind::NetNs:
+      return read_all<ckpt::img::NetNs>(bytes, kind);
+    case Kind::MntNs:
+      return read_all<ckpt::img::MntNs>(bytes, kind);
+    case Kind::Tmpfs:
+      return read_all<ckpt::img::TmpfsEntry>(bytes, kind);
   }
 }
 
