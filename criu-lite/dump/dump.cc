@@ -215,7 +215,7 @@ DumpResult dump_tree(const DumpRequest& req) {
   img::Namespaces namespaces = detect_namespaces(ctx);
   // The tree's mounts are told from ours by comparing: ours must be the
   // machine's (see restore.cc).
-  if (namespaces.mnt()) cgroup::layout();
+  if (namespaces.mnt()) cgroup::settle_mount_namespace();
   img::NamespaceImages ns_extra;
   if (cg && req.save_cgroup) {
     *ns_extra.mutable_cgroup() = dump_cgroup(*cg);

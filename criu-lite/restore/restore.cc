@@ -278,8 +278,8 @@ RestoreResult restore_tree(const RestoreRequest& req) {
 
   files.reserve(tables);
   // A new mount namespace starts as a copy of ours: settle which one that
-  // is first (under ip netns exec, the cgroup layer joins PID 1's).
-  if (plan.inv.namespaces().mnt() || !req.cgroup_name.empty()) cgroup::layout();
+  // is first (under ip netns exec, the one ckpt was started from).
+  if (plan.inv.namespaces().mnt() || !req.cgroup_name.empty()) cgroup::settle_mount_namespace();
   // Declared before the stubs: on failure they go after them, once empty.
   std::optional<cgroup::Cgroup> cg;
   struct UndoNamespaces {

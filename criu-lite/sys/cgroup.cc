@@ -19,6 +19,7 @@
 #include "sys/error.h"
 #include "sys/fd.h"
 #include "sys/log.h"
+#include "sys/proc.h"
 
 #ifndef CGROUP_SUPER_MAGIC
 #define CGROUP_SUPER_MAGIC 0x27e0eb
@@ -167,49 +168,38 @@ bool valid_relative(const std::string& p) {
 
 // The nearest ancestor (PID 1 last) in another mount namespace that has the
 // cgroup mounts: where ckpt was started from before ip netns exec.
-int host_mount_ns() {
+UniqueFd host_mount_ns() {
   std::string own = read_link("/proc/self/ns/mnt");
   pid_t pid = getppid();
-  for (int depth = 0; depth < 64; depth++) {
-    std::string ns, info;
-    if (pid > 0 &&
-        (ns =
-             [&] {
-               try {
-                 return read_link(strfmt("/proc/%d/ns/mnt", pid));
-               } catch (const Error&) {
-                 return std::string();
-               }
-             }()) != "" &&
-        ns != own && try_read_file(strfmt("/proc/%d/mountinfo", pid), &info)) {
+  for (int depth = 0; pid > 0 && depth < 64; depth++) {
+    std::string info, stat;
+    char ns[64] = {};
+    if (readlink(strfmt("/proc/%d/ns/mnt", pid).c_str(), ns, sizeof ns - 1) > 0 && ns != own &&
+        try_read_file(strfmt("/proc/%d/mountinfo", pid), &info)) {
       Layout l = parse_mountinfo(info);
       if (l.v2 || !l.v1.empty()) {
-        int fd = open(strfmt("/proc/%d/ns/mnt", pid).c_str(), O_RDONLY | O_CLOEXEC);
-        if (fd >= 0) return fd;
+        UniqueFd fd(open(strfmt("/proc/%d/ns/mnt", pid).c_str(), O_RDONLY | O_CLOEXEC));
+        if (fd) return fd;
       }
     }
-    if (pid <= 1) break;
-    std::string stat;
-    if (!try_read_file(strfmt("/proc/%d/stat", pid), &stat)) break;
-    size_t paren = stat.rfind(')');
-    if (paren == std::string::npos) break;
-    pid = atoi(stat.c_str() + paren + 4);  // ") S PPID"
+    if (pid == 1 || !try_read_file(strfmt("/proc/%d/stat", pid), &stat)) break;
+    pid = proc::parse_stat(stat).ppid;
   }
-  return -1;
+  return UniqueFd();
 }
 
 bool join_host_mount_ns() {
-  int ns = host_mount_ns();
-  if (ns < 0) return false;
-  int cwd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  bool ok = setns(ns, CLONE_NEWNS) == 0;
-  if (!ok) LOG_DEBUG("cgroup: cannot join PID 1's mount namespace: %s", strerror(errno));
+  UniqueFd ns = host_mount_ns();
+  if (!ns) return false;
+  UniqueFd cwd(open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (setns(ns.get(), CLONE_NEWNS) != 0) {
+    LOG_DEBUG("cgroup: cannot join the host's mount namespace: %s", strerror(errno));
+    return false;
+  }
   // setns reset the working directory to the new root; relative paths the
   // user gave still mean what they meant.
-  if (ok && cwd >= 0 && fchdir(cwd) != 0) LOG_WARN("cgroup: fchdir back: %s", strerror(errno));
-  close(ns);
-  if (cwd >= 0) close(cwd);
-  return ok;
+  if (cwd && fchdir(cwd.get()) != 0) LOG_WARN("cgroup: fchdir back: %s", strerror(errno));
+  return true;
 }
 
 void mount_hierarchies(const Membership& m) {

@@ -57,6 +57,13 @@ Layout parse_mountinfo(std::string_view text);
 // /sys/fs/cgroup without v1), so paths are the same as outside. Call it
 // while the process has one thread (unshare needs that); the CLI does.
 const Layout& layout();
+// Settles which mount namespace ckpt works in (layout() joins the one ckpt
+// was started from when ip netns exec hid the cgroup mounts). Call before
+// creating or comparing mount namespaces: they copy, or are told apart
+// from, ckpt's own.
+inline void settle_mount_namespace() {
+  layout();
+}
 
 // /proc/PID/cgroup text: the cgroup path of the process in the v2 hierarchy
 // ("" key) and per v1 controller list ("cpu,cpuacct").

@@ -2094,6 +2094,16 @@ def make_rootfs(tmp, binary):
     return root
 
 
+def container_tree(pid):
+    """The tree of a container, with the ids inside its pid namespace and
+    without mount ids (a new mount namespace numbers its mounts anew)."""
+    snap = ns_view(capture(pid))
+    for v in snap.values():
+        for f in v["fds"].values():
+            f.pop("mnt_id", None)
+    return snap
+
+
 def container_view(c, pid, tmpfs_dir):
     """What a container's processes see, as comparable text: the pid tree
     (ids inside its pid namespace), hostname, links, addresses, routes of
@@ -2108,10 +2118,7 @@ def container_view(c, pid, tmpfs_dir):
     while ("tentative" in inside(["-n"], ["ip", "-o", "addr"])
            and time.monotonic() < deadline):
         time.sleep(0.2)
-    snap = ns_view(capture(pid))
-    for v in snap.values():
-        for f in v["fds"].values():
-            f.pop("mnt_id", None)  # a new mount namespace numbers its mounts anew
+    snap = container_tree(pid)
     mounts = []
     for line in (read_text(f"/proc/{pid}/mountinfo") or "").splitlines():
         f = line.split()
@@ -2293,7 +2300,7 @@ def sc_container(env):
         wait_for("wl_tree in the rootfs did not log 'ready'", lambda: LogView(log2).ready,
                  READY_TIMEOUT)
         out_before = read_link(f"/proc/{pid2}/fd/1")
-        tree_before = ns_view(capture(pid2))
+        tree_before = container_tree(pid2)
         last = LogView(log2).last_progress()
         c.ckpt(["dump", "--container", name2, "-D", os.path.join(c.tmp, "img-rfs")])
         wait_for(f"init {pid2} still runs after the dump", lambda: not task_alive(pid2))
@@ -2302,14 +2309,7 @@ def sc_container(env):
         if read_link(f"/proc/{pid2}/fd/1") != out_before:
             raise Failure(f"rootfs container: stdout {out_before} -> "
                           f"{read_link(f'/proc/{pid2}/fd/1')}")
-        for v in list(tree_before.values()):
-            for f in v["fds"].values():
-                f.pop("mnt_id", None)
-        tree_after = ns_view(capture(pid2))
-        for v in tree_after.values():
-            for f in v["fds"].values():
-                f.pop("mnt_id", None)
-        diffs = diff_snapshots(tree_before, tree_after, 1)
+        diffs = diff_snapshots(tree_before, container_tree(pid2), 1)
         if diffs:
             raise Failure(f"rootfs container after restore: {diffs[0]}")
         wait_for("the rootfs container made no progress after restore",
