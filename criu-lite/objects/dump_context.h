@@ -28,6 +28,9 @@ struct DumpOptions {
   // saved as closed (--tcp-close), or else the dump stops naming them.
   bool tcp_established = false;
   bool tcp_close = false;
+  // Post-copy migration: private anonymous pages are recorded, not saved
+  // (lazy runs); the caller sends them from the stopped tree later.
+  bool lazy_pages = false;
 };
 
 // One process of the tree, stopped: every thread seized and interrupted.
@@ -60,6 +63,7 @@ struct DumpStats {
   uint32_t tasks = 0, threads = 0, vmas = 0;
   uint64_t pages = 0, page_bytes = 0;
   uint64_t parent_pages = 0;  // left in the parent checkpoint
+  uint64_t lazy_pages = 0;    // to be sent later (post-copy)
 };
 
 class Progress;

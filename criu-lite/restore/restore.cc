@@ -19,6 +19,7 @@
 #include "objects/cgroup.h"
 #include "objects/files.h"
 #include "objects/ghosts.h"
+#include "objects/lazy_pages.h"
 #include "objects/mm.h"
 #include "objects/namespaces.h"
 #include "objects/net_lock.h"
@@ -71,7 +72,7 @@ void seize_stub(LiveTask& lt) {
 
 // Address space, mm fields, signal handlers, timers: all through the leader.
 void rebuild_process(LiveTask& lt, const image::ImageSource& src, const ShmemTable& shmem,
-                     const GhostTable& ghosts, MmRestoreStats* st) {
+                     const GhostTable& ghosts, MmRestoreStats* st, LazyPager* lazy) {
   const PlannedTask& p = *lt.plan;
   pid_t pid = p.hpid();
   Tracee& leader = lt.threads[0];
@@ -84,7 +85,7 @@ void rebuild_process(LiveTask& lt, const image::ImageSource& src, const ShmemTab
     rt.check("rseq unregister", __NR_rseq, rc.rseq_abi_pointer, rc.rseq_abi_size, 1, rc.signature);
   int holder_fd = FileTable::holder_fd_number(p.fds);
   in_context("memory",
-             [&] { restore_mm(rt, lt.scratch, pid, p.mm, src, shmem, ghosts, holder_fd, st); });
+             [&] { restore_mm(rt, lt.scratch, pid, p.mm, src, shmem, ghosts, holder_fd, st, lazy); });
   in_context("mm fields", [&] { restore_mm_fields(rt, lt.scratch, pid, p.mm); });
   in_context("signal handlers", [&] { restore_sigactions(rt, lt.scratch, pid, p.core); });
 }
@@ -222,7 +223,9 @@ class PinToOneCpu {
 RestoreResult restore_tree(const RestoreRequest& req) {
   auto t0 = Clock::now();
   RestoreResult res;
-  image::DirSource src(req.dir);
+  std::shared_ptr<const image::ImageSource> source =
+      req.source ? req.source : std::make_shared<image::DirSource>(req.dir);
+  const image::ImageSource& src = *source;
 
   // Every image is read and checked before anything is created.
   log::StepTimer total_timer("restore");
@@ -370,7 +373,7 @@ RestoreResult restore_tree(const RestoreRequest& req) {
       cancel::check();
       uint64_t before = mst.pages;
       in_context(strfmt("restore pid %d", lt.plan->pid()),
-                 [&] { rebuild_process(lt, src, shmem, ghosts, &mst); });
+                 [&] { rebuild_process(lt, src, shmem, ghosts, &mst, req.lazy); });
       if (req.progress) req.progress->advance(mst.pages - before);
     }
   }
@@ -411,6 +414,9 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   // Let the whole tree run at once.
   for (auto& lt : live)
     for (auto& t : lt.threads) t.detach();
+  // Faults of the starting tree were served all along; the rest of its
+  // memory is copied behind them from now on.
+  if (req.lazy) req.lazy->start_fill();
   kill_first.armed = false;
   undo_ns.armed = false;
   stubs.release();
