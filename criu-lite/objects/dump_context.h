@@ -99,6 +99,8 @@ struct DumpContext {
   // tracking saw them. A process without a delta is compared with the
   // parent's pages instead; one the parent lacks is saved in full.
   std::shared_ptr<const image::ImageSource> parent;
+  // The parent checkpoint is a migration round already sent (see dump.h).
+  bool parent_elsewhere = false;
   std::map<pid_t, std::shared_ptr<const PageDelta>> deltas;
 
   // The root is the init of a pid namespace of its own: the images hold

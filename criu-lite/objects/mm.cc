@@ -353,6 +353,11 @@ void dump_mm(DumpContext& ctx, DumpTask& t) {
     });
     auto d = ctx.deltas.find(t.pid);
     if (d != ctx.deltas.end()) delta = d->second.get();
+  } else if (ctx.parent_elsewhere) {
+    // The previous round of a migration: what tracking saw unwritten is
+    // there, and nothing here can check it.
+    auto d = ctx.deltas.find(t.pid);
+    if (d != ctx.deltas.end()) delta = d->second.get();
   }
   image::PageWriterOptions wopts{ctx.opts.zstd_level};
   if (parent && !delta) wopts.compare = parent.get();
@@ -367,7 +372,7 @@ void dump_mm(DumpContext& ctx, DumpTask& t) {
     delta->split(start, n, [&](uint64_t s, uint64_t k, bool dirty) {
       // A clean page the parent does not have would be a tracking error:
       // save it rather than trust it.
-      if (dirty || !parent->covers(s, k))
+      if (dirty || (parent && !parent->covers(s, k)))
         copier.add(s, k, v.r);
       else
         copier.add_parent(s, k);
