@@ -6,6 +6,7 @@
 // unless MemSource::save_to is asked to.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -26,22 +27,26 @@ class NetSink : public image::ImageSink {
   // ImageBegin, ImageData frames of at most kImageChunk, ImageEnd (crc32c).
   void put(const std::string& name, const void* data, size_t len) override;
   // Buffers into kImageChunk frames; commit() sends ImageEnd, destruction
-  // before commit() sends ImageAbort. One stream at a time per sink.
+  // before commit() sends ImageAbort. Streams and puts may interleave, also
+  // from different threads (each image is numbered in its frames).
   std::unique_ptr<image::StreamWriter> open_stream(const std::string& name) override;
-  // SetCommit: the receiver publishes the set.
+  // SetCommit: the receiver publishes the set. Error if a stream is still open.
   void commit() override;
   // Image bytes sent (bodies only).
-  uint64_t bytes() const { return bytes_; }
+  uint64_t bytes() const { return bytes_.load(std::memory_order_relaxed); }
 
  private:
   friend class NetStreamWriter;
-  void begin(const std::string& name, uint64_t size);
-  void data(const void* p, size_t len);
+  uint32_t begin(const std::string& name, uint64_t size);
+  // ImageData frames of at most kImageChunk; returns the updated crc32c.
+  uint32_t data(uint32_t image, const void* p, size_t len, uint32_t crc);
+  void end(uint32_t image, const std::string& name, uint64_t size, uint32_t crc);
   Channel& ch_;
   uint32_t set_;
   std::optional<uint32_t> parent_;
-  uint64_t bytes_ = 0;
-  bool stream_open_ = false;
+  std::atomic<uint64_t> bytes_{0};
+  std::atomic<uint32_t> next_image_{1};
+  std::atomic<int> open_streams_{0};
   bool committed_ = false;
 };
 
@@ -77,6 +82,10 @@ class SetReceiver {
   // Errors: data for an image not begun, crc or size mismatch, duplicate
   // name, unknown parent set, a set committed twice.
   bool feed(Frame& f);
+  // ch.recv(f, timeout_ms), with an Error (connection lost, bad frame)
+  // naming the images still open: "receiving image pages-1.img of migration
+  // set 2 from PEER: connection to PEER closed".
+  bool recv(Channel& ch, Frame& f, int timeout_ms);
   // The set completed by the last SetCommit, or nullptr if none since the
   // last call.
   std::shared_ptr<MemSource> take_committed();

@@ -57,8 +57,10 @@ class Channel {
   void shutdown();
 
  private:
+  void read_exact(void* buf, size_t len, size_t got_before, size_t frame_len);
   UniqueFd sock_;
   std::string peer_;
+  std::string hdr_buf_;  // recv() only
   std::mutex send_mu_;
   std::atomic<uint64_t> sent_{0}, received_{0};
 };
@@ -92,8 +94,11 @@ struct PeerInfo {
 // peer challenge)} and checks the peer's. On a mismatch or a missing key it
 // sends Fail{"authentication failed"} and throws "authentication with PEER
 // failed: wrong key" (or "the peer has no key" / "we have no key"). A Fail
-// received is Error("PEER: text"). 10 s per step. mine.challenge is filled
-// in if empty, mine.version and realtime_us always.
+// received is Error("PEER: text"); so is a different protocol version or
+// both ends claiming the same role. 10 s per step. mine.challenge and
+// hostname are filled in if empty; version, auth and realtime_us always.
+// Both sides always send an Auth (mac empty without keys): its timestamps
+// make the round trip for clock_offset_us.
 PeerInfo handshake(Channel& ch, const mig::Hello& mine, const std::string& key);
 
 // The wire encoding of one frame (for tests and the fuzzer).
