@@ -2,6 +2,7 @@
 #include <sys/uio.h>
 #include <time.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -90,6 +91,45 @@ class KeepPagemaps : public image::ImageSink {
  private:
   image::ImageSink& out_;
   LocalImages& keep_;
+};
+
+// Which pages the previous round holds, per task: every run of its
+// pagemaps (runs in its own parent included), to check what dirty tracking
+// calls clean against.
+class Coverage {
+ public:
+  void load(const LocalImages& maps) {
+    runs_.clear();
+    for (const auto& [name, blob] : maps.images) {
+      std::string id = name.substr(8, name.size() - 8 - 4);  // pagemap-ID.img
+      if (id.empty() || id.find_first_not_of("0123456789") != std::string::npos) continue;
+      img::Pagemap pm;
+      image::load_message(maps, name, image::Kind::Pagemap, pm);
+      auto& v = runs_[static_cast<pid_t>(std::stol(id))];
+      for (const auto& r : pm.runs())
+        if (!r.lazy()) v.push_back({r.vaddr(), r.vaddr() + r.nr_pages() * kPage});
+    }
+  }
+  bool covers(pid_t vpid, uint64_t vaddr, uint64_t npages) const {
+    auto it = runs_.find(vpid);
+    if (it == runs_.end()) return false;
+    const auto& v = it->second;
+    uint64_t at = vaddr, end = vaddr + npages * kPage;
+    auto r = std::upper_bound(v.begin(), v.end(), at,
+                              [](uint64_t a, const std::pair<uint64_t, uint64_t>& x) {
+                                return a < x.first;
+                              });
+    if (r != v.begin()) --r;
+    for (; r != v.end() && at < end; ++r) {
+      if (r->second <= at) continue;
+      if (r->first > at) return false;
+      at = r->second;
+    }
+    return at >= end;
+  }
+
+ private:
+  std::map<pid_t, std::vector<std::pair<uint64_t, uint64_t>>> runs_;
 };
 
 // Post-copy: the stopped tree's private memory, sent on request and pushed
@@ -225,6 +265,7 @@ MigrateResult migrate(const MigrateRequest& req) {
   if (ct) ch.send(control("container", 0, 0, req.container));
 
   DirtyTrackers trackers;
+  Coverage covered;
   uint32_t set = 0;
   uint64_t parent_id = 0;
   if (req.mode == Mode::kPrecopy) {
@@ -232,19 +273,23 @@ MigrateResult migrate(const MigrateRequest& req) {
     for (int round = 0; round < req.max_rounds; round++) {
       set++;
       NetSink sink(ch, set, set > 1 ? std::optional<uint32_t>(set - 1) : std::nullopt);
+      LocalImages maps;
+      KeepPagemaps keep(sink, maps);
       DumpRequest r = base;
-      r.sink = &sink;
+      r.sink = &keep;
       r.trackers = &trackers;
       r.opts.leave_running = true;
       r.progress = round == 0 ? req.progress : nullptr;
       if (set > 1) {
         r.parent_name = strfmt("migration set %u", set - 1);
         r.parent_id = parent_id;
+        r.parent_covers = [&](pid_t p, uint64_t a, uint64_t n) { return covered.covers(p, a, n); };
       }
       auto rt0 = Clock::now();
       uint64_t wire0 = ch.bytes_sent();
       DumpResult d = in_context(strfmt("pre-copy round %d", round), [&] { return dump_tree(r); });
       parent_id = d.checkpoint_id;
+      covered.load(maps);
       RoundStats rs;
       rs.round = static_cast<uint32_t>(round);
       rs.pages = d.stats.pages;
@@ -282,6 +327,7 @@ MigrateResult migrate(const MigrateRequest& req) {
     r.trackers = &trackers;
     r.parent_name = strfmt("migration set %u", set - 1);
     r.parent_id = parent_id;
+    r.parent_covers = [&](pid_t p, uint64_t a, uint64_t n) { return covered.covers(p, a, n); };
   }
   uint64_t freeze_rt = realtime_us();
   auto rt0 = Clock::now();

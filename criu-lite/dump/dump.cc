@@ -154,6 +154,7 @@ DumpResult dump_tree(const DumpRequest& req) {
   if (!req.parent_name.empty()) {
     if (!req.trackers) throw Error("a parent sent elsewhere needs dirty tracking");
     ctx.parent_elsewhere = true;
+    ctx.parent_covers = req.parent_covers;
   } else if (!req.parent_dir.empty()) {
     ctx.parent = open_parent(req.dir, req.parent_dir, &parent_id);
     dir_sink->put_symlink(image::kParentLink, req.parent_dir);

@@ -53,6 +53,10 @@ struct DumpRequest {
   image::ImageSink* sink = nullptr;
   std::string parent_name;
   uint64_t parent_id = 0;
+  // Whether that parent holds npages pages at vaddr of the task the tree
+  // knows as vpid (from the pagemaps it sent): pages tracking saw clean
+  // but the parent lacks are saved.
+  std::function<bool(pid_t vpid, uint64_t vaddr, uint64_t npages)> parent_covers;
   // Called once the images are committed, the tree still stopped (and its
   // connections in repair mode): whether it dies (kKill, the images took
   // over) or carries on (kThaw). An exception thaws it, and the dump fails.

@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -101,6 +102,7 @@ struct DumpContext {
   std::shared_ptr<const image::ImageSource> parent;
   // The parent checkpoint is a migration round already sent (see dump.h).
   bool parent_elsewhere = false;
+  std::function<bool(pid_t vpid, uint64_t vaddr, uint64_t npages)> parent_covers;
   std::map<pid_t, std::shared_ptr<const PageDelta>> deltas;
 
   // The root is the init of a pid namespace of its own: the images hold

@@ -372,7 +372,8 @@ void dump_mm(DumpContext& ctx, DumpTask& t) {
     delta->split(start, n, [&](uint64_t s, uint64_t k, bool dirty) {
       // A clean page the parent does not have would be a tracking error:
       // save it rather than trust it.
-      if (dirty || (parent && !parent->covers(s, k)))
+      if (dirty || (parent && !parent->covers(s, k)) ||
+          (ctx.parent_covers && !ctx.parent_covers(t.vpid, s, k)))
         copier.add(s, k, v.r);
       else
         copier.add_parent(s, k);
