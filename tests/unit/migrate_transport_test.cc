@@ -530,6 +530,35 @@ TEST(MigrateImages, RoundTripWithParentChain) {
   EXPECT_EQ(blob_string(saved, "empty.img"), "");
 }
 
+// Two threads stream into one set at once (the page writer's helper thread
+// and the main thread): their frames interleave on the wire.
+TEST(MigrateImages, ConcurrentStreamsInOneSet) {
+  auto [a, b] = channel_pair();
+  std::string p1 = pattern(3 << 20, 11), p2 = pattern((2 << 20) + 17, 12);
+  std::string err;
+  std::thread t([&] {
+    err = error_of([&] {
+      NetSink s(a, 1, std::nullopt);
+      auto stream = [&](const std::string& name, const std::string& data) {
+        auto w = s.open_stream(name);
+        for (size_t off = 0; off < data.size(); off += 65536)
+          w->write(data.data() + off, std::min<size_t>(65536, data.size() - off));
+        w->commit();
+      };
+      std::thread other([&] { stream("pages-2.img", p2); });
+      stream("pages-1.img", p1);
+      other.join();
+      s.commit();
+    });
+  });
+  SetReceiver r("peer-a");
+  auto sets = receive_sets(b, r, 1);
+  t.join();
+  ASSERT_EQ(err, "(no error)");
+  EXPECT_EQ(blob_string(*sets[0], "pages-1.img"), p1);
+  EXPECT_EQ(blob_string(*sets[0], "pages-2.img"), p2);
+}
+
 // Hand-made image frames for the receiver's error paths.
 struct Frames {
   Frame begin(uint32_t set, const std::string& name, uint64_t size, uint32_t image = 1) {
@@ -653,6 +682,11 @@ TEST(MigrateImages, ReceiverRefusesInconsistentStreams) {
     EXPECT_NE(feed_all(r, {F.begin(1, "a.img", 0), F.commit(1)})
                   .find("committed with image a.img still open"),
               std::string::npos);
+  }
+  {
+    SetReceiver r("p");
+    EXPECT_EQ(feed_all(r, {F.commit(1), F.begin(1, "late.img", 0)}),
+              "migration set 1 from p: images after the set was committed");
   }
   {
     SetReceiver r("p");
