@@ -217,7 +217,7 @@ bool SetReceiver::feed(Frame& f) {
     case mig::Envelope::kImageBegin: {
       const auto& b = m.image_begin();
       std::string ctx = where(b.set()) + ": image " + b.name();
-      Pending& p = in_context(where(b.set()), [&]() -> Pending& { return pending(b.set()); });
+      Pending& p = pending(b.set());
       if (!valid_image_name(b.name()))
         throw Error(where(b.set()) + ": bad image name '" + b.name() + "'");
       if (p.images.count(b.name())) throw Error(ctx + ": sent twice");

@@ -230,6 +230,7 @@ Channel Channel::connect(const std::string& host_port, int timeout_ms) {
 }
 
 void Channel::send(const mig::Envelope& m, const void* body, size_t len) {
+  if (!body) len = 0;
   std::string hdr = m.SerializeAsString();
   if (len > kMaxBody)
     throw Error(strfmt("migration stream to %s: a body of %zu bytes (at most %zu)", peer_.c_str(),
@@ -350,7 +351,7 @@ Listener Listener::bind(const std::string& addr_port) {
 
 Channel Listener::accept(int timeout_ms) {
   if (!wait_fd(sock_.get(), POLLIN, timeout_ms))
-    throw Error(strfmt("no connection on %s within %d s", address().c_str(), timeout_ms / 1000),
+    throw Error(strfmt("no connection on %s within %g s", address().c_str(), timeout_ms / 1000.0),
                 ETIMEDOUT);
   sockaddr_storage ss{};
   socklen_t sl = sizeof ss;
@@ -393,6 +394,7 @@ std::string read_psk_file(const std::string& path) {
 
 PeerInfo handshake(Channel& ch, const mig::Hello& mine_in, const std::string& key) {
   const std::string& peer = ch.peer();
+  if (mine_in.role().empty()) throw Error("migration handshake: no role given");
   mig::Hello mine = mine_in;
   mine.set_version(kProtocolVersion);
   mine.set_auth(!key.empty());
@@ -446,7 +448,7 @@ PeerInfo handshake(Channel& ch, const mig::Hello& mine_in, const std::string& ke
                 theirs.version()),
          strfmt("%s speaks migration protocol version %u, this ckpt speaks %u", peer.c_str(),
                 theirs.version(), kProtocolVersion));
-  if (!mine.role().empty() && theirs.role() == mine.role())
+  if (theirs.role() == mine.role())
     fail("both ends are the " + mine.role(), peer + " is also the " + mine.role());
   if (theirs.challenge().size() < 16)
     fail("authentication failed", stream_from(peer) + ": a hello without a challenge");
