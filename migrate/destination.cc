@@ -18,6 +18,7 @@
 #include "restore/restore.h"
 #include "sys/error.h"
 #include "sys/log.h"
+#include "sys/proc.h"
 
 namespace ckpt::migrate {
 
@@ -82,8 +83,8 @@ class RemotePages : public PageSource {
   std::set<std::pair<std::string, uint64_t>> asked_;
 };
 
-// Receives the page stream of a post-copy migration while the main thread
-// restores and waits.
+// Reads what the source sends once the final set is in: pages (post-copy),
+// its goodbye, or its giving up; the main thread restores and waits.
 class PageReceiver {
  public:
   PageReceiver(Channel& ch, SetReceiver& rx, RemotePages& pages, LazyPager& pager)
@@ -99,6 +100,10 @@ class PageReceiver {
     }
   }
   bool failed() const { return failed_; }
+  // The source said it gave up (its tree carries on there).
+  bool refused() const { return refused_; }
+  // The source let its tree go: the migration is complete.
+  bool bye() const { return bye_; }
   std::string error() const {
     std::lock_guard<std::mutex> lk(mu_);
     return error_;
@@ -120,7 +125,11 @@ class PageReceiver {
                          reinterpret_cast<const uint8_t*>(body.data()));
           pages_.store(d.id(), d.vaddr(), std::move(body));
         } else if (f.msg.has_fail()) {
-          throw Error("the source failed: " + f.msg.fail().error());
+          refused_ = true;
+          throw Error("the source gave up: " + f.msg.fail().error());
+        } else if (f.msg.has_control() && f.msg.control().what() == "bye") {
+          bye_ = true;
+          return;
         }
       }
     } catch (const Error& e) {
@@ -135,7 +144,7 @@ class PageReceiver {
   RemotePages& pages_;
   LazyPager& pager_;
   std::thread thread_;
-  std::atomic<bool> finished_{false}, failed_{false};
+  std::atomic<bool> finished_{false}, failed_{false}, refused_{false}, bye_{false};
   mutable std::mutex mu_;
   std::string error_;
 };
@@ -185,8 +194,8 @@ std::string receive_one(Channel& ch, const ReceiveRequest& req) {
   else
     src = &local.emplace(final);
   LazyPager pager(*src);
-  std::optional<PageReceiver> pages_in;
-  if (mode == Mode::kPostcopy) pages_in.emplace(ch, rx, *remote, pager);
+  if (!remote) remote.emplace(ch);  // unused unless post-copy
+  PageReceiver from_source(ch, rx, *remote, pager);
 
   RestoreRequest rr;
   rr.source = final;
@@ -209,21 +218,47 @@ std::string receive_one(Channel& ch, const ReceiveRequest& req) {
     }
   };
   RestoreResult r = restore_tree(rr);
+  // Undoes this side if the source takes its tree back (it gave up waiting
+  // for "resumed"), or if post-copy pages can no longer come.
+  auto withdraw = [&](const std::string& why) {
+    // Stop the whole tree first (no one forks meanwhile), then kill it.
+    std::vector<pid_t> all{r.root};
+    for (size_t i = 0; i < all.size(); i++) {
+      kill(all[i], SIGSTOP);
+      for (pid_t c : proc::list_children(all[i])) all.push_back(c);
+    }
+    for (pid_t p : all) kill(p, SIGKILL);
+    if (!name.empty()) {
+      try {
+        container::remove_container(name, true);
+      } catch (const Error& e) {
+        LOG_WARN("container %s: %s", name.c_str(), e.what());
+      }
+    }
+    throw Error(why);
+  };
   // The tree runs; its memory must be complete before the source may go.
+  bool pages_sent = false;
   for (;;) {
-    if (pager.wait_done(100)) break;
-    if (pages_in && pages_in->failed()) {
-      // Without the source the tree cannot get its memory: it would wait
-      // on a fault forever.
-      kill(-r.root, SIGKILL);
-      kill(r.root, SIGKILL);
-      throw Error("post-copy: lost the source before every page arrived: " + pages_in->error());
+    bool done = pager.wait_done(100);
+    if (from_source.refused()) withdraw(from_source.error());
+    if (done && mode == Mode::kPostcopy && !pages_sent) {
+      ch.send(control("pages-done"));
+      pages_sent = true;
+    }
+    if (done && from_source.bye()) break;
+    if (from_source.failed()) {
+      // Without the source a post-copy tree cannot get its memory: it
+      // would wait on a fault forever. Otherwise the source let it go and
+      // only its goodbye was lost.
+      if (!done) withdraw("post-copy: lost the source before every page arrived: " +
+                          from_source.error());
+      LOG_WARN("no goodbye from %s (%s); the tree runs here", ch.peer().c_str(),
+               from_source.error().c_str());
+      break;
     }
   }
-  if (mode == Mode::kPostcopy) {
-    ch.send(control("pages-done"));
-    pages_in->stop();
-  }
+  from_source.stop();
   LazyStats st = pager.stats();
   return strfmt(
       "received %s%s from %s: %u tasks, %llu pages; running after a %.1f ms restore; %llu "

@@ -376,7 +376,21 @@ MigrateResult migrate(const MigrateRequest& req) {
     }
     return DumpEnd::kKill;
   };
-  DumpResult d = in_context("final round", [&] { return dump_tree(r); });
+  DumpResult d = in_context("final round", [&] {
+    try {
+      return dump_tree(r);
+    } catch (const Error& e) {
+      // The tree carries on here (the dump thawed it): the destination
+      // must not keep a copy running.
+      try {
+        mig::Envelope f;
+        f.mutable_fail()->set_error(e.what());
+        ch.send(f);
+      } catch (const Error&) {
+      }
+      throw;
+    }
+  });
   fin.round = static_cast<uint32_t>(res.rounds.size());
   fin.final = true;
   fin.pages = d.stats.pages;
