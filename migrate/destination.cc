@@ -166,7 +166,12 @@ std::string receive_one(Channel& ch, const ReceiveRequest& req) {
     Frame f;
     if (!rx.recv(ch, f, kIdleTimeoutMs))
       throw Error(strfmt("nothing from %s for %d s", ch.peer().c_str(), kIdleTimeoutMs / 1000));
-    if (rx.feed(f)) continue;
+    if (rx.feed(f)) {
+      // Each set is acknowledged once in: the source starts its next round
+      // (or stops the tree) only when nothing is left in the pipe.
+      if (auto set = rx.take_committed()) ch.send(control("ack", set->set()));
+      continue;
+    }
     if (f.msg.has_fail()) throw Error("the source failed: " + f.msg.fail().error());
     if (!f.msg.has_control()) throw Error("unexpected message from " + ch.peer());
     const auto& c = f.msg.control();
@@ -182,6 +187,7 @@ std::string receive_one(Channel& ch, const ReceiveRequest& req) {
                                      static_cast<unsigned long long>(c.a())));
     }
   }
+  LOG_DEBUG("final set %u in: restoring", final->set());
   if (!req.work_dir.empty()) final->save_to(req.work_dir);
 
   // Memory comes lazily either way: from the sets received (pre-copy,
@@ -206,6 +212,7 @@ std::string receive_one(Channel& ch, const ReceiveRequest& req) {
   if (!name.empty()) {
     container::prepare_restore(name);
     rr.cgroup_name = name;
+    LOG_DEBUG("container %s: leftovers removed", name.c_str());
   }
   uint64_t restore_us = 0;
   rr.on_running = [&](const RestoreResult& r) {

@@ -207,6 +207,19 @@ class PageServer {
   std::thread pusher_;
 };
 
+// Waits until the destination has the whole set: what the next round
+// measures and what the stopped tree waits for is then only its own data.
+void wait_ack(Channel& ch, uint32_t set) {
+  for (;;) {
+    Frame f;
+    if (!ch.recv(f, 60000))
+      throw Error(strfmt("%s did not take set %u within 60 s", ch.peer().c_str(), set));
+    if (f.msg.has_fail()) throw Error("the destination failed: " + f.msg.fail().error());
+    if (f.msg.has_control() && f.msg.control().what() == "ack" && f.msg.control().a() == set)
+      return;
+  }
+}
+
 }  // namespace
 
 uint64_t realtime_us() {
@@ -290,6 +303,7 @@ MigrateResult migrate(const MigrateRequest& req) {
       DumpResult d = in_context(strfmt("pre-copy round %d", round), [&] { return dump_tree(r); });
       parent_id = d.checkpoint_id;
       covered.load(maps);
+      wait_ack(ch, set);
       RoundStats rs;
       rs.round = static_cast<uint32_t>(round);
       rs.pages = d.stats.pages;

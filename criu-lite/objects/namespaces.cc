@@ -95,14 +95,19 @@ void dump_namespaces(DumpContext& ctx, const img::Namespaces& ns, img::Namespace
                [&] { *extra.mutable_uts() = dump_utsns(ns_fd(root, "uts").get()); });
   if (ns.ipc())
     in_context("ipc namespace", [&] {
+      log::StepTimer st("ipc namespace");
       *extra.mutable_ipc() = dump_ipcns(ns_fd(root, "ipc").get(), *ctx.sink, ctx.opts.zstd_level);
     });
   if (ns.net())
-    in_context("network namespace",
-               [&] { save_netns_image(*ctx.sink, dump_netns(ns_fd(root, "net").get())); });
+    in_context("network namespace", [&] {
+      log::StepTimer st("network namespace");
+      save_netns_image(*ctx.sink, dump_netns(ns_fd(root, "net").get()));
+    });
   if (ns.mnt())
-    in_context("mount namespace",
-               [&] { save_mntns(*ctx.sink, dump_mntns(root, *ctx.sink, ctx.opts.zstd_level)); });
+    in_context("mount namespace", [&] {
+      log::StepTimer st("mount namespace");
+      save_mntns(*ctx.sink, dump_mntns(root, *ctx.sink, ctx.opts.zstd_level));
+    });
   if (ns.uts() || ns.ipc() || extra.has_cgroup() || extra.has_container())
     image::save_message(*ctx.sink, kNamespacesImage, image::Kind::Namespaces, extra);
 }

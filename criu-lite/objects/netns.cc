@@ -3,6 +3,9 @@
 // netns_sysctl.cc.
 #include "objects/netns.h"
 
+#include <map>
+#include <mutex>
+
 #include <net/if.h>
 
 #include <set>
@@ -20,14 +23,24 @@ img::NetNs dump_netns(int netns_fd) {
   return in_context("network namespace", [&] {
     img::NetNs ns;
     // A fresh namespace says what the kernel makes by itself: its links
-    // (lo, fallback tunnels) and its sysctl defaults.
-    UniqueFd scratch = new_netns();
-    std::map<std::string, std::string> fresh_links, fresh_sysctls, sysctls;
-    run_in_netns(scratch.get(), [&] {
-      nl::Sock sk = nl::connect_route();
-      fresh_links = netns::list_link_kinds(sk.get());
-      fresh_sysctls = netns::read_sysctls_in_ns();
-    });
+    // (lo, fallback tunnels) and its sysctl defaults. That does not change
+    // while ckpt runs, and making a namespace costs milliseconds, which a
+    // migration's last round (the tree stopped) should not pay again:
+    // made once per process and kept.
+    static std::mutex fresh_mu;
+    static UniqueFd scratch;
+    static std::map<std::string, std::string> fresh_links, fresh_sysctls;
+    static std::string checked_ruleset;
+    std::lock_guard<std::mutex> fresh_lk(fresh_mu);
+    if (!scratch) {
+      scratch = new_netns();
+      run_in_netns(scratch.get(), [&] {
+        nl::Sock sk = nl::connect_route();
+        fresh_links = netns::list_link_kinds(sk.get());
+        fresh_sysctls = netns::read_sysctls_in_ns();
+      });
+    }
+    std::map<std::string, std::string> sysctls;
 
     std::vector<netns::VethRef> veths;
     run_in_netns(netns_fd, [&] {
@@ -46,7 +59,11 @@ img::NetNs dump_netns(int netns_fd) {
     nl::Sock host_sk = nl::connect_route();
     netns::dump_veth_peers(host_sk.get(), veths, &ns);
 
-    run_in_netns(scratch.get(), [&] { netns::check_firewall_in_ns(ns); });
+    // A ruleset proved to load once loads again.
+    if (ns.nftables() != checked_ruleset) {
+      run_in_netns(scratch.get(), [&] { netns::check_firewall_in_ns(ns); });
+      checked_ruleset = ns.nftables();
+    }
     LOG_DEBUG("netns: %d links, %d addresses, %d routes, %d rules, %d neighbours, %d+%d sysctls",
               ns.links_size(), ns.addresses_size(), ns.routes_size(), ns.rules_size(),
               ns.neighbours_size(), ns.sysctls_size(), ns.dev_sysctls_size());
