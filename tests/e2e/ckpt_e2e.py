@@ -1681,11 +1681,12 @@ def sc_tcp_acceptq(env):
     for c in clients:
         got = c.wait_more(0, 20)
         note(f"  client {c.label}: accepted after the restore, {got} echoes, no reset")
-    # Accepted in the order they were queued.
+    # Each listener's connections are accepted in the order they were queued.
     accepted = [int(l.rsplit(":", 1)[1]) for l in wl.log().lines if l.startswith("accepted ")]
-    order = [int(q.get("peer_port", 0)) for q in saved]
-    if [p for p in accepted if p in order] != order:
-        raise Failure(f"accepted in the order {accepted}, queued in the order {order}")
+    for d in files:
+        order = [int(q.get("peer_port", 0)) for q in d.get("tcp_sk", {}).get("queued", [])]
+        if [p for p in accepted if p in order] != order:
+            raise Failure(f"accepted in the order {accepted}, queued in the order {order}")
     wl.watch(3)
     for c in clients:
         c.wait_more(c.count(), 20)
