@@ -16,6 +16,7 @@
 
 #include "cli/commands.h"
 #include "cli/options.h"
+#include "objects/tcp_accept_queue.h"
 #include "sys/cpu.h"
 #include "sys/fd.h"
 #include "sys/nft.h"
@@ -153,6 +154,8 @@ int cmd_check(const Args& args) {
          }
        }},
       {"TCP_REPAIR", "dump/restore --tcp-established", false, tcp_repair::available},
+      {"TCP accept queue refill (BPF)", "connections queued on a listener", false,
+       [] { return acceptq::available(); }},
       {"nftables", "network lock (--tcp-established)", false,
        [] {
          try {

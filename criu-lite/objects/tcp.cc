@@ -33,6 +33,7 @@
 #include "objects/fd_kind.h"
 #include "objects/inet_sockets.h"
 #include "objects/net_lock.h"
+#include "objects/tcp_accept_queue.h"
 #include "sys/error.h"
 #include "sys/log.h"
 #include "sys/tcp_repair.h"
@@ -101,6 +102,11 @@ bool peer_fin(uint32_t s) {
 std::string conn_text(const img::TcpSocket& t) {
   return inet::addr_port(t.family(), t.src_addr(), t.src_port()) + " <-> " +
          inet::addr_port(t.family(), t.dst_addr(), t.dst_port());
+}
+
+std::string conn_text(uint32_t family, const img::QueuedConn& q) {
+  return inet::addr_port(family, q.peer_addr(), q.peer_port()) + " -> " +
+         inet::addr_port(family, q.local_addr(), q.local_port());
 }
 
 // The packets of a connection as the lock matches them: a v4-mapped IPv6
@@ -181,12 +187,7 @@ class TcpSocketKind : public FdKind {
     uint32_t st = info->state;
     if (st == TCP_LISTEN) {
       t->set_backlog(info->wqueue);
-      if (info->rqueue > 0)
-        throw Error(
-            strfmt("listening on %s with %u connection(s) not accepted yet: "
-                   "connections waiting in an accept queue cannot be restored "
-                   "(accept them first)",
-                   inet::addr_port(info->family, info->src, info->sport).c_str(), info->rqueue));
+      if (info->rqueue > 0) save_accept_queue(a, *info, t);
       return;
     }
     if (st == TCP_CLOSE) {
@@ -273,6 +274,115 @@ class TcpSocketKind : public FdKind {
   }
 
  private:
+  // The connections waiting in a listener's accept queue, oldest first:
+  // each is taken out (accept on our duplicate), locked, read in repair
+  // mode, and put back at once (objects/tcp_accept_queue.h). At once, not
+  // after the dump: with --leave-running, and when the dump fails, the
+  // application must find its queue as it was, and only we could put it
+  // back.
+  void save_accept_queue(const FdDumpArgs& a, const sockdiag::InetInfo& info, img::TcpSocket* t) {
+    std::string where = inet::addr_port(info.family, info.src, info.sport);
+    std::string why;
+    if (!a.ctx.opts.tcp_established)
+      throw Error(
+          strfmt("listening on %s with %u connection(s) not accepted yet: dump with "
+                 "--tcp-established to save them",
+                 where.c_str(), info.rqueue));
+    if (!acceptq::available(&why))
+      throw Error(
+          strfmt("listening on %s with %u connection(s) not accepted yet: connections "
+                 "waiting in an accept queue cannot be restored on this kernel (%s)",
+                 where.c_str(), info.rqueue, why.c_str()));
+    if (!a.ctx.net_lock || !a.ctx.repaired) throw Error("no network lock in this dump");
+    in_context("accept queue of " + where, [&] {
+      acceptq::Injector inj(a.local, info.family);
+      inj.wait_no_handshakes(info.src, info.sport, 1000);
+      struct Taken {
+        UniqueFd fd;  // in repair mode: closing it sends nothing
+        img::QueuedConn q;
+        bool read = false;
+      };
+      std::vector<Taken> taken;
+      auto put_back = [&] {
+        for (auto& k : taken) k.fd.reset();
+        for (auto& k : taken)
+          if (k.read) {
+            in_context(conn_text(info.family, k.q), [&] { inj.inject(k.q); });
+            k.read = false;
+            *t->add_queued() = k.q;
+          }
+      };
+      try {
+        // Exactly as many as were queued: those we put back join the tail.
+        for (uint32_t i = 0; i < info.rqueue; i++) {
+          int fd = accept4(a.local, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+          if (fd < 0 && errno == EAGAIN) break;  // reset by its peer meanwhile
+          if (fd < 0) throw_errno("accept4 on our duplicate of the listener");
+          Taken& k = taken.emplace_back();
+          k.fd.reset(fd);
+          read_queued(a, info.family, k.fd.get(), &k.q);
+          k.read = true;
+        }
+      } catch (...) {
+        // What was read goes back; a connection that failed half way is lost.
+        try {
+          put_back();
+        } catch (const std::exception& e) {
+          LOG_ERROR("accept queue of %s: %s", where.c_str(), e.what());
+        }
+        throw;
+      }
+      put_back();
+    });
+    LOG_DEBUG("%s: %d connection(s) in the accept queue saved and put back", where.c_str(),
+              t->queued_size());
+  }
+
+  // One connection just accepted from a queue: locked, in repair mode, read.
+  void read_queued(const FdDumpArgs& a, uint32_t family, int fd, img::QueuedConn* q) {
+    sockaddr_storage l{}, p{};
+    socklen_t ll = sizeof(l), pl = sizeof(p);
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&l), &ll) != 0 ||
+        getpeername(fd, reinterpret_cast<sockaddr*>(&p), &pl) != 0)
+      throw_errno("addresses of a queued connection");
+    auto raw = [&](const sockaddr_storage& s, std::string* addr, uint32_t* port) {
+      if (s.ss_family == AF_INET6) {
+        auto* s6 = reinterpret_cast<const sockaddr_in6*>(&s);
+        addr->assign(reinterpret_cast<const char*>(&s6->sin6_addr), 16);
+        *port = ntohs(s6->sin6_port);
+      } else {
+        auto* s4 = reinterpret_cast<const sockaddr_in*>(&s);
+        addr->assign(reinterpret_cast<const char*>(&s4->sin_addr), 4);
+        *port = ntohs(s4->sin_port);
+      }
+    };
+    uint32_t lport = 0, pport = 0;
+    raw(l, q->mutable_local_addr(), &lport);
+    raw(p, q->mutable_peer_addr(), &pport);
+    q->set_local_port(lport);
+    q->set_peer_port(pport);
+    img::TcpSocket as;
+    as.set_family(family);
+    as.set_src_addr(q->local_addr());
+    as.set_src_port(q->local_port());
+    as.set_dst_addr(q->peer_addr());
+    as.set_dst_port(q->peer_port());
+    in_context(conn_text(family, *q), [&] {
+      // Nothing may arrive (and be acknowledged) once we start reading.
+      a.ctx.net_lock->add(lock_table_name(a.ctx.tasks.front()->pid), locked_conn(as));
+      tcp_repair::on(fd);
+      uint32_t st = tcp_repair::info(fd).tcpi_state;
+      if (st != TCP_ESTABLISHED && st != TCP_CLOSE_WAIT)
+        throw Error(strfmt("queued connection in state %s cannot be saved", state_name(st)));
+      q->set_state(st);
+      img::InetQueue iq;
+      read_repair(fd, st, q->mutable_repair(), &iq);
+      if (q->repair().send_len() != 0)
+        throw Error("queued connection with data of ours not acknowledged");
+      q->set_recv(iq.recv());
+    });
+  }
+
   // Reads what repair mode shows of a connection; q gets both queues.
   void read_repair(int fd, uint32_t st, img::TcpRepair* r, img::InetQueue* q) {
     tcp_repair::select_queue(fd, TCP_RECV_QUEUE);
@@ -345,6 +455,12 @@ class TcpSocketKind : public FdKind {
     if (t.state() == TCP_LISTEN || t.bound()) bind_to(fd.get(), t);
     if (t.state() == TCP_LISTEN && listen(fd.get(), static_cast<int>(t.backlog())) != 0)
       throw_errno("listen");
+    if (t.queued_size() > 0)
+      in_context("accept queue", [&] {
+        acceptq::Injector inj(fd.get(), t.family());
+        for (const auto& q : t.queued())
+          in_context(conn_text(t.family(), q), [&] { inj.inject(q); });
+      });
     return fd;
   }
 

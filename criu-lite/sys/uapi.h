@@ -136,3 +136,31 @@ struct ckpt_sched_attr {
 #ifndef SCHED_DEADLINE
 #define SCHED_DEADLINE 6
 #endif
+
+// --- BPF (linux/bpf.h): tcx attach points, Linux 6.6. A tcx program returns
+// TCX_NEXT to hand the packet to the next program, TCX_PASS to let it in. --
+#define CKPT_BPF_TCX_INGRESS 46  // enum bpf_attach_type: after BPF_NETFILTER (6.4)
+#ifndef TCX_NEXT
+#define TCX_NEXT (-1)
+#define TCX_PASS 0
+#endif
+#ifndef BPF_PSEUDO_KFUNC_CALL  // 5.13
+#define BPF_PSEUDO_KFUNC_CALL 2
+#endif
+
+// --- The kfunc bpf_sk_assign_tcp_reqsk's attributes (include/net/tcp.h,
+// Linux 6.9; not in any uapi header: its size is checked by the kfunc) ------
+struct ckpt_bpf_tcp_req_attrs {
+  __u32 rcv_tsval;  // the peer's timestamp: becomes ts_recent
+  __u32 rcv_tsecr;  // our timestamp as the peer echoes it: sets the offset
+  __u16 mss;
+  __u8 rcv_wscale;
+  __u8 snd_wscale;
+  __u8 ecn_ok;
+  __u8 wscale_ok;
+  __u8 sack_ok;
+  __u8 tstamp_ok;
+  __u8 usec_ts_ok;
+  __u8 reserved[3];
+};
+static_assert(sizeof(ckpt_bpf_tcp_req_attrs) == 20, "bpf_tcp_req_attrs is 20 bytes");

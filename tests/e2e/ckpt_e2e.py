@@ -1577,7 +1577,8 @@ def sc_tcp_inflight(env):
 def sc_tcp_listen(env):
     """Listening sockets (IPv4, IPv6) keep address, backlog and options and
     accept new connections after a restore; a connection waiting in an
-    accept queue stops the dump with a clear error and the tree carries on."""
+    accept queue stops a dump without --tcp-established with a clear error
+    and the tree carries on (with the flag: tcp-acceptq)."""
     net = TcpNet(env)
     net.up()
     wl = tcp_server(env, net, ("listen", f"{net.v4}:7000"), ("listen", f"[{net.v6}]:7001"),
@@ -1598,7 +1599,7 @@ def sc_tcp_listen(env):
     tasks = snapshot_tasks(before)
     log = wl.log()
     img = wl.new_dir("queued")
-    res = env.ckpt.dump(wl, img, extra=TCP_FLAG)
+    res = env.ckpt.dump(wl, img)
     if res.rc != 1:
         res.show()
         raise Failure(f"dump with a queued connection exited {res.rc}, expected 1")
@@ -1615,6 +1616,80 @@ def sc_tcp_listen(env):
         c.wait_more(c.count(), 20)
     held.check()
     for c in clients + [held]:
+        c.stop()
+
+
+def listen_queue(port):
+    """Recv-Q of the listener on port (connections waiting to be accepted)."""
+    r = run_cmd(["ss", "-Hltn", f"sport = :{port}"], "ss")
+    lines = [l.split() for l in r.stdout.splitlines() if l.strip()]
+    if len(lines) != 1:
+        raise Failure(f"no single listener on port {port}: {r.stdout}")
+    return int(lines[0][1])
+
+
+def sc_tcp_acceptq(env):
+    """Connections waiting in accept queues (IPv4, IPv6), each with a message
+    of its client unread, survive dump --leave-running (queue intact) and
+    dump, kill, restore: once the server accepts, every client gets every
+    echo in order, with no reset."""
+    net = TcpNet(env)
+    net.up()
+    ports = (7005, 7006)
+    wl = tcp_server(env, net, ("later", f"{net.v4}:{ports[0]}"),
+                    ("later", f"[{net.v6}]:{ports[1]}"))
+    clients = []
+    for fam, spec in (("v4", f"{net.v4}:{ports[0]}"), ("v6", f"[{net.v6}]:{ports[1]}"),
+                      ("v4b", f"{net.v4}:{ports[0]}")):
+        c = Client(env, wl, net, fam, ["--connect", spec])
+        c.wait("connected", lambda c=c: "connected" in c.lines())
+        clients.append(c)
+
+    def queues():
+        return tuple(listen_queue(p) for p in ports)
+
+    deadline = time.monotonic() + 10
+    while queues() != (2, 1):
+        if time.monotonic() > deadline:
+            raise Failure(f"accept queues are {queues()}, expected (2, 1)")
+        time.sleep(0.05)
+    time.sleep(0.3)  # each client's first message sits in its connection
+    # --leave-running: the queues are taken apart and put back at once.
+    before, stable, transient = wl.sample()
+    log = wl.log()
+    img = wl.new_dir("leave-running")
+    res = env.ckpt.dump(wl, img, leave_running=True, extra=TCP_FLAG)
+    require_dump_ok(res, img, "dump --leave-running")
+    if net.lock_exists(wl.root):
+        raise Failure(f"network lock ckpt_lock_{wl.root} left after dump --leave-running")
+    check_unharmed(wl, before, stable, transient, snapshot_tasks(before), log, "leave-running")
+    if queues() != (2, 1):
+        raise Failure(f"accept queues after dump --leave-running: {queues()}, expected (2, 1)")
+    files = show_json(env, img, "files.img")
+    saved = [q for d in files if "tcp_sk" in d for q in d["tcp_sk"].get("queued", [])]
+    note(f"  saved queued connections: "
+         f"{[(q.get('peer_port'), q.get('repair', {}).get('recv_len', 0)) for q in saved]}")
+    if len(saved) != 3 or not all(q.get("repair", {}).get("recv_len", 0) > 0 for q in saved):
+        raise Failure(f"the image does not hold 3 queued connections with unread bytes: {saved}")
+    # dump (kill), 1 s away, restore: the queues come back.
+    tcp_cycle(env, wl, net, [], "acceptq")
+    if queues() != (2, 1):
+        raise Failure(f"accept queues after the restore: {queues()}, expected (2, 1)")
+    for c in clients:
+        c.check()
+    open(os.path.join(wl.dir, "accept"), "w").close()
+    for c in clients:
+        got = c.wait_more(0, 20)
+        note(f"  client {c.label}: accepted after the restore, {got} echoes, no reset")
+    # Each listener's connections are accepted in the order they were queued.
+    accepted = [int(l.rsplit(":", 1)[1]) for l in wl.log().lines if l.startswith("accepted ")]
+    for d in files:
+        order = [int(q.get("peer_port", 0)) for q in d.get("tcp_sk", {}).get("queued", [])]
+        if [p for p in accepted if p in order] != order:
+            raise Failure(f"accepted in the order {accepted}, queued in the order {order}")
+    wl.watch(3)
+    for c in clients:
+        c.wait_more(c.count(), 20)
         c.stop()
 
 
@@ -2594,6 +2669,7 @@ SCENARIOS.update({
     "tcp": sc_tcp,
     "tcp-inflight": sc_tcp_inflight,
     "tcp-listen": sc_tcp_listen,
+    "tcp-acceptq": sc_tcp_acceptq,
     "udp": sc_udp,
     "tcp-no-flag": sc_tcp_no_flag,
     "tcp-halfclosed": sc_tcp_halfclosed,

@@ -1,7 +1,8 @@
 /*
  * wl_tcpserv - a TCP echo server with UDP, for the tcp* and udp e2e scenarios.
  *
- *   wl_tcpserv --log FILE [--dir DIR] [--listen ADDR:PORT]... [--lazy ADDR:PORT]
+ *   wl_tcpserv --log FILE [--dir DIR] [--listen ADDR:PORT]... [--lazy ADDR:PORT]...
+ *              [--later ADDR:PORT]...
  *              [--udp ADDR:PORT]...
  *
  * ADDR is an IPv4 address or an IPv6 one in brackets ([fd00::1]:7000).
@@ -10,6 +11,9 @@
  *           accepts is served: each message (tcpmsg.h) must carry the next
  *           sequence number and its pattern, and is echoed back whole.
  * --lazy    a listener that never accepts (connections stay queued).
+ * --later   a listener that accepts only once the file DIR/accept exists
+ *           (connections wait in its queue until then), then serves them
+ *           as --listen does.
  * --udp     a UDP socket that echoes every datagram to its sender.
  * Also, inside the tree: a loopback TCP connection (IPv4) with 3000 unread
  * bytes in each direction, and a loopback UDP socket (IPv4 and IPv6) with
@@ -32,7 +36,7 @@
 #define LOOP_BYTES 3000
 #define LOOP_DGRAMS 5
 
-enum kind { LISTENER, LAZY, CONN, UDP, CLOSED };
+enum kind { LISTENER, LAZY, LATER, CONN, UDP, CLOSED };
 
 struct sock {
 	enum kind kind;
@@ -98,7 +102,7 @@ static int open_bound(const char *spec, int type, struct sockaddr_storage *a, so
 	return fd;
 }
 
-static void add_listener(const char *spec, int lazy)
+static void add_listener(const char *spec, enum kind kind)
 {
 	struct sockaddr_storage a;
 	socklen_t alen;
@@ -117,8 +121,9 @@ static void add_listener(const char *spec, int lazy)
 	if (listen(fd, BACKLOG) < 0)
 		wl_fail("listen %s: %s", spec, strerror(errno));
 	char name[80];
-	snprintf(name, sizeof(name), "%s %s", lazy ? "lazy" : "listener", spec);
-	add_sock(lazy ? LAZY : LISTENER, fd, name);
+	snprintf(name, sizeof(name), "%s %s",
+		 kind == LAZY ? "lazy" : kind == LATER ? "later" : "listener", spec);
+	add_sock(kind, fd, name);
 }
 
 static void add_udp(const char *spec)
@@ -456,13 +461,15 @@ int main(int argc, char **argv)
 	char *wl_argv[8];
 	int wl_argc = 0;
 	wl_argv[wl_argc++] = argv[0];
-	const char *listen_specs[16], *lazy_specs[16], *udp_specs[16];
-	int nl = 0, nz = 0, nu = 0;
+	const char *listen_specs[16], *lazy_specs[16], *later_specs[16], *udp_specs[16];
+	int nl = 0, nz = 0, nt = 0, nu = 0;
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc && nl < 16)
 			listen_specs[nl++] = argv[++i];
 		else if (strcmp(argv[i], "--lazy") == 0 && i + 1 < argc && nz < 16)
 			lazy_specs[nz++] = argv[++i];
+		else if (strcmp(argv[i], "--later") == 0 && i + 1 < argc && nt < 16)
+			later_specs[nt++] = argv[++i];
 		else if (strcmp(argv[i], "--udp") == 0 && i + 1 < argc && nu < 16)
 			udp_specs[nu++] = argv[++i];
 		else if (wl_argc < 7)
@@ -473,9 +480,14 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	for (int i = 0; i < nl; i++)
-		add_listener(listen_specs[i], 0);
+		add_listener(listen_specs[i], LISTENER);
 	for (int i = 0; i < nz; i++)
-		add_listener(lazy_specs[i], 1);
+		add_listener(lazy_specs[i], LAZY);
+	for (int i = 0; i < nt; i++)
+		add_listener(later_specs[i], LATER);
+	char accept_path[4096];
+	snprintf(accept_path, sizeof(accept_path), "%s/accept", wl_dir ? wl_dir : ".");
+	int accepting = 0;
 	for (int i = 0; i < nu; i++)
 		add_udp(udp_specs[i]);
 	setup_loopback();
@@ -485,11 +497,18 @@ int main(int argc, char **argv)
 
 	double last_progress = wl_now(), last_check = wl_now();
 	for (;;) {
+		if (nt && !accepting && access(accept_path, F_OK) == 0) {
+			accepting = 1;
+			for (int i = 0; i < nsocks; i++)
+				if (socks[i].kind == LATER)
+					socks[i].kind = LISTENER;
+			wl_log("accepting");
+		}
 		struct pollfd p[MAX_SOCKS];
 		for (int i = 0; i < nsocks; i++) {
 			struct sock *s = &socks[i];
 			p[i].fd = s->fd;
-			p[i].events = s->kind == LAZY || s->peer_eof ? 0 : POLLIN;
+			p[i].events = s->kind == LAZY || s->kind == LATER || s->peer_eof ? 0 : POLLIN;
 			if (s->kind == CONN && s->out_off < s->out_len)
 				p[i].events |= POLLOUT;
 			p[i].revents = 0;
