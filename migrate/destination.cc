@@ -224,7 +224,20 @@ std::string receive_one(Channel& ch, const ReceiveRequest& req) {
       container::record_restored(s, r.root, r.cgroup_paths, req.net.bridge, req.net.host_ifname);
     }
   };
-  RestoreResult r = restore_tree(rr);
+  RestoreResult r;
+  try {
+    r = restore_tree(rr);
+  } catch (const Error& e) {
+    // Told before the page stream is shut down: the source then gives its
+    // tree back to its own host at once.
+    mig::Envelope fail;
+    fail.mutable_fail()->set_error(e.what());
+    try {
+      ch.send(fail);
+    } catch (const Error&) {
+    }
+    throw;
+  }
   // Undoes this side if the source takes its tree back (it gave up waiting
   // for "resumed"), or if post-copy pages can no longer come.
   auto withdraw = [&](const std::string& why) {

@@ -23,7 +23,8 @@
  *            the server logs "oneway N" as it checks them).
  * Log lines: "start PID", "connected", "progress N" (N echoes checked, at
  * least every 100 ms while they come), "burst queued", "burst done",
- * "udp N", and "FAIL PID: what" for a reset, an EOF, a wrong or missing
+ * "udp N", "pause MS before echo N" (no echo for 100 ms or more: what a
+ * checkpoint or migration looked like from here), and "FAIL PID: what" for a reset, an EOF, a wrong or missing
  * echo, or no echo for 30 s; the process then exits 1. SIGTERM: exit 0.
  */
 #include <netinet/in.h>
@@ -162,6 +163,11 @@ static int run_tcp(const char *spec, const char *burst_file, size_t burst_bytes)
 				if (!tcpmsg_check(in + pos + sizeof(h), h.len, h.seq))
 					wl_fail("echo %llu is corrupt", (unsigned long long)h.seq);
 				next_recv++;
+				/* A pause the user would notice (a migration's downtime, as
+				 * the peer sees it). */
+				if (next_recv > 1 && wl_now() - last_echo >= 0.1)
+					wl_log("pause %.0f ms before echo %llu", (wl_now() - last_echo) * 1000,
+					       (unsigned long long)h.seq);
 				last_echo = wl_now();
 				pos += sizeof(h) + h.len;
 			}

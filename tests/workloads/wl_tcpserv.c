@@ -15,6 +15,11 @@
  *           (connections wait in its queue until then), then serves them
  *           as --listen does.
  * --udp     a UDP socket that echoes every datagram to its sender.
+ * --mem-mib N  also holds N MiB of private memory, rewrites 1% of its pages
+ *           every second (a pattern of page index and generation) and
+ *           verifies all of it every second; every 2 s a forked child
+ *           verifies it too and exits (memory restored lazily must be right
+ *           in a child forked before it is complete).
  * Also, inside the tree: a loopback TCP connection (IPv4) with 3000 unread
  * bytes in each direction, and a loopback UDP socket (IPv4 and IPv6) with
  * 5 datagrams queued from a known sender; checked every 200 ms with
@@ -23,7 +28,9 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 
 #include "tcpmsg.h"
 #include "wl.h"
@@ -455,6 +462,89 @@ static void check_options(void)
 	}
 }
 
+/* --mem-mib: pages holding pat(index, generation) in every word. */
+static uint64_t *mem;
+static uint32_t *mem_gen;
+static size_t mem_pages;
+#define MEM_WORDS (4096 / sizeof(uint64_t))
+
+static uint64_t mem_pat(size_t page, size_t word, uint32_t gen)
+{
+	return ((uint64_t)page << 32 | gen) * 0x9E3779B97F4A7C15ULL + word;
+}
+
+static void mem_write(size_t page, uint32_t gen)
+{
+	uint64_t *p = mem + page * MEM_WORDS;
+	for (size_t w = 0; w < MEM_WORDS; w++)
+		p[w] = mem_pat(page, w, gen);
+	mem_gen[page] = gen;
+}
+
+static void mem_verify(const char *who)
+{
+	for (size_t i = 0; i < mem_pages; i++) {
+		const uint64_t *p = mem + i * MEM_WORDS;
+		for (size_t w = 0; w < MEM_WORDS; w += 61)
+			if (p[w] != mem_pat(i, w, mem_gen[i]))
+				wl_fail("%s: memory page %zu word %zu is %llx, expected generation %u",
+					who, i, w, (unsigned long long)p[w], mem_gen[i]);
+	}
+}
+
+static void mem_init(size_t mib)
+{
+	mem_pages = mib * 256;
+	mem = mmap(NULL, mem_pages * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	mem_gen = calloc(mem_pages, sizeof(uint32_t));
+	if (mem == MAP_FAILED || !mem_gen)
+		wl_fail("cannot allocate %zu MiB", mib);
+	for (size_t i = 0; i < mem_pages; i++)
+		mem_write(i, 1);
+}
+
+/* Rewrites its share of 1%/s since the last call; verifies once a second;
+ * a child verifies every 2 s. */
+static void mem_tick(void)
+{
+	static double last_write, last_verify, last_fork;
+	static size_t next;
+	static pid_t child;
+	double now = wl_now();
+	if (!last_write)
+		last_write = last_verify = last_fork = now;
+	size_t n = (size_t)((now - last_write) * (double)mem_pages / 100.0);
+	if (n > 0) {
+		for (size_t k = 0; k < n; k++) {
+			next = (next + 7919) % mem_pages;
+			mem_write(next, mem_gen[next] + 1);
+		}
+		last_write = now;
+	}
+	if (now - last_verify >= 1.0) {
+		mem_verify("server");
+		last_verify = now;
+	}
+	if (child > 0) {
+		int st;
+		pid_t r = waitpid(child, &st, WNOHANG);
+		if (r == child) {
+			if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+				wl_fail("memory check child exited with status 0x%x", st);
+			child = 0;
+		}
+	} else if (now - last_fork >= 2.0) {
+		last_fork = now;
+		child = fork();
+		if (child < 0)
+			wl_fail("fork: %s", strerror(errno));
+		if (child == 0) {
+			mem_verify("child");
+			_exit(0);
+		}
+	}
+}
+
 int main(int argc, char **argv)
 {
 	/* Our own options first; wl_init sees only --log and --dir. */
@@ -463,6 +553,7 @@ int main(int argc, char **argv)
 	wl_argv[wl_argc++] = argv[0];
 	const char *listen_specs[16], *lazy_specs[16], *later_specs[16], *udp_specs[16];
 	int nl = 0, nz = 0, nt = 0, nu = 0;
+	size_t mem_mib = 0;
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc && nl < 16)
 			listen_specs[nl++] = argv[++i];
@@ -472,6 +563,8 @@ int main(int argc, char **argv)
 			later_specs[nt++] = argv[++i];
 		else if (strcmp(argv[i], "--udp") == 0 && i + 1 < argc && nu < 16)
 			udp_specs[nu++] = argv[++i];
+		else if (strcmp(argv[i], "--mem-mib") == 0 && i + 1 < argc)
+			mem_mib = (size_t)atol(argv[++i]);
 		else if (wl_argc < 7)
 			wl_argv[wl_argc++] = argv[i];
 	}
@@ -493,6 +586,8 @@ int main(int argc, char **argv)
 	setup_loopback();
 	check_loopback();
 	check_options();
+	if (mem_mib)
+		mem_init(mem_mib);
 	wl_log("ready");
 
 	double last_progress = wl_now(), last_check = wl_now();
@@ -540,6 +635,8 @@ int main(int argc, char **argv)
 			check_loopback();
 			check_options();
 		}
+		if (mem)
+			mem_tick();
 		if (wl_progress_due(&last_progress))
 			wl_progress();
 	}

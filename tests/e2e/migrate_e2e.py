@@ -1,0 +1,390 @@
+#!/usr/bin/env python3
+"""End-to-end tests of live migration: `ckpt migrate` and `ckpt receive`
+between the simulated hosts of scripts/hosts.
+
+Usage:
+    migrate_e2e.py --ckpt BUILD/ckpt --workloads BUILD/tests/workloads [--keep] SCENARIO
+    migrate_e2e.py --list
+
+Exit status: 0 pass, 1 fail (the last line says why), 77 skip (with a reason).
+
+The container runs tests/workloads/wl_tcpserv with --mem-mib: an echo
+server that also rewrites 1% of its memory every second and verifies all of
+it every second, in itself and in a child it forks every 2 s. A
+tcp_client in the client namespace exchanges numbered messages with it the
+whole time and fails on any reset, wrong or missing echo.
+
+Scenarios:
+  migrate-precopy        hostA -> hostB, pre-copy, with a shared key: the
+                         client carries on with no reset, the server's
+                         memory checks pass, the container runs on hostB
+                         only, the table shows the rounds and the downtime
+  migrate-postcopy       the same in post-copy (pages after the resume)
+  migrate-stop-and-copy  the same, stop and copy
+  migrate-failures       a wrong key is refused by both ends; a destination
+                         killed in the middle of a migration: each time the
+                         container carries on on hostA, untouched, and
+                         nothing is left on hostB
+
+Every process, namespace, cgroup and temp dir a scenario made is removed on
+any exit path.
+"""
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import traceback
+import types
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ckpt_e2e as h  # noqa: E402  (the shared harness)
+
+from ckpt_e2e import Failure, Skip, note  # noqa: E402
+
+EXIT_PASS, EXIT_FAIL, EXIT_SKIP = 0, 1, 77
+PORT = 7300
+MEM_MIB = 64
+
+
+class Hosts(h.Containers):
+    """Containers on two simulated hosts, each with its own ckpt state and
+    cgroup parent (as two machines would have)."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.procs = []
+
+    def host_env(self, host):
+        return {"CKPT_RUN_DIR": os.path.join(self.tmp, f"state-{host}"),
+                "CKPT_CGROUP_PARENT": f"{self.prefix}ckpt-{host}"}
+
+    def ckpt(self, args, host="hostA", check=True):
+        cmd = ["ip", "netns", "exec", self.ns(host), self.env.ckpt_path] + args
+        note(f"[{host}] ckpt " + " ".join(args))
+        return self.sh(cmd, check=check, env_extra=self.host_env(host))
+
+    def spawn(self, args, host, log):
+        """ckpt ARGS on HOST in the background, output to LOG."""
+        cmd = ["ip", "netns", "exec", self.ns(host), self.env.ckpt_path] + args
+        note(f"[{host}] ckpt " + " ".join(args) + " &")
+        e = dict(os.environ)
+        e.pop("CKPT_FAULT", None)
+        e.update(self.host_env(host))
+        out = open(log, "w")
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                             env=e, start_new_session=True)
+        out.close()
+        self.procs.append(p)
+        return p
+
+    def ps_on(self, host):
+        out = self.ckpt(["ps"], host).stdout.splitlines()[1:]
+        return {l.split()[0]: int(l.split()[1]) for l in out if l.split()}
+
+    def cleanup(self):
+        for p in getattr(self, "procs", []):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for host in ("hostB", "hostA"):
+            if not self.hosts_up:
+                break
+            for name in self.names:
+                try:
+                    self.ckpt(["rm", "-f", name], host, check=False)
+                except Exception as e:
+                    note(f"cleanup of container {name} on {host}: {e}")
+        self.names = []
+        super().cleanup()
+        # Each host's cgroup parent, with whatever a failure left in it.
+        for host in ("hostA", "hostB"):
+            for d in sorted((os.path.join(r, x) for p in h.glob.glob(
+                    f"/sys/fs/cgroup/**/{self.prefix}ckpt-{host}", recursive=True)
+                    for r, ds, _ in os.walk(p) for x in ds), key=len, reverse=True) + \
+                    h.glob.glob(f"/sys/fs/cgroup/**/{self.prefix}ckpt-{host}", recursive=True):
+                for pid in (h.read_text(os.path.join(d, "cgroup.procs")) or "").split():
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except OSError:
+                        pass
+                deadline = time.monotonic() + 5
+                while os.path.isdir(d) and time.monotonic() < deadline:
+                    try:
+                        os.rmdir(d)
+                    except OSError:
+                        time.sleep(0.05)
+
+
+class Service:
+    """The container (wl_tcpserv with memory) on hostA and its client."""
+
+    def __init__(self, env, hosts, label, ip):
+        self.env, self.c, self.ip = env, hosts, ip
+        self.name = hosts.prefix + label
+        self.log = os.path.join(hosts.tmp, f"{label}.log")
+        binary = os.path.realpath(os.path.join(env.workloads_dir, "wl_tcpserv"))
+        if not os.access(binary, os.X_OK):
+            raise Failure(f"workload binary {binary} is missing")
+        self.pid = hosts.run(self.name, [
+            "--net", f"bridge=br0,ip={ip}/24,gw=10.77.0.1", "--", binary, "--log", self.log,
+            "--listen", f"{ip}:7000", "--mem-mib", str(MEM_MIB)])
+        h.wait_for(f"{self.name}: wl_tcpserv did not log 'ready'",
+                   lambda: h.LogView(self.log).ready, h.READY_TIMEOUT)
+        self.client = h.Client(env, types.SimpleNamespace(tmp=hosts.tmp),
+                               types.SimpleNamespace(ns=hosts.ns("client")), label,
+                               ["--connect", f"{ip}:7000"])
+        self.client.wait_more(0, 20)
+
+    def server_progress(self):
+        lv = h.LogView(self.log)
+        if lv.fails:
+            raise Failure(f"{self.name}: the server reported: {lv.fails[0]}")
+        return lv.end
+
+    def carries_on(self, what):
+        """The client gets more echoes and the server logs more progress
+        (its memory checks passed meanwhile, in it and in its children)."""
+        base = self.server_progress()
+        n = self.client.wait_more(self.client.count(), 30)
+        h.wait_for(f"{self.name}: server progress after {what}",
+                   lambda: self.server_progress() >= base + 2, 20)
+        note(f"  {what}: the client is at echo {n}, the server checks its memory")
+
+    def pauses(self):
+        return [int(m[1]) for l in self.client.lines()
+                if (m := re.match(r"pause (\d+) ms", l))]
+
+
+def write_key(c, name, text):
+    path = os.path.join(c.tmp, name)
+    with open(path, "w") as f:
+        f.write(text + "\n")
+    os.chmod(path, 0o600)
+    return path
+
+
+def need_tools():
+    for tool in ("ip", "nft", "nsenter"):
+        if not h.shutil.which(tool):
+            raise Skip(f"{tool} is not installed (scripts/deps)")
+
+
+def migrate_once(env, mode, ip):
+    need_tools()
+    c = Hosts(env)
+    try:
+        c.hosts("up")
+        svc = Service(env, c, mode.replace("-", ""), ip)
+        key = write_key(c, "key", "correct horse battery staple")
+        recv_log = os.path.join(c.tmp, "receive.log")
+        recv = c.spawn(["receive", "--listen", f"10.77.0.2:{PORT}", "--once", "--psk-file", key,
+                        "--net", "bridge=br0"], "hostB", recv_log)
+        time.sleep(0.3)
+        before = svc.client.count()
+        r = c.ckpt(["migrate", "--container", svc.name, "--to", f"10.77.0.2:{PORT}",
+                    "--psk-file", key, "--mode", mode], "hostA", check=False)
+        if r.returncode != 0:
+            raise Failure(f"migrate exited {r.returncode}: {r.stderr.strip()[-400:]} "
+                          f"(receive: {h.read_text(recv_log, '')[-400:]!r})")
+        out = r.stdout
+        note("  " + out.strip().replace("\n", "\n  "))
+        m = re.search(r"downtime ([\d.]+) ms", out)
+        if not m or "round" not in out or "final" not in out:
+            raise Failure(f"migrate printed no table with a downtime: {out!r}")
+        downtime = float(m[1])
+        if mode == "precopy" and not re.search(r"^1\s+\d+", out, re.M):
+            raise Failure("pre-copy made no second round (the table has no round 1)")
+        if mode == "postcopy" and "post-copy:" not in out:
+            raise Failure("post-copy printed no line about pages sent after the resume")
+        try:
+            rc = recv.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            raise Failure("ckpt receive --once did not exit after the migration")
+        if rc != 0 or "received container" not in h.read_text(recv_log, ""):
+            raise Failure(f"ckpt receive exited {rc}: {h.read_text(recv_log, '')[-400:]!r}")
+        svc.carries_on("after the migration")
+        if svc.client.count() <= before:
+            raise Failure("the client did not carry on")
+        on_a, on_b = c.ps_on("hostA"), c.ps_on("hostB")
+        if svc.name in on_a or svc.name not in on_b:
+            raise Failure(f"after the migration: hostA runs {sorted(on_a)}, "
+                          f"hostB runs {sorted(on_b)}")
+        if h.task_alive(svc.pid):
+            raise Failure(f"the source container's init {svc.pid} still runs")
+        new_pid = on_b[svc.name]
+        inside = c.sh(["nsenter", "-t", str(new_pid), "-n", "nft", "list", "tables"]).stdout
+        if "ckpt_lock" in inside:
+            raise Failure(f"a lock table is left in the migrated container: {inside!r}")
+        pauses = svc.pauses()
+        note(f"  downtime {downtime:.1f} ms; the client saw pauses of {pauses} ms")
+        # The client's longest wait covers the downtime and one retransmit.
+        svc.carries_on("a while later")
+        svc.client.stop()
+        c.ckpt(["rm", "-f", svc.name], "hostB")
+    finally:
+        c.cleanup()
+
+
+def sc_precopy(env):
+    migrate_once(env, "precopy", "10.77.0.31")
+
+
+def sc_postcopy(env):
+    migrate_once(env, "postcopy", "10.77.0.32")
+
+
+def sc_stop_and_copy(env):
+    migrate_once(env, "stop-and-copy", "10.77.0.33")
+
+
+def sc_failures(env):
+    need_tools()
+    c = Hosts(env)
+    try:
+        c.hosts("up")
+        svc = Service(env, c, "fail", "10.77.0.34")
+        good = write_key(c, "good", "the right key")
+        bad = write_key(c, "bad", "a wrong key")
+
+        # A wrong key: both ends refuse, nothing moves.
+        recv_log = os.path.join(c.tmp, "receive-key.log")
+        recv = c.spawn(["receive", "--listen", f"10.77.0.2:{PORT}", "--once", "--psk-file", good,
+                        "--net", "bridge=br0"], "hostB", recv_log)
+        time.sleep(0.3)
+        r = c.ckpt(["migrate", "--container", svc.name, "--to", f"10.77.0.2:{PORT}",
+                    "--psk-file", bad], "hostA", check=False)
+        if r.returncode == 0 or "authentication" not in r.stderr:
+            raise Failure(f"migrate with a wrong key: exit {r.returncode}, {r.stderr.strip()!r}")
+        if recv.wait(timeout=30) == 0 or "authentication" not in h.read_text(recv_log, ""):
+            raise Failure(f"receive accepted a wrong key: {h.read_text(recv_log, '')!r}")
+        note(f"  wrong key: {r.stderr.strip().splitlines()[-1]}")
+        svc.carries_on("a refused key")
+
+        # The destination killed in the middle of pre-copy (after the first
+        # round arrived), then a destination whose restore fails (injected
+        # fault, after the memory of the tree is rebuilt).
+        for label, fault in (("killed during pre-copy", None),
+                             ("failing its restore", "restore-after-mm")):
+            recv_log = os.path.join(c.tmp, f"receive-{label.split()[0]}.log")
+            args = ["receive", "--listen", f"10.77.0.2:{PORT}", "--once", "--psk-file", good,
+                    "--net", "bridge=br0", "-v"]
+            recv = spawn_with_fault(c, args, recv_log, fault)
+            time.sleep(0.3)
+            mig = subprocess.Popen(
+                ["ip", "netns", "exec", c.ns("hostA"), env.ckpt_path, "migrate", "--container",
+                 svc.name, "--to", f"10.77.0.2:{PORT}", "--psk-file", good],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True, env={**os.environ, **c.host_env("hostA")}, start_new_session=True)
+            c.procs.append(mig)
+            if not fault:
+                h.wait_for("receive to log the first pre-copy round",
+                           lambda: "pre-copy round 1" in h.read_text(recv_log, ""), 30)
+                recv.kill()
+            try:
+                _, err = mig.communicate(timeout=90)
+            except subprocess.TimeoutExpired:
+                raise Failure(f"migrate, destination {label}: did not end")
+            if mig.returncode == 0:
+                raise Failure(f"migrate, destination {label}: exit 0")
+            note(f"  destination {label}: {err.strip().splitlines()[-1]}")
+            if recv.wait(timeout=30) == 0:
+                raise Failure(f"receive, {label}: exit 0")
+            if not h.task_alive(svc.pid):
+                raise Failure(f"destination {label}: the source container's init {svc.pid} "
+                              "is gone")
+            svc.carries_on(f"a destination {label}")
+            if svc.name in c.ps_on("hostB"):
+                raise Failure(f"destination {label}: hostB still has the container")
+            left = c.sh(["ip", "-n", c.ns("hostB"), "-o", "link", "show", "master", "br0"]).stdout
+            if "ck-" in left:
+                raise Failure(f"destination {label}: a container veth is left on hostB: "
+                              f"{left!r}")
+        svc.client.stop()
+    finally:
+        c.cleanup()
+
+
+def spawn_with_fault(c, args, log, fault):
+    if not fault:
+        return c.spawn(args, "hostB", log)
+    env_backup = c.host_env
+    c.host_env = lambda host: {**env_backup(host), "CKPT_FAULT": fault}
+    try:
+        return c.spawn(args, "hostB", log)
+    finally:
+        c.host_env = env_backup
+
+
+SCENARIOS = {
+    "migrate-precopy": sc_precopy,
+    "migrate-postcopy": sc_postcopy,
+    "migrate-stop-and-copy": sc_stop_and_copy,
+    "migrate-failures": sc_failures,
+}
+
+
+class Env:
+    def __init__(self, args):
+        self.ckpt_path = os.path.realpath(args.ckpt)
+        self.workloads_dir = os.path.realpath(args.workloads)
+        self.keep = args.keep
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ckpt")
+    ap.add_argument("--workloads")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dirs")
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("scenario", nargs="?", choices=sorted(SCENARIOS), metavar="SCENARIO")
+    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.list:
+        print("\n".join(SCENARIOS))
+        return 0
+    if not (args.ckpt and args.workloads and args.scenario):
+        ap.error("--ckpt, --workloads and SCENARIO are required")
+    timeout = 170
+    name = f"e2e.{args.scenario}"
+    env = Env(args)
+
+    def on_signal(signum, frame):
+        raise h.Interrupted(signal.Signals(signum).name)
+
+    def on_alarm(signum, frame):
+        raise Failure(f"scenario deadline of {timeout:.0f} s passed")
+
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(s, on_signal)
+    signal.signal(signal.SIGALRM, on_alarm)
+    rc, reason = EXIT_FAIL, "internal error"
+    try:
+        if os.geteuid() != 0:
+            raise Skip("needs root (ptrace, namespaces)")
+        signal.alarm(int(timeout))
+        SCENARIOS[args.scenario](env)
+        signal.alarm(0)
+        rc, reason = EXIT_PASS, "PASS"
+    except Skip as e:
+        rc, reason = EXIT_SKIP, f"SKIP: {e}"
+    except Failure as e:
+        rc, reason = EXIT_FAIL, f"FAIL: {e}"
+        if not args.keep:
+            note("rerun with --keep to keep the logs")
+    except h.Interrupted as e:
+        rc, reason = EXIT_FAIL, f"FAIL: interrupted by {e}"
+    except Exception as e:
+        traceback.print_exc()
+        rc, reason = EXIT_FAIL, f"FAIL: harness error: {type(e).__name__}: {e}"
+    finally:
+        signal.alarm(0)
+    print(f"{name}: {reason}" if rc != EXIT_PASS
+          else f"{name}: PASS ({time.monotonic() - h._T0:.1f} s)", flush=True)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
