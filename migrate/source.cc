@@ -291,7 +291,9 @@ MigrateResult migrate(const MigrateRequest& req) {
       DumpRequest r = base;
       r.sink = &keep;
       r.trackers = &trackers;
-      r.opts.leave_running = true;
+      // The tree stops only to (re)arm tracking; its pages are copied as it
+      // runs on.
+      r.opts.pages_only = true;
       r.progress = round == 0 ? req.progress : nullptr;
       if (set > 1) {
         r.parent_name = strfmt("migration set %u", set - 1);

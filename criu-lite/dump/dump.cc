@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/random.h>
 #include <sys/utsname.h>
 #include <time.h>
@@ -238,6 +239,50 @@ DumpResult dump_tree(const DumpRequest& req) {
   if (req.trackers) {
     log::StepTimer st("dirty pages");
     collect_dirty(ctx, *req.trackers);
+  }
+
+  // A migration's pre-copy round: tracking restarts now, the tree runs on,
+  // and only its pages are copied, behind its back.
+  if (req.opts.pages_only) {
+    if (!req.trackers) throw Error("a pre-copy round needs dirty tracking");
+    {
+      log::StepTimer st("arm dirty tracking");
+      arm_dirty(ctx, *req.trackers);
+    }
+    frozen.thaw();
+    res.frozen_us = us_since(frozen_at);
+    if (req.progress) {
+      ctx.progress = req.progress;
+      req.progress->start("pre-copy", ctx.pages_estimate);
+    }
+    {
+      log::StepTimer st("memory (running)");
+      for (auto& t : ctx.tasks) {
+        cancel::check();
+        try {
+          in_context(strfmt("pid %d", t->pid), [&] { dump_pages(ctx, *t); });
+        } catch (const Error& e) {
+          // It may have exited since it ran again: the next round has one
+          // process fewer. Anything else is an error.
+          if (kill(t->pid, 0) == 0 || errno != ESRCH) throw;
+          LOG_DEBUG("pid %d exited during the pre-copy round", t->pid);
+        }
+      }
+    }
+    if (req.progress) req.progress->finish();
+    img::Inventory inv = make_inventory(ctx, ctx.tasks.front()->vpid);
+    inv.set_checkpoint_id(random_id());
+    if (ctx.parent_elsewhere) {
+      inv.set_parent(req.parent_name);
+      inv.set_parent_id(parent_id);
+    }
+    image::save_message(sink, kInventoryImage, image::Kind::Inventory, inv);
+    sink.commit();
+    trackers_guard.ok = true;
+    res.checkpoint_id = inv.checkpoint_id();
+    res.stats = ctx.stats;
+    res.total_us = us_since(t0);
+    return res;
   }
 
   // The tree's shape: who is whose parent, sessions and groups.

@@ -32,6 +32,10 @@ struct DumpOptions {
   // Post-copy migration: private anonymous pages are recorded, not saved
   // (lazy runs); the caller sends them from the stopped tree later.
   bool lazy_pages = false;
+  // Pre-copy round of a migration: dirty tracking is (re)armed with the
+  // tree stopped, which then runs on while its private pages are copied;
+  // nothing but pages and the inventory is saved.
+  bool pages_only = false;
 };
 
 // One process of the tree, stopped: every thread seized and interrupted.

@@ -126,8 +126,11 @@ img::Vma classify(DumpContext& ctx, pid_t pid, const proc::Vma& v) {
 // the next, so reading the task and writing the image overlap.
 class PageCopier {
  public:
-  PageCopier(pid_t pid, image::PageWriter& w, Progress* progress)
-      : pid_(pid), w_(w), progress_(progress) {
+  // running: the task runs meanwhile (a pre-copy round); a range it has
+  // unmapped since is saved as zeros, since its next round saves whatever is
+  // mapped there again (untracked, hence dirty).
+  PageCopier(pid_t pid, image::PageWriter& w, Progress* progress, bool running = false)
+      : pid_(pid), w_(w), progress_(progress), running_(running) {
     // Not zeroed: first touches of fresh pages are what costs here.
     for (auto& b : batches_) b.buf.reset(new char[kBufBytes]);
   }
@@ -209,9 +212,15 @@ class PageCopier {
     off = 0;
     for (size_t i = 0; i < b.iov.size(); i++) {
       if (b.unread[i] != kRead) continue;
-      if (!b.readable[i] || !all)
-        remote_read(pid_, reinterpret_cast<uint64_t>(b.iov[i].iov_base), b.buf.get() + off,
-                    b.iov[i].iov_len);
+      if (!b.readable[i] || !all) {
+        try {
+          remote_read(pid_, reinterpret_cast<uint64_t>(b.iov[i].iov_base), b.buf.get() + off,
+                      b.iov[i].iov_len);
+        } catch (const Error&) {
+          if (!running_) throw;
+          memset(b.buf.get() + off, 0, b.iov[i].iov_len);
+        }
+      }
       off += b.iov[i].iov_len;
     }
   }
@@ -251,6 +260,7 @@ class PageCopier {
   pid_t pid_;
   image::PageWriter& w_;
   Progress* progress_;
+  bool running_;
   Batch batches_[2];
   int cur_ = 0;
   std::future<void> writing_;
@@ -325,7 +335,24 @@ uint64_t estimate_pages(const std::vector<proc::Vma>& vmas) {
   return kb / 4;
 }
 
-void dump_mm(DumpContext& ctx, DumpTask& t) {
+namespace {
+
+// The kind of a VMA as far as its pages go, told from its smaps entry alone
+// (dump_pages runs while the task does: no remote syscall, no ghost files).
+img::VmaKind page_kind(const proc::Vma& v) {
+  if (v.path == "[vdso]" || v.path == "[vvar]" || v.path == "[vsyscall]" ||
+      v.path == "[vvar_vclock]")
+    return img::VMA_VDSO;
+  if (v.shared) return img::VMA_ANON_SHARED;  // not copied ahead
+  if (v.path.empty() || v.path[0] == '[') return img::VMA_ANON_PRIVATE;
+  return img::VMA_FILE_PRIVATE;
+}
+
+}  // namespace
+
+void dump_pages(DumpContext& ctx, DumpTask& t) { dump_mm(ctx, t, true); }
+
+void dump_mm(DumpContext& ctx, DumpTask& t, bool pages_only) {
   img::MmCore mm;
   mm.set_pid(static_cast<uint32_t>(t.vpid));
   mm.set_start_code(t.stat.start_code);
@@ -338,9 +365,11 @@ void dump_mm(DumpContext& ctx, DumpTask& t) {
   mm.set_arg_end(t.stat.arg_end);
   mm.set_env_start(t.stat.env_start);
   mm.set_env_end(t.stat.env_end);
-  mm.set_brk(t.remote->check("brk(0)", __NR_brk, 0));
-  for (uint64_t w : proc::read_auxv(t.pid)) mm.add_auxv(w);
-  mm.set_exe_path(read_link(strfmt("/proc/%d/exe", t.pid)));
+  if (!pages_only) {
+    mm.set_brk(t.remote->check("brk(0)", __NR_brk, 0));
+    for (uint64_t w : proc::read_auxv(t.pid)) mm.add_auxv(w);
+    mm.set_exe_path(read_link(strfmt("/proc/%d/exe", t.pid)));
+  }
 
   UniqueFd pagemap = open_or_throw(strfmt("/proc/%d/pagemap", t.pid), O_RDONLY);
   // Incremental: pages dirty tracking saw unwritten stay in the parent;
@@ -362,7 +391,7 @@ void dump_mm(DumpContext& ctx, DumpTask& t) {
   image::PageWriterOptions wopts{ctx.opts.zstd_level};
   if (parent && !delta) wopts.compare = parent.get();
   image::PageWriter w(*ctx.sink, std::to_string(t.vpid), wopts);
-  PageCopier copier(t.pid, w, ctx.progress);
+  PageCopier copier(t.pid, w, ctx.progress, pages_only);
   bool lazy_vma = false;
   auto add_run = [&](const proc::Vma& v, uint64_t start, uint64_t n) {
     // Post-copy: private anonymous pages stay in the stopped task; the
@@ -380,7 +409,13 @@ void dump_mm(DumpContext& ctx, DumpTask& t) {
     });
   };
   for (const auto& v : t.vmas) {
-    img::Vma iv = classify(ctx, t.pid, v);
+    img::Vma iv;
+    if (pages_only) {
+      iv.set_kind(page_kind(v));
+      if (iv.kind() == img::VMA_ANON_SHARED || iv.kind() == img::VMA_VDSO) continue;
+    } else {
+      iv = classify(ctx, t.pid, v);
+    }
     lazy_vma = ctx.opts.lazy_pages && iv.kind() == img::VMA_ANON_PRIVATE;
     switch (iv.kind()) {
       case img::VMA_ANON_PRIVATE:
@@ -407,7 +442,7 @@ void dump_mm(DumpContext& ctx, DumpTask& t) {
   ctx.stats.parent_pages += w.parent_pages();
   ctx.stats.lazy_pages += w.lazy_pages();
   ctx.stats.page_bytes += w.stored_bytes();
-  image::save_message(*ctx.sink, mm_name(t.vpid), image::Kind::Mm, mm);
+  if (!pages_only) image::save_message(*ctx.sink, mm_name(t.vpid), image::Kind::Mm, mm);
 }
 
 // ---------------------------------------------------------------- restore

@@ -19,7 +19,12 @@ inline std::string shmem_pages_id(uint64_t ino) {
 }
 
 // Saves mm-PID.img and the task's pages (and shared objects not saved yet).
-void dump_mm(DumpContext& ctx, DumpTask& t);
+void dump_mm(DumpContext& ctx, DumpTask& t, bool pages_only = false);
+// Only the pages of the task's private memory (pagemap and pages images),
+// while it runs: a migration's pre-copy round (DumpOptions::pages_only). A
+// page written meanwhile may be saved old or new; dirty tracking, armed
+// before, has it in the next round either way.
+void dump_pages(DumpContext& ctx, DumpTask& t);
 
 // Pages a task's VMAs hold, estimated from smaps (for the progress bar).
 uint64_t estimate_pages(const std::vector<proc::Vma>& vmas);
