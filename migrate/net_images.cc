@@ -1,5 +1,11 @@
 #include "migrate/net_images.h"
 
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
 #include <algorithm>
 #include <new>
 #include <utility>
@@ -187,12 +193,63 @@ bool valid_image_name(const std::string& n) {
 
 }  // namespace
 
+namespace {
+
+// An image received in many frames (page data): an anonymous mapping grown
+// with mremap, which moves pages instead of copying them, and populated in
+// one call per growth (faulting a fresh page at a time is what costs most
+// in this VM). Frame bodies are read straight into it.
+class GrowBuffer {
+ public:
+  GrowBuffer() = default;
+  GrowBuffer(const GrowBuffer&) = delete;
+  GrowBuffer(GrowBuffer&& o) noexcept
+      : p_(std::exchange(o.p_, nullptr)), size_(o.size_), cap_(std::exchange(o.cap_, 0)) {}
+  ~GrowBuffer() {
+    if (p_) munmap(p_, cap_);
+  }
+  // Room for n more bytes at tail().
+  void reserve_more(size_t n) {
+    if (size_ + n <= cap_) return;
+    size_t cap = std::max<size_t>({cap_ * 2, size_ + n, 4u << 20});
+    cap = (cap + 4095) & ~size_t{4095};
+    void* q = p_ ? mremap(p_, cap_, cap, MREMAP_MAYMOVE)
+                 : mmap(nullptr, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (q == MAP_FAILED) throw Error(strfmt("cannot hold %zu bytes in memory", cap));
+    madvise(static_cast<char*>(q) + cap_, cap - cap_, MADV_POPULATE_WRITE);
+    p_ = static_cast<char*>(q);
+    cap_ = cap;
+  }
+  char* tail() { return p_ + size_; }
+  void grow(size_t n) { size_ += n; }
+  size_t size() const { return size_; }
+  const char* data() const { return p_; }
+
+ private:
+  char* p_ = nullptr;
+  size_t size_ = 0, cap_ = 0;
+};
+
+class GrowBlob : public image::Blob {
+ public:
+  explicit GrowBlob(GrowBuffer b) : b_(std::move(b)) {}
+  const uint8_t* data() const override { return reinterpret_cast<const uint8_t*>(b_.data()); }
+  size_t size() const override { return b_.size(); }
+
+ private:
+  GrowBuffer b_;
+};
+
+}  // namespace
+
 struct SetReceiver::Pending {
   struct Open {
     std::string name;
     uint64_t declared = 0;  // ImageBegin.size, 0 = streamed
-    std::string bytes;
+    std::string bytes;      // an image in one frame, kept as it came
+    GrowBuffer big;         // the others
     uint32_t crc = 0;
+    size_t size() const { return bytes.size() + big.size(); }
   };
   std::map<uint32_t, Open> open;  // by ImageBegin.image
   std::map<std::string, std::shared_ptr<const image::Blob>> images;
@@ -228,12 +285,6 @@ bool SetReceiver::feed(Frame& f) {
       auto& o = p.open[b.image()];
       o.name = b.name();
       o.declared = b.size();
-      try {
-        o.bytes.reserve(b.size());
-      } catch (const std::exception&) {
-        p.open.erase(b.image());
-        throw Error(strfmt("%s: cannot hold %lu bytes in memory", ctx.c_str(), b.size()));
-      }
       return true;
     }
     case mig::Envelope::kImageData: {
@@ -247,15 +298,24 @@ bool SetReceiver::feed(Frame& f) {
       if (!o)
         throw Error(strfmt("%s: data for image number %u, which was not begun",
                            where(d.set()).c_str(), d.image()));
-      if (o->declared && o->bytes.size() + f.body.size() > o->declared)
+      if (o->declared && o->size() + f.body.size() > o->declared)
         throw Error(strfmt("%s: image %s: more than the %lu bytes announced",
                            where(d.set()).c_str(), o->name.c_str(), o->declared));
       o->crc = image::crc32c(f.body.data(), f.body.size(), o->crc);
       // A whole image in one frame (most record images) is kept as received.
-      if (o->bytes.empty() && f.body.size() == o->declared)
+      if (o->size() == 0 && f.body.size() == o->declared) {
         o->bytes = std::move(f.body);
-      else
-        o->bytes.append(f.body);
+      } else {
+        if (!o->bytes.empty()) {  // (a first frame that was not the whole image)
+          o->big.reserve_more(o->bytes.size());
+          memcpy(o->big.tail(), o->bytes.data(), o->bytes.size());
+          o->big.grow(o->bytes.size());
+          o->bytes.clear();
+        }
+        o->big.reserve_more(f.body.size());
+        memcpy(o->big.tail(), f.body.data(), f.body.size());
+        o->big.grow(f.body.size());
+      }
       return true;
     }
     case mig::Envelope::kImageEnd: {
@@ -270,13 +330,16 @@ bool SetReceiver::feed(Frame& f) {
       if (o.name != x.name())
         throw Error(strfmt("%s: end of image number %u, which was begun as %s", ctx.c_str(),
                            x.image(), o.name.c_str()));
-      if (o.bytes.size() != x.size() || (o.declared && o.declared != x.size()))
-        throw Error(strfmt("%s: %zu bytes received, %lu announced", ctx.c_str(), o.bytes.size(),
+      if (o.size() != x.size() || (o.declared && o.declared != x.size()))
+        throw Error(strfmt("%s: %zu bytes received, %lu announced", ctx.c_str(), o.size(),
                            o.declared ? o.declared : x.size()));
       if (o.crc != x.crc32c())
         throw Error(strfmt("%s: crc32c mismatch (received %08x, sent %08x)", ctx.c_str(), o.crc,
                            x.crc32c()));
-      p.images.emplace(o.name, image::make_blob(std::move(o.bytes)));
+      if (o.big.size() > 0)
+        p.images.emplace(o.name, std::make_shared<GrowBlob>(std::move(o.big)));
+      else
+        p.images.emplace(o.name, image::make_blob(std::move(o.bytes)));
       return true;
     }
     case mig::Envelope::kImageAbort: {
@@ -317,7 +380,30 @@ bool SetReceiver::feed(Frame& f) {
 
 bool SetReceiver::recv(Channel& ch, Frame& f, int timeout_ms) {
   try {
-    return ch.recv(f, timeout_ms);
+    for (;;) {
+      size_t body = 0;
+      if (!ch.recv_header(f, &body, timeout_ms)) return false;
+      // Data of an image being streamed goes straight into its buffer,
+      // and is consumed here; everything else goes to the caller.
+      Pending::Open* o = nullptr;
+      if (f.msg.has_image_data()) {
+        auto pit = pending_.find(f.msg.image_data().set());
+        if (pit != pending_.end()) {
+          auto it = pit->second->open.find(f.msg.image_data().image());
+          if (it != pit->second->open.end() && (it->second.declared == 0 || it->second.size() > 0))
+            o = &it->second;
+        }
+      }
+      if (!o || !o->bytes.empty() || (o->declared && o->size() + body > o->declared)) {
+        f.body.resize(body);
+        ch.recv_body(f.body.data(), body);
+        return true;
+      }
+      o->big.reserve_more(body);
+      ch.recv_body(o->big.tail(), body);
+      o->crc = image::crc32c(o->big.tail(), body, o->crc);
+      o->big.grow(body);
+    }
   } catch (Error& e) {
     std::string open;
     for (const auto& [set, p] : pending_)

@@ -304,6 +304,16 @@ void Channel::read_exact(void* buf, size_t len, size_t got_before, size_t frame_
 }
 
 bool Channel::recv(Frame& f, int timeout_ms) {
+  size_t body = 0;
+  if (!recv_header(f, &body, timeout_ms)) return false;
+  f.body.resize(body);
+  recv_body(f.body.data(), body);
+  return true;
+}
+
+bool Channel::recv_header(Frame& f, size_t* body_len, int timeout_ms) {
+  if (body_left_ > 0)
+    throw Error(strfmt("migration stream from %s: a frame's body was not read", peer_.c_str()));
   if (!wait_fd(sock_.get(), POLLIN, timeout_ms)) return false;
   uint8_t pre[8];
   read_exact(pre, sizeof pre, 0, sizeof pre);
@@ -313,11 +323,21 @@ bool Channel::recv(Frame& f, int timeout_ms) {
   hdr_buf_.resize(hlen);
   read_exact(hdr_buf_.data(), hlen, sizeof pre, frame_len);
   f.msg.Clear();
+  f.body.clear();
   parse_header(hdr_buf_.data(), hlen, f.msg, peer_);
-  size_t body = total - 4 - hlen;
-  f.body.resize(body);
-  read_exact(f.body.data(), body, sizeof pre + hlen, frame_len);
+  body_left_ = total - 4 - hlen;
+  frame_len_ = frame_len;
+  body_at_ = sizeof pre + hlen;
+  *body_len = body_left_;
   return true;
+}
+
+void Channel::recv_body(void* dst, size_t len) {
+  if (len != body_left_)
+    throw Error(strfmt("migration stream from %s: body of %zu bytes read as %zu", peer_.c_str(),
+                       body_left_, len));
+  body_left_ = 0;
+  read_exact(dst, len, body_at_, frame_len_);
 }
 
 void Channel::shutdown() {

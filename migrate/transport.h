@@ -48,6 +48,11 @@ class Channel {
   // False on timeout (-1 = wait forever); Error on EOF or a bad frame. Only
   // one thread receives.
   bool recv(Frame& f, int timeout_ms);
+  // recv() in two steps, so a large body can go straight where it belongs:
+  // the header (f.msg; f.body left empty) and the body's length, then
+  // exactly that many bytes with recv_body() before the next frame.
+  bool recv_header(Frame& f, size_t* body_len, int timeout_ms);
+  void recv_body(void* dst, size_t len);
 
   int fd() const { return sock_.get(); }
   const std::string& peer() const { return peer_; }
@@ -61,6 +66,7 @@ class Channel {
   UniqueFd sock_;
   std::string peer_;
   std::string hdr_buf_;  // recv() only
+  size_t body_left_ = 0, frame_len_ = 0, body_at_ = 0;  // between recv_header and recv_body
   std::mutex send_mu_;
   std::atomic<uint64_t> sent_{0}, received_{0};
 };
