@@ -50,7 +50,11 @@ img::NetNs dump_netns(int netns_fd) {
       netns::dump_routes(sk.get(), &ns);
       netns::dump_rules(sk.get(), &ns);
       netns::dump_neighbours(sk.get(), &ns);
-      netns::dump_firewall_in_ns(&ns);
+      {
+        log::StepTimer st("netns firewall");
+        netns::dump_firewall_in_ns(&ns);
+      }
+      log::StepTimer st("netns sysctls");
       sysctls = netns::read_sysctls_in_ns();
     });
     netns::pick_sysctls(sysctls, fresh_sysctls, &ns);
