@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/auxv.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -10,6 +11,7 @@
 
 #include <sched.h>
 #include <chrono>
+#include <cstring>
 #include <memory>
 #include <optional>
 
@@ -55,7 +57,26 @@ struct LiveTask {
   std::vector<Tracee> threads;  // leader first, in image order
   std::unique_ptr<RemoteThread> remote;
   RemoteScratch scratch;
+  bool executed = false;  // the stub executed the stub program (stubs.h)
 };
+
+// Where a syscall instruction is in the stub: in its vDSO, which is ckpt's
+// unless the stub executed a program.
+uint64_t stub_syscall_ip(const LiveTask& lt) {
+  uint64_t vdso = reinterpret_cast<uint64_t>(cpu::vdso_text().data());
+  if (lt.executed) {
+    std::string auxv = read_file(strfmt("/proc/%d/auxv", lt.plan->hpid()));
+    vdso = 0;
+    for (size_t i = 0; i + 16 <= auxv.size(); i += 16) {
+      uint64_t kv[2];
+      memcpy(kv, auxv.data() + i, sizeof kv);
+      if (kv[0] == AT_SYSINFO_EHDR) vdso = kv[1];
+    }
+    if (!vdso) throw Error("the restore stub has no vDSO");
+  }
+  static const uint64_t off = cpu::vdso_syscall_offset();
+  return vdso + off;
+}
 
 void seize_stub(LiveTask& lt) {
   pid_t pid = lt.plan->hpid();
@@ -75,9 +96,11 @@ void rebuild_process(LiveTask& lt, const image::ImageSource& src, const ShmemTab
   const PlannedTask& p = *lt.plan;
   pid_t pid = p.hpid();
   Tracee& leader = lt.threads[0];
-  lt.remote = std::make_unique<RemoteThread>(
-      leader, reinterpret_cast<uint64_t>(cpu::vdso_text().data()) + cpu::vdso_syscall_offset());
+  lt.remote = std::make_unique<RemoteThread>(leader, stub_syscall_ip(lt));
   RemoteThread& rt = *lt.remote;
+  // Half the ptrace stops per remote syscall, until the handlers are set
+  // (remote.h: single stepping resets SIGTRAP's; it is set again below).
+  rt.set_single_step(true);
   // glibc registered rseq in ckpt; the area is about to be unmapped.
   ckpt_rseq_configuration rc = leader.get_rseq();
   if (rc.rseq_abi_pointer)
@@ -86,7 +109,9 @@ void rebuild_process(LiveTask& lt, const image::ImageSource& src, const ShmemTab
   in_context("memory",
              [&] { restore_mm(rt, lt.scratch, pid, p.mm, src, shmem, ghosts, holder_fd, st); });
   in_context("mm fields", [&] { restore_mm_fields(rt, lt.scratch, pid, p.mm); });
-  in_context("signal handlers", [&] { restore_sigactions(rt, lt.scratch, pid, p.core); });
+  rt.set_single_step(false);
+  in_context("signal handlers",
+             [&] { restore_sigactions(rt, lt.scratch, pid, p.core, lt.executed); });
 }
 
 // ckpt's id of the thread a task in a recreated pid namespace knows as vtid.
@@ -352,7 +377,10 @@ RestoreResult restore_tree(const RestoreRequest& req) {
     }
   } kill_first{stubs};
   uint64_t total_pages = 0;
-  for (size_t i = 0; i < plan.tasks.size(); i++) live[i].plan = &plan.tasks[i];
+  for (size_t i = 0; i < plan.tasks.size(); i++) {
+    live[i].plan = &plan.tasks[i];
+    live[i].executed = stubs.executed(i);
+  }
   {
     log::StepTimer st("seize stubs");
     for (auto& lt : live)
