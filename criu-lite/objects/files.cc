@@ -200,34 +200,16 @@ void FileTable::before_resume() {
   for (auto& k : kinds_) in_context(k->name(), [&] { k->before_resume(); });
 }
 
-void FileTable::install(const img::FdTable& table, int holder_pidfd,
-                        const InstallOptions& o) const {
+void FileTable::install(const img::FdTable& table, int holder_pidfd) const {
   // Everything this stub inherited goes first, except the holder's pidfd,
-  // moved above every number the table uses (and what o.keep names, right
-  // above it). From then on the lowest free number is never above the fd
-  // being installed (ascending order), so a temporary fd can never land on
-  // one already in place.
+  // moved above every number the table uses. From then on the lowest free
+  // number is never above the fd being installed (ascending order), so a
+  // temporary fd can never land on one already in place.
   int holder = holder_fd_number(table);
-  std::vector<int> moving{holder_pidfd};
-  std::vector<bool> cloexec{!o.defer_cloexec};
-  if (o.keep)
-    for (const auto& k : *o.keep) {
-      moving.push_back(k.fd);
-      cloexec.push_back(k.cloexec);
-    }
-  // Through numbers above every target first: a source may sit on a target.
-  int past = holder + static_cast<int>(moving.size());
-  for (int& fd : moving) {
-    fd = fcntl(fd, F_DUPFD_CLOEXEC, past);
-    if (fd < 0) throw_errno("move the holder's pidfd");
-  }
-  for (size_t i = 0; i < moving.size(); i++) {
-    if (dup3(moving[i], holder + static_cast<int>(i), cloexec[i] ? O_CLOEXEC : 0) < 0)
-      throw_errno("move the holder's pidfd");
-    if (i > 0) (*o.keep)[i - 1].fd = holder + static_cast<int>(i);
-  }
+  if (holder_pidfd != holder && dup3(holder_pidfd, holder, O_CLOEXEC) < 0)
+    throw_errno("move the holder's pidfd");
   syscall(SYS_close_range, 0, holder - 1, 0);
-  syscall(SYS_close_range, past, ~0U, 0);
+  syscall(SYS_close_range, holder + 1, ~0U, 0);
 
   std::vector<const img::FdEntry*> order;
   for (const auto& e : table.fds()) order.push_back(&e);
@@ -251,15 +233,15 @@ void FileTable::install(const img::FdTable& table, int holder_pidfd,
       } else {
         throw Error(strfmt("unknown file description %u", id));
       }
-      bool cloexec = e->cloexec() && !o.defer_cloexec;
+      int flags = e->cloexec() ? O_CLOEXEC : 0;
       if (tmp != fd) {
-        if (dup3(tmp, fd, cloexec ? O_CLOEXEC : 0) < 0) {
+        if (dup3(tmp, fd, flags) < 0) {
           int err = errno;
           close(tmp);
           throw Error("dup3", err);
         }
         close(tmp);
-      } else if (fcntl(fd, F_SETFD, cloexec ? FD_CLOEXEC : 0) != 0) {
+      } else if (fcntl(fd, F_SETFD, e->cloexec() ? FD_CLOEXEC : 0) != 0) {
         throw_errno("set close-on-exec");
       }
       placed.emplace(id, fd);

@@ -79,21 +79,7 @@ class FileTable {
   // other fd, then lets the kinds finish (epoll watches). The pidfd stays
   // open at holder_fd_number(table) for the rest of the restore (the
   // controller closes it last).
-  struct InstallOptions {
-    // The stub executes a program next (restore/stub_program.h), which
-    // would close them: every fd is installed without close-on-exec, the
-    // holder's pidfd too (the program sets the flags).
-    bool defer_cloexec = false;
-    // Also kept, moved to holder_fd_number(table) + 1, + 2, ... in order
-    // (numbers written back), close-on-exec as asked.
-    struct Keep {
-      int fd;
-      bool cloexec;
-    };
-    std::vector<Keep>* keep = nullptr;
-  };
-  void install(const img::FdTable& table, int holder_pidfd, const InstallOptions& o) const;
-  void install(const img::FdTable& table, int holder_pidfd) const { install(table, holder_pidfd, {}); }
+  void install(const img::FdTable& table, int holder_pidfd) const;
   static int holder_fd_number(const img::FdTable& table);
   // Drops the helper fds that kept FIFOs open while the table was built.
   void close_helpers() { st_.helpers.clear(); }

@@ -15,10 +15,8 @@ inline std::string core_name(pid_t pid) {
 }
 
 // Restore side (remote syscalls in the task's leader; scratch in the task).
-// stub_executed: the task is a restore stub that executed a program since it
-// was forked from ckpt (restore/stubs.h), which reset ckpt's handlers.
 void restore_sigactions(RemoteThread& rt, const RemoteScratch& s, pid_t pid,
-                        const img::TaskCore& core, bool stub_executed = false);
+                        const img::TaskCore& core);
 void restore_itimers(RemoteThread& rt, const RemoteScratch& s, pid_t pid,
                      const img::TaskCore& core);
 // Queues the saved pending signals again: process-wide ones through the

@@ -3,16 +3,16 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <sys/auxv.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <sched.h>
+#include <atomic>
 #include <chrono>
-#include <cstring>
 #include <memory>
+#include <mutex>
 #include <optional>
 
 #include "image/image_io.h"
@@ -30,6 +30,7 @@
 #include "objects/tty.h"
 #include "restore/plan.h"
 #include "restore/stubs.h"
+#include "restore/tracer_pool.h"
 #include "sys/cancel.h"
 #include "sys/cpu.h"
 #include "sys/error.h"
@@ -57,26 +58,7 @@ struct LiveTask {
   std::vector<Tracee> threads;  // leader first, in image order
   std::unique_ptr<RemoteThread> remote;
   RemoteScratch scratch;
-  bool executed = false;  // the stub executed the stub program (stubs.h)
 };
-
-// Where a syscall instruction is in the stub: in its vDSO, which is ckpt's
-// unless the stub executed a program.
-uint64_t stub_syscall_ip(const LiveTask& lt) {
-  uint64_t vdso = reinterpret_cast<uint64_t>(cpu::vdso_text().data());
-  if (lt.executed) {
-    std::string auxv = read_file(strfmt("/proc/%d/auxv", lt.plan->hpid()));
-    vdso = 0;
-    for (size_t i = 0; i + 16 <= auxv.size(); i += 16) {
-      uint64_t kv[2];
-      memcpy(kv, auxv.data() + i, sizeof kv);
-      if (kv[0] == AT_SYSINFO_EHDR) vdso = kv[1];
-    }
-    if (!vdso) throw Error("the restore stub has no vDSO");
-  }
-  static const uint64_t off = cpu::vdso_syscall_offset();
-  return vdso + off;
-}
 
 void seize_stub(LiveTask& lt) {
   pid_t pid = lt.plan->hpid();
@@ -96,7 +78,8 @@ void rebuild_process(LiveTask& lt, const image::ImageSource& src, const ShmemTab
   const PlannedTask& p = *lt.plan;
   pid_t pid = p.hpid();
   Tracee& leader = lt.threads[0];
-  lt.remote = std::make_unique<RemoteThread>(leader, stub_syscall_ip(lt));
+  lt.remote = std::make_unique<RemoteThread>(
+      leader, reinterpret_cast<uint64_t>(cpu::vdso_text().data()) + cpu::vdso_syscall_offset());
   RemoteThread& rt = *lt.remote;
   // Half the ptrace stops per remote syscall, until the handlers are set
   // (remote.h: single stepping resets SIGTRAP's; it is set again below).
@@ -110,8 +93,7 @@ void rebuild_process(LiveTask& lt, const image::ImageSource& src, const ShmemTab
              [&] { restore_mm(rt, lt.scratch, pid, p.mm, src, shmem, ghosts, holder_fd, st); });
   in_context("mm fields", [&] { restore_mm_fields(rt, lt.scratch, pid, p.mm); });
   rt.set_single_step(false);
-  in_context("signal handlers",
-             [&] { restore_sigactions(rt, lt.scratch, pid, p.core, lt.executed); });
+  in_context("signal handlers", [&] { restore_sigactions(rt, lt.scratch, pid, p.core); });
 }
 
 // ckpt's id of the thread a task in a recreated pid namespace knows as vtid.
@@ -208,39 +190,6 @@ void finish_process(LiveTask& lt) {
     lt.threads[i].set_sigmask(tc.blocked_mask());
   }
 }
-
-// Keeps ckpt (and the stubs it forks, which inherit it) on one CPU while it
-// drives them: a remote syscall costs 13-19 us when tracer and tracee share a
-// CPU and 57-92 us across CPUs here. Each restored thread gets its saved
-// affinity back (task_attrs); ckpt gets its own back when this goes.
-class PinToOneCpu {
- public:
-  PinToOneCpu() {
-    if (sched_getaffinity(0, sizeof saved_, &saved_) != 0) return;
-    int cpu = sched_getcpu();
-    if (cpu < 0) return;
-    cpu_set_t one;
-    CPU_ZERO(&one);
-    CPU_SET(cpu, &one);
-    pinned_ = sched_setaffinity(0, sizeof one, &one) == 0;
-  }
-  ~PinToOneCpu() {
-    if (pinned_) sched_setaffinity(0, sizeof saved_, &saved_);
-  }
-  // The stubs go to the same CPU.
-  void add(const RestorePlan& plan) {
-    if (!pinned_) return;
-    cpu_set_t one;
-    sched_getaffinity(0, sizeof one, &one);
-    for (const auto& t : plan.tasks) sched_setaffinity(t.hpid(), sizeof one, &one);
-  }
-  PinToOneCpu(const PinToOneCpu&) = delete;
-  PinToOneCpu& operator=(const PinToOneCpu&) = delete;
-
- private:
-  cpu_set_t saved_;
-  bool pinned_ = false;
-};
 
 }  // namespace
 
@@ -362,9 +311,23 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   files.close_helpers();
   fault::point("restore-after-fork");
   res.root = stubs.root_pid();
-  // Forking is done on both CPUs; driving the stubs is done on one.
-  std::optional<PinToOneCpu> pin(std::in_place);
-  pin->add(plan);
+  // Several stubs are rebuilt at once, one tracer thread per CPU, each
+  // pinned there with its stubs (tracer_pool.h). Stub i belongs to worker
+  // i % workers from its seize to its detach.
+  TracerPool pool;
+  auto each_task = [&](auto&& fn) {
+    std::atomic<bool> failed{false};  // the other workers stop too
+    pool.run([&](size_t w) {
+      for (size_t i = w; i < plan.tasks.size() && !failed; i += pool.size()) {
+        try {
+          fn(w, i);
+        } catch (...) {
+          failed = true;
+          throw;
+        }
+      }
+    });
+  };
 
   std::vector<LiveTask> live(plan.tasks.size());
   // On failure the half-built tasks die while still stopped under ptrace:
@@ -377,42 +340,45 @@ RestoreResult restore_tree(const RestoreRequest& req) {
     }
   } kill_first{stubs};
   uint64_t total_pages = 0;
-  for (size_t i = 0; i < plan.tasks.size(); i++) {
-    live[i].plan = &plan.tasks[i];
-    live[i].executed = stubs.executed(i);
-  }
+  for (size_t i = 0; i < plan.tasks.size(); i++) live[i].plan = &plan.tasks[i];
   {
     log::StepTimer st("seize stubs");
-    for (auto& lt : live)
-      in_context(strfmt("restore pid %d", lt.plan->pid()), [&] { seize_stub(lt); });
+    each_task([&](size_t w, size_t i) {
+      pool.pin(w, live[i].plan->hpid());
+      in_context(strfmt("restore pid %d", live[i].plan->pid()), [&] { seize_stub(live[i]); });
+    });
   }
   if (req.progress) {
     for (const auto& t : plan.tasks)
       total_pages += image::PageReader(src, std::to_string(t.pid())).pages();  // image names
     req.progress->start("restore", total_pages);
   }
-  MmRestoreStats mst;
+  std::vector<MmRestoreStats> mst(pool.size());
   {
     log::StepTimer st("memory");
-    for (auto& lt : live) {
+    std::mutex progress_mu;
+    each_task([&](size_t w, size_t i) {
       cancel::check();
-      uint64_t before = mst.pages;
+      LiveTask& lt = live[i];
+      uint64_t before = mst[w].pages;
       in_context(strfmt("restore pid %d", lt.plan->pid()),
-                 [&] { rebuild_process(lt, src, shmem, ghosts, &mst); });
-      if (req.progress) req.progress->advance(mst.pages - before);
-    }
+                 [&] { rebuild_process(lt, src, shmem, ghosts, &mst[w]); });
+      std::lock_guard<std::mutex> l(progress_mu);
+      if (req.progress) req.progress->advance(mst[w].pages - before);
+    });
   }
   if (req.progress) req.progress->finish();
   fault::point("restore-after-mm");
   {
     log::StepTimer st("threads, signals, credentials");
-    for (auto& lt : live)
-      in_context(strfmt("restore pid %d", lt.plan->pid()), [&] {
-        create_threads(lt);
-        finish_process(lt);
+    each_task([&](size_t, size_t i) {
+      in_context(strfmt("restore pid %d", live[i].plan->pid()), [&] {
+        create_threads(live[i]);
+        finish_process(live[i]);
       });
+    });
   }
-  res.pages = mst.pages;
+  for (const auto& m : mst) res.pages += m.pages;
   finish_namespaces(stubs.root_pid(), namespaces);
   // Every process has opened and mapped its deleted files: names go again.
   ghosts.unlink_all();
@@ -437,8 +403,9 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   files.before_resume();
 
   // Let the whole tree run at once.
-  for (auto& lt : live)
-    for (auto& t : lt.threads) t.detach();
+  each_task([&](size_t, size_t i) {
+    for (auto& t : live[i].threads) t.detach();
+  });
   kill_first.armed = false;
   undo_ns.armed = false;
   stubs.release();
@@ -446,7 +413,6 @@ RestoreResult restore_tree(const RestoreRequest& req) {
     res.cgroup_paths = cg->paths();
     cg->release();
   }
-  pin.reset();
   prctl(PR_SET_CHILD_SUBREAPER, 0);
   res.total_us = static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count());

@@ -1,8 +1,6 @@
 #include "restore/stubs.h"
 
-#include <fcntl.h>
 #include <linux/futex.h>
-#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -17,7 +15,6 @@
 #include <map>
 #include <thread>
 
-#include "restore/stub_program.h"
 #include "sys/error.h"
 #include "sys/fault.h"
 #include "sys/log.h"
@@ -64,21 +61,6 @@ pid_t clone_with_pid(pid_t pid, int exit_signal, uint64_t flags = 0) {
     if (r >= 0 || errno != EEXIST || tries >= 2000) return r;
     usleep(1000);
   }
-}
-// Whether executing the stub program leaves ckpt's credentials as they are
-// (the restore then compares the saved ones with ckpt's): root executing a
-// file without set-id bits gets the bounding and inheritable sets as
-// permitted and effective capabilities, ambient ones are dropped, and
-// keep-caps is cleared.
-bool exec_keeps_creds() {
-  uid_t r, e, s;
-  if (getresuid(&r, &e, &s) != 0 || r != 0 || e != 0 || s != 0) return false;
-  if (prctl(PR_GET_SECUREBITS) != 0) return false;
-  std::string text;
-  if (!try_read_file("/proc/thread-self/status", &text)) return false;
-  proc::Status me = proc::parse_status(text);
-  uint64_t after = me.cap_bnd | me.cap_inh;
-  return me.cap_amb == 0 && me.cap_prm == after && me.cap_eff == after;
 }
 }  // namespace
 
@@ -204,20 +186,8 @@ void StubTree::stub_main(int idx) {
   umask(t.core.umask());
   if (!t.core.cwd().empty() && chdir(t.core.cwd().c_str()) < 0)
     fail(("chdir " + t.core.cwd()).c_str(), errno);
-  bool exec = executed(static_cast<size_t>(idx));
-  // The pipe's write end goes right after the holder's pidfd, where the
-  // program closes it once it set the close-on-exec flags; the program
-  // itself goes with the execve. A stub that does not execute drops both.
-  std::vector<FileTable::InstallOptions::Keep> keep;
-  std::string cloexec_map;
-  if (exec) {
-    keep = {{exec_write_.get(), false}, {program_.get(), true}};
-    cloexec_map.assign(static_cast<size_t>(FileTable::holder_fd_number(t.fds)), '0');
-    for (const auto& e : t.fds.fds())
-      if (e.cloexec()) cloexec_map[e.fd()] = '1';
-  }
   try {
-    files_.install(t.fds, holder_.get(), {exec, exec ? &keep : nullptr});
+    files_.install(t.fds, holder_.get());
   } catch (const Error& e) {
     fail(e.what(), 0);
   }
@@ -227,30 +197,7 @@ void StubTree::stub_main(int idx) {
   ctl_->ready.fetch_add(1);
   futex_wake(&ctl_->ready);
   // From here the controller takes over with ptrace.
-  if (exec) {
-    char name[] = "ckpt-stub";
-    char* argv[] = {name, cloexec_map.data(), nullptr};
-    char* envp[] = {nullptr};
-    syscall(SYS_execveat, keep[1].fd, "", argv, envp, AT_EMPTY_PATH);
-    fail("execute the restore stub program", errno);
-  }
   for (;;) pause();
-}
-
-bool StubTree::may_execute(int idx) const {
-  // A child's exit signal other than SIGCHLD is sent only if its parent has
-  // not executed anything since the fork (else SIGCHLD is): a parent of such
-  // a child must stay the fork it is.
-  for (int c : plan_.tasks[static_cast<size_t>(idx)].children) {
-    uint32_t sig = plan_.tasks[static_cast<size_t>(c)].core.exit_signal();
-    if (sig != 0 && sig != SIGCHLD) return false;
-  }
-  // The program's argument names each fd number (at most 128 KiB).
-  return FileTable::holder_fd_number(plan_.tasks[static_cast<size_t>(idx)].fds) < 100000;
-}
-
-bool StubTree::executed(size_t idx) const {
-  return program_ && may_execute(static_cast<int>(idx));
 }
 
 void StubTree::zombie_main(int z) {
@@ -333,17 +280,9 @@ void StubTree::create(int timeout_ms) {
   prctl(PR_SET_CHILD_SUBREAPER, 1);
   holder_ = UniqueFd(static_cast<int>(syscall(SYS_pidfd_open, getpid(), 0)));
   if (!holder_) throw_errno("pidfd_open of ckpt itself");
-  if (exec_keeps_creds()) {
-    program_ = make_stub_program();
-    int p[2];
-    if (pipe2(p, O_CLOEXEC) != 0) throw_errno("pipe");
-    exec_read_ = UniqueFd(p[0]);
-    exec_write_ = UniqueFd(p[1]);
-  }
   fflush(nullptr);
   pid_t r = clone_with_pid(root.pid(), SIGCHLD, opts_.root_ns_flags);
   if (r == 0) stub_main(0);
-  exec_write_.reset();  // the stubs hold it now
   if (r < 0) throw_errno(strfmt("create root pid %d (clone3 set_tid)", root.pid()));
   root_ = r;
   if (opts_.root_ns_flags & CLONE_NEWPID) plan_.tasks[0].host = r;
@@ -380,23 +319,6 @@ void StubTree::install_files(int timeout_ms) {
   int n = static_cast<int>(plan_.tasks.size() + plan_.zombies.size());
   raise_phase(3);
   wait_counter(ctl_->ready, n, timeout_ms, "opening files");
-  if (exec_read_) wait_executed(timeout_ms);
-}
-
-void StubTree::wait_executed(int timeout_ms) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  for (;;) {
-    pollfd p{exec_read_.get(), POLLIN, 0};
-    int r = poll(&p, 1, 10);
-    if (r < 0 && errno != EINTR) throw_errno("poll");
-    char c;
-    if (r > 0 && read(exec_read_.get(), &c, 1) == 0) break;  // every stub executed or exited
-    // A stub whose execve failed says why before it exits.
-    if (ctl_->failed.load()) wait_counter(ctl_->ready, INT32_MAX, 0, "starting the stub program");
-    if (std::chrono::steady_clock::now() > deadline)
-      throw Error("timed out while the restore stubs started their program");
-  }
-  exec_read_.reset();
 }
 
 // In a new pid namespace a stub's pid there is the dumped one; ckpt sees

@@ -57,14 +57,8 @@ class StubTree {
   // has a pid namespace of its own. Throws with the failing stub's reason.
   void create(int timeout_ms);
   // After the holder (this process) opened every description: each stub
-  // takes its own, then parks: most execute the stub program first
-  // (restore/stub_program.h), and this waits until they all have.
+  // takes its own, then parks.
   void install_files(int timeout_ms);
-  // Whether the stub of plan task idx executed the stub program. Its signal
-  // handlers are those an execve leaves of ckpt's (ignored stay ignored,
-  // the rest default), its vDSO is elsewhere than ckpt's, and it carries
-  // no rseq registration. Its credentials are ckpt's either way.
-  bool executed(size_t idx) const;
   // ckpt's pid of the root (its pid in the tree's namespace is plan's).
   pid_t root_pid() const;
   // The tree now belongs to the restored program.
@@ -80,18 +74,11 @@ class StubTree {
   void raise_phase(int p);
 
   void find_host_pids();
-  bool may_execute(int idx) const;
-  void wait_executed(int timeout_ms);
 
   RestorePlan& plan_;
   const FileTable& files_;
   StubOptions opts_;
   UniqueFd holder_;  // pidfd of this process, inherited by the stubs
-  // Set when executing keeps ckpt's credentials (exec_keeps_creds).
-  UniqueFd program_;  // the stub program, inherited by the stubs
-  // A pipe whose write end every stub holds until its program set the fd
-  // flags (stub_program.h) or it exits: end of file says they all have.
-  UniqueFd exec_read_, exec_write_;
   Control* ctl_ = nullptr;
   size_t ctl_size_ = 0;
   pid_t root_ = -1;

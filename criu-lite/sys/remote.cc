@@ -60,9 +60,8 @@ long RemoteThread::call(long nr, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t
       if (single_step_ && s.sig == SIGTRAP) {
         Regs after = t_.get_regs();
         if (after.rip == ip_ + 2) {  // past the 2-byte syscall instruction: done
-          LOG_TRACE("tid %d: syscall %ld(%#lx, %#lx, %#lx) = %lld", t_.tid(), nr,
-                    (unsigned long)a1, (unsigned long)a2, (unsigned long)a3,
-                    static_cast<long long>(after.rax));
+          LOG_TRACE("tid %d: syscall %ld(%#lx, %#lx, %#lx) = %lld", t_.tid(), nr, (unsigned long)a1,
+                    (unsigned long)a2, (unsigned long)a3, static_cast<long long>(after.rax));
           return static_cast<long>(after.rax);
         }
       }

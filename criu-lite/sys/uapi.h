@@ -136,9 +136,3 @@ struct ckpt_sched_attr {
 #ifndef SCHED_DEADLINE
 #define SCHED_DEADLINE 6
 #endif
-
-// --- memfd_create(MFD_EXEC): Linux 6.3. Without it (or MFD_NOEXEC_SEAL) the
-// kernel logs a warning, and a vm.memfd_noexec policy may refuse execution.
-#ifndef MFD_EXEC
-#define MFD_EXEC 0x0010U
-#endif
