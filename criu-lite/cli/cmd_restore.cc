@@ -1,12 +1,15 @@
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <optional>
 
 #include "cli/commands.h"
 #include "cli/options.h"
 #include "cli/progress_bar.h"
 #include "container/run.h"
+#include "objects/lazy_pages.h"
 #include "restore/restore.h"
+#include "sys/log.h"
 #include "sys/error.h"
 
 namespace ckpt::cli {
@@ -15,6 +18,7 @@ int cmd_restore(const Args& args) {
   Common common;
   RestoreRequest req;
   std::string container, net;
+  bool lazy = false;
   po::options_description desc("restore");
   desc.add_options()("images-dir,D", po::value<std::string>(&req.dir)->required(),
                      "image directory")("restore-detached,d", po::bool_switch(&req.detach),
@@ -24,7 +28,9 @@ int cmd_restore(const Args& args) {
       "net", po::value<std::string>(&net), "bridge=BR[,host_ifname=IF] for the veth")(
       "shell-job,j", po::bool_switch(&req.shell_job), "join this terminal and session")(
       "tcp-established", po::bool_switch(&req.tcp_established),
-      "restore established TCP connections");
+      "restore established TCP connections")(
+      "lazy-pages", po::bool_switch(&lazy),
+      "run the tree first, fill its private memory behind (faults served at once)");
   add_common(desc, common);
   po::variables_map vm;
   if (!parse(args, desc, nullptr, vm, "restore")) return 0;
@@ -52,7 +58,25 @@ int cmd_restore(const Args& args) {
             static_cast<double>(r.total_us) / 1e6, r.root);
     fflush(out);
   };
+  // --lazy-pages: the pager lives in this process, which stays until the
+  // tree's memory is complete (with -d too).
+  std::optional<ImagePageSource> pages;
+  std::optional<LazyPager> pager;
+  if (lazy) {
+    pages.emplace(std::make_shared<image::DirSource>(req.dir));
+    pager.emplace(*pages);
+    req.lazy = &*pager;
+  }
   RestoreResult r = restore_tree(req);
+  if (pager) {
+    pager->wait_done();
+    LazyStats st = pager->stats();
+    LOG_INFO("lazy pages: %llu faults (%llu zero, slowest %llu us), %llu pages filled behind",
+             static_cast<unsigned long long>(st.faults),
+             static_cast<unsigned long long>(st.zero_faults),
+             static_cast<unsigned long long>(st.max_fault_us),
+             static_cast<unsigned long long>(st.filled));
+  }
   if (req.detach) return 0;
   if (WIFEXITED(r.exit_status)) return WEXITSTATUS(r.exit_status);
   if (WIFSIGNALED(r.exit_status)) return 128 + WTERMSIG(r.exit_status);

@@ -15,6 +15,9 @@ int cmd_restore(const Args& args);
 int cmd_show(const Args& args);
 int cmd_check(const Args& args);
 int cmd_job(const Args& args);
+// cmd_migrate.cc: live migration.
+int cmd_migrate(const Args& args);
+int cmd_receive(const Args& args);
 // cmd_container.cc: the container launcher and its bookkeeping.
 int cmd_run(const Args& args);
 int cmd_ps(const Args& args);

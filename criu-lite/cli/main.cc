@@ -25,6 +25,8 @@ const Verb kVerbs[] = {
     {"show", ckpt::cli::cmd_show},
     {"check", ckpt::cli::cmd_check},
     {"job", ckpt::cli::cmd_job},
+    {"migrate", ckpt::cli::cmd_migrate},
+    {"receive", ckpt::cli::cmd_receive},
     {"run", ckpt::cli::cmd_run},
     {"ps", ckpt::cli::cmd_ps},
     {"kill", ckpt::cli::cmd_kill},

@@ -135,21 +135,29 @@ struct TrackersGuard {
 DumpResult dump_tree(const DumpRequest& req) {
   auto t0 = Clock::now();
   DumpResult res;
-  image::DirSink sink(req.dir);
-  // An older dump in the same place must not look complete while this one
-  // is being written.
-  unlink((req.dir + "/" + kInventoryImage).c_str());
-  unlink((req.dir + "/" + image::kParentLink).c_str());
+  std::optional<image::DirSink> dir_sink;
+  if (!req.sink) {
+    dir_sink.emplace(req.dir);
+    // An older dump in the same place must not look complete while this
+    // one is being written.
+    unlink((req.dir + "/" + kInventoryImage).c_str());
+    unlink((req.dir + "/" + image::kParentLink).c_str());
+  }
+  image::ImageSink& sink = req.sink ? *req.sink : *dir_sink;
 
   DumpContext ctx;
   GhostDumper ghosts;
   ctx.sink = &sink;
   ctx.ghosts = &ghosts;
   ctx.opts = req.opts;
-  uint64_t parent_id = 0;
-  if (!req.parent_dir.empty()) {
+  uint64_t parent_id = req.parent_id;
+  if (!req.parent_name.empty()) {
+    if (!req.trackers) throw Error("a parent sent elsewhere needs dirty tracking");
+    ctx.parent_elsewhere = true;
+    ctx.parent_covers = req.parent_covers;
+  } else if (!req.parent_dir.empty()) {
     ctx.parent = open_parent(req.dir, req.parent_dir, &parent_id);
-    sink.put_symlink(image::kParentLink, req.parent_dir);
+    dir_sink->put_symlink(image::kParentLink, req.parent_dir);
   }
   FrozenTree frozen(ctx);
   TrackersGuard trackers_guard{req.trackers};
@@ -305,8 +313,8 @@ DumpResult dump_tree(const DumpRequest& req) {
   inv.mutable_stats()->set_frozen_us(us_since(frozen_at));
   *inv.mutable_namespaces() = namespaces;
   inv.set_checkpoint_id(random_id());
-  if (ctx.parent) {
-    inv.set_parent(req.parent_dir);
+  if (ctx.parent || ctx.parent_elsewhere) {
+    inv.set_parent(ctx.parent_elsewhere ? req.parent_name : req.parent_dir);
     inv.set_parent_id(parent_id);
   }
   fault::point("dump-before-inventory");
@@ -316,7 +324,11 @@ DumpResult dump_tree(const DumpRequest& req) {
     sink.commit();
   }
 
-  if (req.opts.leave_running) {
+  // Stopped and saved: a migration keeps it so until the destination runs
+  // it, and may still give it back.
+  bool leave = req.opts.leave_running;
+  if (req.after_commit) leave = req.after_commit(ctx) == DumpEnd::kThaw;
+  if (leave) {
     repaired.leave_repair();
     net_lock.unlock();
     frozen.thaw();

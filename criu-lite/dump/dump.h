@@ -5,17 +5,23 @@
 
 #include <sys/types.h>
 
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "container.pb.h"
+#include "image/image_io.h"
 #include "objects/dump_context.h"
 #include "objects/progress.h"
 
 namespace ckpt {
 
 struct DirtyTrackers;
+
+// What becomes of the tree once its images are committed.
+enum class DumpEnd { kKill, kThaw };
 
 struct DumpRequest {
   pid_t pid = 0;
@@ -39,6 +45,22 @@ struct DumpRequest {
   // --leave-running the tree is tracked again for the next dump. Cleared if
   // the dump fails. The parent must be the dump that last used them.
   DirtyTrackers* trackers = nullptr;
+
+  // Migration: the images go through this sink instead of to dir. The
+  // parent is then the previous round, already sent and not readable here
+  // (named parent_name, with its checkpoint id): the trackers alone say
+  // which pages it holds unchanged.
+  image::ImageSink* sink = nullptr;
+  std::string parent_name;
+  uint64_t parent_id = 0;
+  // Whether that parent holds npages pages at vaddr of the task the tree
+  // knows as vpid (from the pagemaps it sent): pages tracking saw clean
+  // but the parent lacks are saved.
+  std::function<bool(pid_t vpid, uint64_t vaddr, uint64_t npages)> parent_covers;
+  // Called once the images are committed, the tree still stopped (and its
+  // connections in repair mode): whether it dies (kKill, the images took
+  // over) or carries on (kThaw). An exception thaws it, and the dump fails.
+  std::function<DumpEnd(const DumpContext&)> after_commit;
 };
 
 struct DumpResult {

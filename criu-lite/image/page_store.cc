@@ -95,7 +95,7 @@ void PageWriter::add(uint64_t vaddr, const void* data, size_t npages) {
   if (npages == 0) return;
   auto* p = static_cast<const char*>(data);
   if (!compare_) {
-    add_run(vaddr, npages, false);
+    add_run(vaddr, npages, Where::kHere);
     add_data(vaddr, p, npages);
     return;
   }
@@ -110,7 +110,7 @@ void PageWriter::add(uint64_t vaddr, const void* data, size_t npages) {
   while (i < npages) {
     size_t j = i;
     while (j < npages && same[j] == same[i]) j++;
-    add_run(vaddr + i * kPageSize, j - i, same[i]);
+    add_run(vaddr + i * kPageSize, j - i, same[i] ? Where::kParent : Where::kHere);
     if (!same[i]) add_data(vaddr + i * kPageSize, p + i * kPageSize, j - i);
     i = j;
   }
@@ -119,10 +119,17 @@ void PageWriter::add(uint64_t vaddr, const void* data, size_t npages) {
 void PageWriter::add_parent(uint64_t vaddr, size_t npages) {
   if (!out_) throw Error("image " + pages_name(id_) + ": pages added after finish()");
   if (npages == 0) return;
-  add_run(vaddr, npages, true);
+  add_run(vaddr, npages, Where::kParent);
 }
 
-void PageWriter::add_run(uint64_t vaddr, size_t npages, bool in_parent) {
+void PageWriter::add_lazy(uint64_t vaddr, size_t npages) {
+  if (!out_) throw Error("image " + pages_name(id_) + ": pages added after finish()");
+  if (npages == 0) return;
+  add_run(vaddr, npages, Where::kLazy);
+}
+
+void PageWriter::add_run(uint64_t vaddr, size_t npages, Where where) {
+  const bool in_parent = where == Where::kParent, lazy = where == Where::kLazy;
   const std::string name = pages_name(id_);
   if (vaddr % kPageSize != 0)
     throw Error(strfmt("image %s: page address 0x%lx is not page-aligned", name.c_str(), vaddr));
@@ -138,15 +145,16 @@ void PageWriter::add_run(uint64_t vaddr, size_t npages, bool in_parent) {
   if (last && vaddr < last_end)
     throw Error(strfmt("image %s: pages at 0x%lx added after 0x%lx (must be in address order)",
                        name.c_str(), vaddr, last_end));
-  if (last && vaddr == last_end && last->in_parent() == in_parent) {
+  if (last && vaddr == last_end && last->in_parent() == in_parent && last->lazy() == lazy) {
     last->set_nr_pages(last->nr_pages() + npages);
   } else {
     auto* run = map_.add_runs();
     run->set_vaddr(vaddr);
     run->set_nr_pages(npages);
     run->set_in_parent(in_parent);
+    run->set_lazy(lazy);
   }
-  (in_parent ? parent_pages_ : total_pages_) += npages;
+  (in_parent ? parent_pages_ : lazy ? lazy_pages_ : total_pages_) += npages;
 }
 
 void PageWriter::add_data(uint64_t vaddr, const char* p, size_t npages) {
@@ -211,6 +219,7 @@ void PageWriter::finish() {
   flush_chunk();
   map_.set_total_pages(total_pages_);
   map_.set_parent_pages(parent_pages_);
+  map_.set_lazy_pages(lazy_pages_);
   // Pages before the map that points into them, like the inventory last.
   out_->commit();
   out_.reset();
@@ -237,7 +246,7 @@ PageReader::PageReader(const ImageSource& src, const std::string& id) : id_(id) 
   if (!map_.pages_file().empty() && map_.pages_file() != pname)
     bad_map("names pages file '" + map_.pages_file() + "', expected " + pname);
 
-  uint64_t run_pages = 0, in_parent_pages = 0, run_end = 0;
+  uint64_t run_pages = 0, in_parent_pages = 0, lazy_pages = 0, run_end = 0;
   run_data_.reserve(static_cast<size_t>(map_.runs_size()));
   for (int i = 0; i < map_.runs_size(); i++) {
     const auto& r = map_.runs(i);
@@ -251,12 +260,16 @@ PageReader::PageReader(const ImageSource& src, const std::string& id) : id_(id) 
                      r.vaddr(), r.nr_pages()));
     run_end = r.vaddr() + r.nr_pages() * kPageSize;
     // Runs are disjoint in 2^64 bytes: the sums cannot overflow.
+    if (r.in_parent() && r.lazy()) bad_map(strfmt("run %d is both lazy and in the parent", i));
     run_data_.push_back(run_pages);
-    (r.in_parent() ? in_parent_pages : run_pages) += r.nr_pages();
+    (r.in_parent() ? in_parent_pages : r.lazy() ? lazy_pages : run_pages) += r.nr_pages();
   }
   if (in_parent_pages != map_.parent_pages())
     bad_map(strfmt("page counts disagree: runs in the parent %lu, parent_pages %lu",
                    in_parent_pages, map_.parent_pages()));
+  if (lazy_pages != map_.lazy_pages())
+    bad_map(strfmt("page counts disagree: lazy runs %lu, lazy_pages %lu", lazy_pages,
+                   map_.lazy_pages()));
 
   pages_ = src.open(pname);
   check_pages_header(*pages_, pname);
@@ -328,6 +341,7 @@ bool PageReader::covers(uint64_t vaddr, uint64_t npages) const {
     uint64_t rend = it->vaddr() + it->nr_pages() * kPageSize;
     if (it->vaddr() > at) return false;  // a gap
     if (rend <= at) continue;
+    if (it->lazy()) return false;
     uint64_t upto = std::min(end, rend);
     if (it->in_parent() && !parent_->covers(at, (upto - at) / kPageSize)) return false;
     at = upto;
@@ -413,6 +427,7 @@ void PageReader::Cursor::read(uint64_t vaddr, uint64_t npages, const PageFn& fn)
     if (rend <= vaddr) continue;
     uint64_t at = std::max(vaddr, it->vaddr());
     uint64_t upto = std::min(end, rend);
+    if (it->lazy()) continue;
     if (it->in_parent()) {
       if (!s_->parent) s_->parent = std::make_unique<Cursor>(*r.parent_);
       s_->parent->read(at, (upto - at) / kPageSize, fn);

@@ -55,14 +55,19 @@ class PageWriter {
   // npages pages starting at vaddr that the parent checkpoint holds
   // unchanged; same ordering rule as add().
   void add_parent(uint64_t vaddr, size_t npages);
+  // npages pages at vaddr whose content comes later, from elsewhere
+  // (post-copy migration); same ordering rule.
+  void add_lazy(uint64_t vaddr, size_t npages);
   // Flushes the last chunk, commits the page file, saves the pagemap.
   void finish();
   uint64_t pages() const { return total_pages_; }  // stored here
   uint64_t parent_pages() const { return parent_pages_; }
+  uint64_t lazy_pages() const { return lazy_pages_; }
   uint64_t stored_bytes() const;
 
  private:
-  void add_run(uint64_t vaddr, size_t npages, bool in_parent);
+  enum class Where { kHere, kParent, kLazy };
+  void add_run(uint64_t vaddr, size_t npages, Where where);
   void add_data(uint64_t vaddr, const char* data, size_t npages);
   void flush_chunk();
   void write_chunk(const char* data, size_t len);
@@ -74,6 +79,7 @@ class PageWriter {
   std::string pending_;  // logical bytes of the chunk being filled
   uint64_t total_pages_ = 0;
   uint64_t parent_pages_ = 0;
+  uint64_t lazy_pages_ = 0;
   class CompareState;
   std::unique_ptr<CompareState> compare_;
   std::string zbuf_;
@@ -97,7 +103,9 @@ class PageReader {
   ~PageReader();
   const ckpt::img::Pagemap& pagemap() const { return map_; }
   // Every page of the address space, the ones in parents included.
-  uint64_t pages() const { return map_.total_pages() + map_.parent_pages(); }
+  uint64_t pages() const {
+    return map_.total_pages() + map_.parent_pages() + map_.lazy_pages();
+  }
   // Whether every page of [vaddr, vaddr + npages pages) is in this image or
   // its parents.
   bool covers(uint64_t vaddr, uint64_t npages) const;
@@ -114,7 +122,8 @@ class PageReader {
     explicit Cursor(const PageReader& r);
     ~Cursor();
     // Calls fn for the pages of [vaddr, vaddr + npages pages) that the image
-    // or its parents hold, in address order (gaps are skipped).
+    // or its parents hold, in address order (gaps and lazy runs are
+    // skipped).
     void read(uint64_t vaddr, uint64_t npages, const PageFn& fn);
 
    private:

@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -28,6 +29,9 @@ struct DumpOptions {
   // saved as closed (--tcp-close), or else the dump stops naming them.
   bool tcp_established = false;
   bool tcp_close = false;
+  // Post-copy migration: private anonymous pages are recorded, not saved
+  // (lazy runs); the caller sends them from the stopped tree later.
+  bool lazy_pages = false;
 };
 
 // One process of the tree, stopped: every thread seized and interrupted.
@@ -60,6 +64,7 @@ struct DumpStats {
   uint32_t tasks = 0, threads = 0, vmas = 0;
   uint64_t pages = 0, page_bytes = 0;
   uint64_t parent_pages = 0;  // left in the parent checkpoint
+  uint64_t lazy_pages = 0;    // to be sent later (post-copy)
 };
 
 class Progress;
@@ -95,6 +100,9 @@ struct DumpContext {
   // tracking saw them. A process without a delta is compared with the
   // parent's pages instead; one the parent lacks is saved in full.
   std::shared_ptr<const image::ImageSource> parent;
+  // The parent checkpoint is a migration round already sent (see dump.h).
+  bool parent_elsewhere = false;
+  std::function<bool(pid_t vpid, uint64_t vaddr, uint64_t npages)> parent_covers;
   std::map<pid_t, std::shared_ptr<const PageDelta>> deltas;
 
   // The root is the init of a pid namespace of its own: the images hold

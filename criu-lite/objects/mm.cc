@@ -24,6 +24,7 @@
 #include "sys/fd.h"
 #include "sys/log.h"
 #include "sys/uapi.h"
+#include "objects/lazy_pages.h"
 #include "sys/uffd.h"
 
 namespace ckpt {
@@ -144,22 +145,16 @@ class PageCopier {
       uint64_t n = std::min(npages, room);
       b.iov.push_back({reinterpret_cast<void*>(vaddr), n * kPage});
       b.readable.push_back(readable);
-      b.in_parent.push_back(false);
+      b.unread.push_back(kRead);
       b.used += n * kPage;
       vaddr += n * kPage;
       npages -= n;
     }
   }
-  // Pages the parent checkpoint holds unchanged: not read, only recorded,
-  // in order with the others.
-  void add_parent(uint64_t vaddr, uint64_t npages) {
-    Batch& b = batches_[cur_];
-    if (b.iov.size() == kMaxIov) flush();
-    Batch& c = batches_[cur_];
-    c.iov.push_back({reinterpret_cast<void*>(vaddr), npages * kPage});
-    c.readable.push_back(false);
-    c.in_parent.push_back(true);
-  }
+  // Pages the parent checkpoint holds unchanged, or that post-copy sends
+  // later (lazy): not read, only recorded, in order with the others.
+  void add_parent(uint64_t vaddr, uint64_t npages) { add_unread(vaddr, npages, kInParent); }
+  void add_lazy(uint64_t vaddr, uint64_t npages) { add_unread(vaddr, npages, kLazy); }
   // Reads the current batch and starts writing it.
   void flush() {
     Batch& b = batches_[cur_];
@@ -176,20 +171,30 @@ class PageCopier {
   }
 
  private:
+  enum Unread : uint8_t { kRead, kInParent, kLazy };
   struct Batch {
     std::unique_ptr<char[]> buf;
     std::vector<iovec> iov;
     std::vector<bool> readable;
-    std::vector<bool> in_parent;  // no bytes in buf
+    std::vector<Unread> unread;  // not kRead: no bytes in buf
     size_t used = 0;
   };
+
+  void add_unread(uint64_t vaddr, uint64_t npages, Unread how) {
+    Batch& b = batches_[cur_];
+    if (b.iov.size() == kMaxIov) flush();
+    Batch& c = batches_[cur_];
+    c.iov.push_back({reinterpret_cast<void*>(vaddr), npages * kPage});
+    c.readable.push_back(false);
+    c.unread.push_back(how);
+  }
 
   void read(Batch& b) {
     // One call for all readable runs; PROT_NONE runs go through /proc/PID/mem.
     std::vector<iovec> local, remote;
     size_t off = 0, want = 0;
     for (size_t i = 0; i < b.iov.size(); i++) {
-      if (b.in_parent[i]) continue;
+      if (b.unread[i] != kRead) continue;
       if (b.readable[i]) {
         local.push_back({b.buf.get() + off, b.iov[i].iov_len});
         remote.push_back(b.iov[i]);
@@ -203,7 +208,7 @@ class PageCopier {
     bool all = got == static_cast<ssize_t>(want);
     off = 0;
     for (size_t i = 0; i < b.iov.size(); i++) {
-      if (b.in_parent[i]) continue;
+      if (b.unread[i] != kRead) continue;
       if (!b.readable[i] || !all)
         remote_read(pid_, reinterpret_cast<uint64_t>(b.iov[i].iov_base), b.buf.get() + off,
                     b.iov[i].iov_len);
@@ -215,8 +220,12 @@ class PageCopier {
     size_t off = 0;
     for (size_t i = 0; i < b.iov.size(); i++) {
       const auto& v = b.iov[i];
-      if (b.in_parent[i]) {
+      if (b.unread[i] == kInParent) {
         w_.add_parent(reinterpret_cast<uint64_t>(v.iov_base), v.iov_len / kPage);
+        continue;
+      }
+      if (b.unread[i] == kLazy) {
+        w_.add_lazy(reinterpret_cast<uint64_t>(v.iov_base), v.iov_len / kPage);
         continue;
       }
       w_.add(reinterpret_cast<uint64_t>(v.iov_base), b.buf.get() + off, v.iov_len / kPage);
@@ -233,7 +242,7 @@ class PageCopier {
     cancel::check();
     done.iov.clear();
     done.readable.clear();
-    done.in_parent.clear();
+    done.unread.clear();
     done.used = 0;
   }
 
@@ -344,17 +353,27 @@ void dump_mm(DumpContext& ctx, DumpTask& t) {
     });
     auto d = ctx.deltas.find(t.pid);
     if (d != ctx.deltas.end()) delta = d->second.get();
+  } else if (ctx.parent_elsewhere) {
+    // The previous round of a migration: what tracking saw unwritten is
+    // there, and nothing here can check it.
+    auto d = ctx.deltas.find(t.pid);
+    if (d != ctx.deltas.end()) delta = d->second.get();
   }
   image::PageWriterOptions wopts{ctx.opts.zstd_level};
   if (parent && !delta) wopts.compare = parent.get();
   image::PageWriter w(*ctx.sink, std::to_string(t.vpid), wopts);
   PageCopier copier(t.pid, w, ctx.progress);
+  bool lazy_vma = false;
   auto add_run = [&](const proc::Vma& v, uint64_t start, uint64_t n) {
+    // Post-copy: private anonymous pages stay in the stopped task; the
+    // migration sends them while the restored tree runs.
+    if (lazy_vma) return copier.add_lazy(start, n);
     if (!delta) return copier.add(start, n, v.r);
     delta->split(start, n, [&](uint64_t s, uint64_t k, bool dirty) {
       // A clean page the parent does not have would be a tracking error:
       // save it rather than trust it.
-      if (dirty || !parent->covers(s, k))
+      if (dirty || (parent && !parent->covers(s, k)) ||
+          (ctx.parent_covers && !ctx.parent_covers(t.vpid, s, k)))
         copier.add(s, k, v.r);
       else
         copier.add_parent(s, k);
@@ -362,6 +381,7 @@ void dump_mm(DumpContext& ctx, DumpTask& t) {
   };
   for (const auto& v : t.vmas) {
     img::Vma iv = classify(ctx, t.pid, v);
+    lazy_vma = ctx.opts.lazy_pages && iv.kind() == img::VMA_ANON_PRIVATE;
     switch (iv.kind()) {
       case img::VMA_ANON_PRIVATE:
       case img::VMA_FILE_PRIVATE:
@@ -385,6 +405,7 @@ void dump_mm(DumpContext& ctx, DumpTask& t) {
   ctx.stats.vmas += static_cast<uint32_t>(t.vmas.size());
   ctx.stats.pages += w.pages();
   ctx.stats.parent_pages += w.parent_pages();
+  ctx.stats.lazy_pages += w.lazy_pages();
   ctx.stats.page_bytes += w.stored_bytes();
   image::save_message(*ctx.sink, mm_name(t.vpid), image::Kind::Mm, mm);
 }
@@ -478,7 +499,7 @@ uint64_t put_path(const RemoteScratch& s, pid_t pid, size_t off, const std::stri
 
 void restore_mm(RemoteThread& rt, RemoteScratch& scratch, pid_t pid, const img::MmCore& mm,
                 const image::ImageSource& src, const ShmemTable& shmem, const GhostTable& ghosts,
-                int holder_fd, MmRestoreStats* stats) {
+                int holder_fd, MmRestoreStats* stats, LazyPager* lazy) {
   // A description ckpt holds, duplicated into the task.
   auto take = [&](int our_fd, const std::string& what) {
     return static_cast<long>(rt.check(("take " + what + " from ckpt (pidfd_getfd)").c_str(),
@@ -682,13 +703,20 @@ void restore_mm(RemoteThread& rt, RemoteScratch& scratch, pid_t pid, const img::
   //    and copies into it without zeroing it first. Other pages (copied-on-
   //    write pages of file mappings) go through process_vm_writev, after
   //    pre-faulting big runs (much faster here than faulting page by page).
+  //    A lazy restore leaves the registered memory empty and hands the
+  //    descriptor to the pager, which fills it while the task runs.
+  const std::string pages_id = std::to_string(mm.pid());
+  if (!lazy && pages.pagemap().lazy_pages() > 0)
+    throw Error(strfmt("%lu pages of %s are to come from a post-copy migration's source",
+                       pages.pagemap().lazy_pages(), image::pagemap_name(pages_id).c_str()));
   std::vector<Range> uffd_ranges;
   Uffd uffd;
   long tfd = rt.call(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+  if (tfd < 0 && lazy) throw Error(strfmt("userfaultfd in pid %d: %s", pid, strerror(static_cast<int>(-tfd))));
   if (tfd >= 0) {
     try {
       uffd = Uffd::adopt(pid, static_cast<int>(tfd));
-      uffd.api(0);
+      uffd.api(lazy ? LazyPager::features() : 0);
       for (int i = 0; i < mm.vmas_size(); i++)
         if (const auto& v = mm.vmas(i);
             v.kind() == img::VMA_ANON_PRIVATE && has_pages[static_cast<size_t>(i)]) {
@@ -696,6 +724,10 @@ void restore_mm(RemoteThread& rt, RemoteScratch& scratch, pid_t pid, const img::
           uffd_ranges.push_back({v.start(), v.end()});
         }
     } catch (const Error& e) {
+      if (lazy) {
+        rt.call(__NR_close, static_cast<uint64_t>(tfd));
+        throw;
+      }
       LOG_DEBUG("pid %d: userfaultfd not usable (%s), writing pages directly", pid, e.what());
       for (const auto& r : uffd_ranges) uffd.unregister(r.start, r.end - r.start);
       uffd_ranges.clear();
@@ -715,14 +747,15 @@ void restore_mm(RemoteThread& rt, RemoteScratch& scratch, pid_t pid, const img::
   };
   for (const auto& run : pages.pagemap().runs()) {
     uint64_t seg_end;
-    if (run.nr_pages() >= 64 && !uffd_at(run.vaddr(), &seg_end))
+    if (run.nr_pages() >= 64 && !run.lazy() && !uffd_at(run.vaddr(), &seg_end))
       rt.call(__NR_madvise, run.vaddr(), std::min(run.nr_pages() * kPage, seg_end - run.vaddr()),
               MADV_POPULATE_WRITE);
   }
-  pages.for_each([&](uint64_t vaddr, const uint8_t* data, size_t n) {
-    // Runs merge adjacent VMAs, so a piece may cross from a file mapping
-    // into a registered one: split it there. process_vm_writev into a
-    // registered range would wait for a fault handler forever.
+  // Writes a piece of page data; runs merge adjacent VMAs, so a piece may
+  // cross from a file mapping into a registered one: split it there.
+  // process_vm_writev into a registered range would wait for a fault
+  // handler forever.
+  auto put = [&](uint64_t vaddr, const uint8_t* data, size_t n) {
     uint64_t end = vaddr + n * kPage;
     while (vaddr < end) {
       uint64_t seg_end;
@@ -735,8 +768,39 @@ void restore_mm(RemoteThread& rt, RemoteScratch& scratch, pid_t pid, const img::
       vaddr += len;
       data += len;
     }
-  });
-  for (const auto& r : uffd_ranges) uffd.unregister(r.start, r.end - r.start);
+  };
+  if (!lazy) {
+    pages.for_each(put);
+    for (const auto& r : uffd_ranges) uffd.unregister(r.start, r.end - r.start);
+  } else {
+    // Only what lies outside the registered ranges is written now; the
+    // rest is the pager's (lazy runs have no data here at all).
+    std::vector<LazyRange> later;
+    image::PageReader::Cursor cur(pages);
+    for (const auto& run : pages.pagemap().runs()) {
+      uint64_t at = run.vaddr(), end = run.vaddr() + run.nr_pages() * kPage;
+      while (at < end) {
+        uint64_t seg_end;
+        bool registered = uffd_at(at, &seg_end);
+        uint64_t upto = std::min(end, seg_end);
+        if (registered) {
+          if (!later.empty() && later.back().end == at)
+            later.back().end = upto;
+          else
+            later.push_back({at, upto});
+        } else if (run.lazy()) {
+          throw Error(strfmt("pid %d: lazy pages at %#lx outside private anonymous memory", pid,
+                             static_cast<unsigned long>(at)));
+        } else {
+          cur.read(at, (upto - at) / kPage, put);
+        }
+        at = upto;
+      }
+    }
+    std::vector<LazyRange> regs;
+    for (const auto& r : uffd_ranges) regs.push_back({r.start, r.end});
+    if (!regs.empty()) lazy->add(pages_id, pid, std::move(uffd), std::move(regs), std::move(later));
+  }
   if (stats) stats->pages += pages.pages();
 
   // 6. Final protections and madvise flags.

@@ -55,9 +55,12 @@ class GhostTable;
 // holder_fd: the task's fd of a pidfd on ckpt, through which it takes the
 // descriptions ckpt holds for it (shared memory, memfds) whatever its
 // namespaces (restore/stubs.cc leaves it open during the restore).
+// lazy: private anonymous memory is left to this pager (objects/
+// lazy_pages.h) instead of filled, and it serves the task's faults from now.
+class LazyPager;
 void restore_mm(RemoteThread& rt, RemoteScratch& scratch, pid_t pid, const img::MmCore& mm,
                 const image::ImageSource& src, const ShmemTable& shmem, const GhostTable& ghosts,
-                int holder_fd, MmRestoreStats* stats);
+                int holder_fd, MmRestoreStats* stats, LazyPager* lazy = nullptr);
 
 // The mm fields (brk, arg/env areas, auxv, exe) with PR_SET_MM_MAP.
 void restore_mm_fields(RemoteThread& rt, const RemoteScratch& scratch, pid_t pid,

@@ -376,8 +376,10 @@ void create_links(nl_sock* sk, int host_ns_fd, const img::NetNs& ns, const NetRe
         nl::Link peer(rtnl_link_veth_get_peer(l.get()));
         std::string name = host_name(d, opts);
         rtnl_link_set_name(peer.get(), name.c_str());
-        if (!d.peer().mac().empty())
-          rtnl_link_set_addr(peer.get(), nl::make_addr(AF_LLC, d.peer().mac(), 0).get());
+        // The host end gets a fresh MAC, not the dumped one: nothing in the
+        // container sees it, and during a migration the source's end still
+        // exists on the same L2 segment (two ports with one MAC make the
+        // bridges drop each other's frames).
         if (d.peer().mtu()) rtnl_link_set_mtu(peer.get(), d.peer().mtu());
         rtnl_link_set_txqlen(peer.get(), d.peer().txqlen());
         rtnl_link_set_ns_fd(peer.get(), host_ns_fd);

@@ -21,6 +21,7 @@
 #include "objects/cgroup.h"
 #include "objects/files.h"
 #include "objects/ghosts.h"
+#include "objects/lazy_pages.h"
 #include "objects/mm.h"
 #include "objects/namespaces.h"
 #include "objects/net_lock.h"
@@ -74,7 +75,7 @@ void seize_stub(LiveTask& lt) {
 
 // Address space, mm fields, signal handlers, timers: all through the leader.
 void rebuild_process(LiveTask& lt, const image::ImageSource& src, const ShmemTable& shmem,
-                     const GhostTable& ghosts, MmRestoreStats* st) {
+                     const GhostTable& ghosts, MmRestoreStats* st, LazyPager* lazy) {
   const PlannedTask& p = *lt.plan;
   pid_t pid = p.hpid();
   Tracee& leader = lt.threads[0];
@@ -89,8 +90,9 @@ void rebuild_process(LiveTask& lt, const image::ImageSource& src, const ShmemTab
   if (rc.rseq_abi_pointer)
     rt.check("rseq unregister", __NR_rseq, rc.rseq_abi_pointer, rc.rseq_abi_size, 1, rc.signature);
   int holder_fd = FileTable::holder_fd_number(p.fds);
-  in_context("memory",
-             [&] { restore_mm(rt, lt.scratch, pid, p.mm, src, shmem, ghosts, holder_fd, st); });
+  in_context("memory", [&] {
+    restore_mm(rt, lt.scratch, pid, p.mm, src, shmem, ghosts, holder_fd, st, lazy);
+  });
   in_context("mm fields", [&] { restore_mm_fields(rt, lt.scratch, pid, p.mm); });
   rt.set_single_step(false);
   in_context("signal handlers", [&] { restore_sigactions(rt, lt.scratch, pid, p.core); });
@@ -196,7 +198,9 @@ void finish_process(LiveTask& lt) {
 RestoreResult restore_tree(const RestoreRequest& req) {
   auto t0 = Clock::now();
   RestoreResult res;
-  image::DirSource src(req.dir);
+  std::shared_ptr<const image::ImageSource> source =
+      req.source ? req.source : std::make_shared<image::DirSource>(req.dir);
+  const image::ImageSource& src = *source;
 
   // Every image is read and checked before anything is created.
   log::StepTimer total_timer("restore");
@@ -313,8 +317,9 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   res.root = stubs.root_pid();
   // Several stubs are rebuilt at once, one tracer thread per CPU, each
   // pinned there with its stubs (tracer_pool.h). Stub i belongs to worker
-  // i % workers from its seize to its detach.
-  TracerPool pool;
+  // i % workers from its seize to its detach. A lazy restore hands each
+  // address space to its pager from one thread, as it was written for.
+  TracerPool pool(req.lazy ? 1 : 0);
   auto each_task = [&](auto&& fn) {
     std::atomic<bool> failed{false};  // the other workers stop too
     pool.run([&](size_t w) {
@@ -362,7 +367,7 @@ RestoreResult restore_tree(const RestoreRequest& req) {
       LiveTask& lt = live[i];
       uint64_t before = mst[w].pages;
       in_context(strfmt("restore pid %d", lt.plan->pid()),
-                 [&] { rebuild_process(lt, src, shmem, ghosts, &mst[w]); });
+                 [&] { rebuild_process(lt, src, shmem, ghosts, &mst[w], req.lazy); });
       std::lock_guard<std::mutex> l(progress_mu);
       if (req.progress) req.progress->advance(mst[w].pages - before);
     });
@@ -406,6 +411,9 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   each_task([&](size_t, size_t i) {
     for (auto& t : live[i].threads) t.detach();
   });
+  // Faults of the starting tree were served all along; the rest of its
+  // memory is copied behind them from now on.
+  if (req.lazy) req.lazy->start_fill();
   kill_first.armed = false;
   undo_ns.armed = false;
   stubs.release();

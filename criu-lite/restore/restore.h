@@ -6,12 +6,14 @@
 #include <sys/types.h>
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include <optional>
 
 #include "container.pb.h"
+#include "image/image_io.h"
 #include "objects/netns.h"
 
 #include "objects/progress.h"
@@ -19,9 +21,15 @@
 namespace ckpt {
 
 struct RestoreResult;
+class LazyPager;
 
 struct RestoreRequest {
   std::string dir;
+  // Where the images are read from instead of dir (a migration's stream).
+  std::shared_ptr<const image::ImageSource> source;
+  // Private anonymous memory is not copied before the tree runs: this
+  // pager serves its faults and fills it behind (objects/lazy_pages.h).
+  LazyPager* lazy = nullptr;
   bool detach = false;  // -d: return once the tree runs
   // --shell-job: the tree's session or terminal was outside it; it joins
   // ckpt's session and terminal (and, without -d, its foreground).

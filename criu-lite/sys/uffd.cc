@@ -83,4 +83,62 @@ void Uffd::copy(uint64_t dst, const void* src, uint64_t len) {
   }
 }
 
+Uffd Uffd::own(UniqueFd fd) {
+  Uffd u;
+  u.fd_ = std::move(fd);
+  return u;
+}
+
+Uffd::Fill Uffd::fill(uint64_t dst, const void* src, uint64_t len, uint64_t* done) {
+  constexpr uint64_t kPage = 4096;
+  auto s = reinterpret_cast<uint64_t>(src);
+  uint64_t start = dst;
+  while (len > 0) {
+    uffdio_copy c{};
+    c.dst = dst;
+    c.src = s;
+    c.len = len;
+    int rc = ioctl(fd_.get(), UFFDIO_COPY, &c);
+    int err = rc == 0 ? 0 : errno;
+    uint64_t n = c.copy > 0 ? static_cast<uint64_t>(c.copy) : 0;
+    if (rc == 0) n = len;
+    dst += n;
+    s += n;
+    len -= n;
+    if (rc == 0) break;
+    if (err == EEXIST) {  // the page at dst is there: skip it
+      dst += kPage;
+      s += kPage;
+      len = len > kPage ? len - kPage : 0;
+      continue;
+    }
+    if (err == EAGAIN && n > 0) continue;
+    *done = dst - start;
+    if (err == EAGAIN) return Fill::kRetry;
+    if (err == ENOENT || err == ESRCH || err == EFAULT || err == EINVAL) return Fill::kGone;
+    throw_errno(strfmt("UFFDIO_COPY at %#llx", static_cast<unsigned long long>(dst)));
+  }
+  *done = dst - start;
+  return Fill::kDone;
+}
+
+Uffd::Fill Uffd::zero(uint64_t dst, uint64_t len) {
+  uffdio_zeropage z{};
+  z.range.start = dst;
+  z.range.len = len;
+  if (ioctl(fd_.get(), UFFDIO_ZEROPAGE, &z) == 0) return Fill::kDone;
+  if (errno == EEXIST) {
+    wake(dst, len);
+    return Fill::kDone;
+  }
+  if (errno == EAGAIN) return Fill::kRetry;
+  if (errno == ENOENT || errno == ESRCH || errno == EFAULT || errno == EINVAL) return Fill::kGone;
+  throw_errno(strfmt("UFFDIO_ZEROPAGE at %#llx", static_cast<unsigned long long>(dst)));
+}
+
+void Uffd::wake(uint64_t dst, uint64_t len) {
+  uffdio_range r{dst, len};
+  ioctl(fd_.get(), UFFDIO_WAKE, &r);  // nobody waiting is not an error
+}
+
 }  // namespace ckpt

@@ -39,6 +39,21 @@ class Uffd {
   void copy(uint64_t dst, const void* src, uint64_t len);
   int fd() const { return fd_.get(); }
 
+  // Lazy restore (objects/lazy_pages.h): filling pages while the task runs.
+  // A descriptor the kernel handed us (a fork event's new userfaultfd).
+  static Uffd own(UniqueFd fd);
+  enum class Fill { kDone, kRetry, kGone };
+  // UFFDIO_COPY of len bytes where some pages may be there already (the
+  // task wrote them, or a fault was served): those are skipped, not
+  // overwritten. kRetry: the address space is changing (an event waits to
+  // be read); kGone: the range or the process is gone. *done gets the bytes
+  // handled before a kRetry.
+  Fill fill(uint64_t dst, const void* src, uint64_t len, uint64_t* done);
+  // Maps the zero page at a faulting address (memory the image has no
+  // page for), or wakes the waiter if a page is there by now.
+  Fill zero(uint64_t dst, uint64_t len);
+  void wake(uint64_t dst, uint64_t len);
+
  private:
   UniqueFd fd_;
 };

@@ -1,5 +1,5 @@
 // Writes a seed corpus of valid images for the fuzz targets:
-//   make_fuzz_seeds DIR  ->  DIR/record/*, DIR/page/*
+//   make_fuzz_seeds DIR  ->  DIR/record/*, DIR/page/*, DIR/migrate/*
 // Valid inputs let the fuzzers start deep in the readers instead of at the
 // magic number check.
 #include <sys/stat.h>
@@ -14,6 +14,7 @@
 #include "fuzz_common.h"
 #include "image/page_store.h"
 #include "inventory.pb.h"
+#include "migrate/transport.h"
 #include "mm.pb.h"
 #include "pagemap.pb.h"
 #include "pstree.pb.h"
@@ -152,6 +153,74 @@ void page_seeds(const std::string& dir) {
   }
 }
 
+// Migration streams: two sets (the second with the first as parent), with a
+// record image, a streamed image, an aborted one and a control message.
+void migrate_seeds(const std::string& dir) {
+  auto frame = [](auto fill, const std::string& body = "") {
+    mig::Envelope e;
+    fill(e);
+    return migrate::encode_frame(e, body.data(), body.size());
+  };
+  std::string content = "record image bytes", pages(5000, 'p');
+  std::string s;
+  s += frame([](mig::Envelope& e) { e.mutable_hello()->set_role("source"); });
+  s += frame([&](mig::Envelope& e) {
+    auto* b = e.mutable_image_begin();
+    b->set_set(1);
+    b->set_name("core-1.img");
+    b->set_size(content.size());
+    b->set_image(1);
+  });
+  auto data1 = [](mig::Envelope& e) {
+    e.mutable_image_data()->set_set(1);
+    e.mutable_image_data()->set_image(1);
+  };
+  s += frame(data1, content);
+  s += frame(data1, "");  // an empty body is valid
+  s += frame([&](mig::Envelope& e) {
+    auto* x = e.mutable_image_end();
+    x->set_set(1);
+    x->set_name("core-1.img");
+    x->set_size(content.size());
+    x->set_crc32c(image::crc32c(content.data(), content.size()));
+    x->set_image(1);
+  });
+  s += frame([](mig::Envelope& e) { e.mutable_set_commit()->set_set(1); });
+  write_file(dir + "/one-set", s);
+  s += frame([&](mig::Envelope& e) {
+    auto* b = e.mutable_image_begin();
+    b->set_set(2);
+    b->set_name("pages-1.img");
+    b->set_image(1);
+  });
+  s += frame(
+      [](mig::Envelope& e) {
+        e.mutable_image_data()->set_set(2);
+        e.mutable_image_data()->set_image(1);
+      },
+      pages);
+  s += frame([&](mig::Envelope& e) {
+    auto* x = e.mutable_image_end();
+    x->set_set(2);
+    x->set_name("pages-1.img");
+    x->set_size(pages.size());
+    x->set_crc32c(image::crc32c(pages.data(), pages.size()));
+    x->set_image(1);
+  });
+  s += frame([](mig::Envelope& e) {
+    e.mutable_image_abort()->set_set(2);
+    e.mutable_image_abort()->set_image(7);
+  });
+  s += frame([](mig::Envelope& e) { e.mutable_control()->set_what("round-done"); });
+  s += frame([](mig::Envelope& e) {
+    auto* c = e.mutable_set_commit();
+    c->set_set(2);
+    c->set_has_parent(true);
+    c->set_parent_set(1);
+  });
+  write_file(dir + "/two-sets", s);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -160,10 +229,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::string dir = argv[1];
-  for (const std::string& d : {dir, dir + "/record", dir + "/page"}) mkdir(d.c_str(), 0755);
+  for (const std::string& d : {dir, dir + "/record", dir + "/page", dir + "/migrate"})
+    mkdir(d.c_str(), 0755);
   try {
     record_seeds(dir + "/record");
     page_seeds(dir + "/page");
+    migrate_seeds(dir + "/migrate");
   } catch (const ckpt::Error& e) {
     fprintf(stderr, "make_fuzz_seeds: %s\n", e.what());
     return 1;

@@ -1,0 +1,297 @@
+// ckpt receive: the destination side (see migration.h for the conversation).
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <thread>
+#include <unordered_map>
+
+#include "container/run.h"
+#include "migrate/migration.h"
+#include "migrate/net_images.h"
+#include "migrate/transport.h"
+#include "objects/lazy_pages.h"
+#include "restore/restore.h"
+#include "sys/error.h"
+#include "sys/log.h"
+#include "sys/proc.h"
+
+namespace ckpt::migrate {
+
+namespace {
+
+constexpr uint64_t kPage = 4096;
+// Images arrive for as long as pre-copy runs; a silence this long is a
+// source that is gone.
+constexpr int kIdleTimeoutMs = 600000;
+
+mig::Envelope control(const std::string& what, uint64_t a = 0, uint64_t b = 0) {
+  mig::Envelope e;
+  auto* c = e.mutable_control();
+  c->set_what(what);
+  c->set_a(a);
+  c->set_b(b);
+  return e;
+}
+
+// Post-copy: pages as they come from the source (pushed, or asked for by a
+// fault), kept until the pager has put them everywhere.
+class RemotePages : public PageSource {
+ public:
+  explicit RemotePages(Channel& ch) : ch_(ch) {}
+  bool read(const std::string& id, uint64_t vaddr, uint64_t npages, uint8_t* dst,
+            bool ask) override {
+    std::lock_guard<std::mutex> lk(mu_);
+    auto& sp = spaces_[id];
+    for (uint64_t i = 0; i < npages; i++) {
+      auto it = sp.find(vaddr + i * kPage);
+      if (it == sp.end()) {
+        if (ask && asked_.insert({id, vaddr + i * kPage}).second) {
+          mig::Envelope e;
+          auto* r = e.mutable_page_request();
+          r->set_id(id);
+          r->set_vaddr(vaddr + i * kPage);
+          r->set_npages(static_cast<uint32_t>(npages - i));
+          ch_.send(e);
+        }
+        return false;
+      }
+      std::memcpy(dst + i * kPage, it->second.chunk->data() + it->second.off, kPage);
+    }
+    return true;
+  }
+  void store(const std::string& id, uint64_t vaddr, std::string body) {
+    auto chunk = std::make_shared<const std::string>(std::move(body));
+    std::lock_guard<std::mutex> lk(mu_);
+    auto& sp = spaces_[id];
+    for (uint64_t off = 0; off + kPage <= chunk->size(); off += kPage)
+      sp[vaddr + off] = Ref{chunk, off};
+  }
+
+ private:
+  struct Ref {
+    std::shared_ptr<const std::string> chunk;
+    uint64_t off;
+  };
+  Channel& ch_;
+  std::mutex mu_;
+  std::map<std::string, std::unordered_map<uint64_t, Ref>> spaces_;
+  std::set<std::pair<std::string, uint64_t>> asked_;
+};
+
+// Reads what the source sends once the final set is in: pages (post-copy),
+// its goodbye, or its giving up; the main thread restores and waits.
+class PageReceiver {
+ public:
+  PageReceiver(Channel& ch, SetReceiver& rx, RemotePages& pages, LazyPager& pager)
+      : ch_(ch), rx_(rx), pages_(pages), pager_(pager) {
+    thread_ = std::thread([this] { loop(); });
+  }
+  ~PageReceiver() { stop(); }
+  void stop() {
+    finished_ = true;
+    if (thread_.joinable()) {
+      ch_.shutdown();
+      thread_.join();
+    }
+  }
+  bool failed() const { return failed_; }
+  // The source said it gave up (its tree carries on there).
+  bool refused() const { return refused_; }
+  // The source let its tree go: the migration is complete.
+  bool bye() const { return bye_; }
+  std::string error() const {
+    std::lock_guard<std::mutex> lk(mu_);
+    return error_;
+  }
+
+ private:
+  void loop() {
+    try {
+      while (!finished_) {
+        Frame f;
+        if (!rx_.recv(ch_, f, 200)) continue;
+        if (f.msg.has_page_data()) {
+          const auto& d = f.msg.page_data();
+          if (f.body.size() != static_cast<size_t>(d.npages()) * kPage)
+            throw Error(strfmt("page data of %s at %#lx: %zu bytes for %u pages", d.id().c_str(),
+                               d.vaddr(), f.body.size(), d.npages()));
+          std::string body = std::move(f.body);
+          pager_.arrived(d.id(), d.vaddr(), d.npages(),
+                         reinterpret_cast<const uint8_t*>(body.data()));
+          pages_.store(d.id(), d.vaddr(), std::move(body));
+        } else if (f.msg.has_fail()) {
+          refused_ = true;
+          throw Error("the source gave up: " + f.msg.fail().error());
+        } else if (f.msg.has_control() && f.msg.control().what() == "bye") {
+          bye_ = true;
+          return;
+        }
+      }
+    } catch (const Error& e) {
+      if (finished_) return;
+      std::lock_guard<std::mutex> lk(mu_);
+      error_ = e.what();
+      failed_ = true;
+    }
+  }
+  Channel& ch_;
+  SetReceiver& rx_;
+  RemotePages& pages_;
+  LazyPager& pager_;
+  std::thread thread_;
+  std::atomic<bool> finished_{false}, failed_{false}, refused_{false}, bye_{false};
+  mutable std::mutex mu_;
+  std::string error_;
+};
+
+// One migration, from the handshake to the tree running with all its
+// memory. Throws on failure (the restore removed what it made).
+std::string receive_one(Channel& ch, const ReceiveRequest& req) {
+  mig::Hello hello;
+  hello.set_role("destination");
+  PeerInfo peer = handshake(ch, hello, req.key);
+  Mode mode = parse_mode(peer.hello.mode());
+  LOG_INFO("receiving from %s (%s), %s", peer.hello.hostname().c_str(), ch.peer().c_str(),
+           mode_name(mode));
+  SetReceiver rx(ch.peer());
+  std::string name;
+  std::shared_ptr<MemSource> final;
+  uint32_t rounds = 0;
+  while (!final) {
+    Frame f;
+    if (!rx.recv(ch, f, kIdleTimeoutMs))
+      throw Error(strfmt("nothing from %s for %d s", ch.peer().c_str(), kIdleTimeoutMs / 1000));
+    if (rx.feed(f)) continue;
+    if (f.msg.has_fail()) throw Error("the source failed: " + f.msg.fail().error());
+    if (!f.msg.has_control()) throw Error("unexpected message from " + ch.peer());
+    const auto& c = f.msg.control();
+    if (c.what() == "container") {
+      name = c.text();
+    } else if (c.what() == "round") {
+      rounds++;
+      LOG_DEBUG("pre-copy round %u: set %llu, %llu pages", rounds,
+                static_cast<unsigned long long>(c.a()), static_cast<unsigned long long>(c.b()));
+    } else if (c.what() == "final") {
+      final = rx.set(static_cast<uint32_t>(c.a()));
+      if (!final) throw Error(strfmt("the final set %llu never arrived",
+                                     static_cast<unsigned long long>(c.a())));
+    }
+  }
+  if (!req.work_dir.empty()) final->save_to(req.work_dir);
+
+  // Memory comes lazily either way: from the sets received (pre-copy,
+  // stop-and-copy), or from the source as the tree runs (post-copy).
+  std::optional<ImagePageSource> local;
+  std::optional<RemotePages> remote;
+  PageSource* src;
+  if (mode == Mode::kPostcopy)
+    src = &remote.emplace(ch);
+  else
+    src = &local.emplace(final);
+  LazyPager pager(*src);
+  if (!remote) remote.emplace(ch);  // unused unless post-copy
+  PageReceiver from_source(ch, rx, *remote, pager);
+
+  RestoreRequest rr;
+  rr.source = final;
+  rr.detach = true;
+  rr.tcp_established = true;
+  rr.net = req.net;
+  rr.lazy = &pager;
+  if (!name.empty()) {
+    container::prepare_restore(name);
+    rr.cgroup_name = name;
+  }
+  uint64_t restore_us = 0;
+  rr.on_running = [&](const RestoreResult& r) {
+    ch.send(control("resumed", realtime_us(), r.total_us));
+    restore_us = r.total_us;
+    if (!name.empty()) {
+      img::ContainerState s = *r.container;
+      s.set_name(name);
+      container::record_restored(s, r.root, r.cgroup_paths, req.net.bridge, req.net.host_ifname);
+    }
+  };
+  RestoreResult r = restore_tree(rr);
+  // Undoes this side if the source takes its tree back (it gave up waiting
+  // for "resumed"), or if post-copy pages can no longer come.
+  auto withdraw = [&](const std::string& why) {
+    // Stop the whole tree first (no one forks meanwhile), then kill it.
+    std::vector<pid_t> all{r.root};
+    for (size_t i = 0; i < all.size(); i++) {
+      kill(all[i], SIGSTOP);
+      for (pid_t c : proc::list_children(all[i])) all.push_back(c);
+    }
+    for (pid_t p : all) kill(p, SIGKILL);
+    if (!name.empty()) {
+      try {
+        container::remove_container(name, true);
+      } catch (const Error& e) {
+        LOG_WARN("container %s: %s", name.c_str(), e.what());
+      }
+    }
+    throw Error(why);
+  };
+  // The tree runs; its memory must be complete before the source may go.
+  bool pages_sent = false;
+  for (;;) {
+    bool done = pager.wait_done(100);
+    if (from_source.refused()) withdraw(from_source.error());
+    if (done && mode == Mode::kPostcopy && !pages_sent) {
+      ch.send(control("pages-done"));
+      pages_sent = true;
+    }
+    if (done && from_source.bye()) break;
+    if (from_source.failed()) {
+      // Without the source a post-copy tree cannot get its memory: it
+      // would wait on a fault forever. Otherwise the source let it go and
+      // only its goodbye was lost.
+      if (!done) withdraw("post-copy: lost the source before every page arrived: " +
+                          from_source.error());
+      LOG_WARN("no goodbye from %s (%s); the tree runs here", ch.peer().c_str(),
+               from_source.error().c_str());
+      break;
+    }
+  }
+  from_source.stop();
+  LazyStats st = pager.stats();
+  return strfmt(
+      "received %s%s from %s: %u tasks, %llu pages; running after a %.1f ms restore; %llu "
+      "faults served, %llu pages filled behind",
+      name.empty() ? "a tree" : "container ", name.c_str(), ch.peer().c_str(), r.tasks,
+      static_cast<unsigned long long>(r.pages), static_cast<double>(restore_us) / 1e3,
+      static_cast<unsigned long long>(st.faults), static_cast<unsigned long long>(st.filled));
+}
+
+}  // namespace
+
+int receive(const ReceiveRequest& req) {
+  Listener l = Listener::bind(req.listen);
+  LOG_INFO("listening on %s", l.address().c_str());
+  int rc = 0;
+  do {
+    Channel ch = l.accept(-1);
+    try {
+      std::string summary = receive_one(ch, req);
+      if (req.on_done) req.on_done(summary);
+      rc = 0;
+    } catch (const Error& e) {
+      LOG_ERROR("migration from %s failed: %s", ch.peer().c_str(), e.what());
+      try {
+        mig::Envelope f;
+        f.mutable_fail()->set_error(e.what());
+        ch.send(f);
+      } catch (const Error&) {
+      }
+      rc = 1;
+    }
+  } while (!req.once);
+  return rc;
+}
+
+}  // namespace ckpt::migrate

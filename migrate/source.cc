@@ -1,0 +1,444 @@
+// ckpt migrate: the source side (see migration.h for the conversation).
+#include <sys/uio.h>
+#include <time.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <optional>
+#include <thread>
+
+#include "container/run.h"
+#include "container/state.h"
+#include "dump/dump.h"
+#include "image/page_store.h"
+#include "image/record_file.h"
+#include "migrate/migration.h"
+#include "migrate/net_images.h"
+#include "migrate/transport.h"
+#include "objects/dirty_tracking.h"
+#include "sys/error.h"
+#include "sys/log.h"
+#include "sys/remote.h"
+
+namespace ckpt::migrate {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr uint64_t kPage = 4096;
+constexpr uint64_t kPushPages = 64;  // one PageData frame pushed
+// How long the destination may take to restore before the source gives up
+// and lets its tree carry on.
+constexpr int kResumeTimeoutMs = 120000;
+
+uint64_t us_since(Clock::time_point t) {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t).count());
+}
+
+mig::Envelope control(const std::string& what, uint64_t a = 0, uint64_t b = 0,
+                      const std::string& text = "") {
+  mig::Envelope e;
+  auto* c = e.mutable_control();
+  c->set_what(what);
+  c->set_a(a);
+  c->set_b(b);
+  c->set_text(text);
+  return e;
+}
+
+// Images held in memory on the source: the pagemaps of a post-copy dump,
+// whose lazy runs are the pages still to send.
+class LocalImages : public image::ImageSource {
+ public:
+  class StringBlob : public image::Blob {
+   public:
+    explicit StringBlob(std::string s) : s_(std::move(s)) {}
+    const uint8_t* data() const override { return reinterpret_cast<const uint8_t*>(s_.data()); }
+    size_t size() const override { return s_.size(); }
+
+   private:
+    std::string s_;
+  };
+  std::map<std::string, std::shared_ptr<const image::Blob>> images;
+  std::shared_ptr<const image::Blob> open(const std::string& name) const override {
+    auto it = images.find(name);
+    if (it == images.end()) throw Error(name + ": no such image");
+    return it->second;
+  }
+  bool exists(const std::string& name) const override { return images.count(name) > 0; }
+  std::string where() const override { return "the post-copy dump"; }
+};
+
+// Sends every image on and keeps a copy of the pagemaps.
+class KeepPagemaps : public image::ImageSink {
+ public:
+  KeepPagemaps(image::ImageSink& out, LocalImages& keep) : out_(out), keep_(keep) {}
+  void put(const std::string& name, const void* data, size_t len) override {
+    out_.put(name, data, len);
+    if (name.rfind("pagemap-", 0) == 0)
+      keep_.images[name] = std::make_shared<LocalImages::StringBlob>(
+          std::string(static_cast<const char*>(data), len));
+  }
+  std::unique_ptr<image::StreamWriter> open_stream(const std::string& name) override {
+    return out_.open_stream(name);
+  }
+  void commit() override { out_.commit(); }
+
+ private:
+  image::ImageSink& out_;
+  LocalImages& keep_;
+};
+
+// Which pages the previous round holds, per task: every run of its
+// pagemaps (runs in its own parent included), to check what dirty tracking
+// calls clean against.
+class Coverage {
+ public:
+  void load(const LocalImages& maps) {
+    runs_.clear();
+    for (const auto& [name, blob] : maps.images) {
+      std::string id = name.substr(8, name.size() - 8 - 4);  // pagemap-ID.img
+      if (id.empty() || id.find_first_not_of("0123456789") != std::string::npos) continue;
+      img::Pagemap pm;
+      image::load_message(maps, name, image::Kind::Pagemap, pm);
+      auto& v = runs_[static_cast<pid_t>(std::stol(id))];
+      for (const auto& r : pm.runs())
+        if (!r.lazy()) v.push_back({r.vaddr(), r.vaddr() + r.nr_pages() * kPage});
+    }
+  }
+  bool covers(pid_t vpid, uint64_t vaddr, uint64_t npages) const {
+    auto it = runs_.find(vpid);
+    if (it == runs_.end()) return false;
+    const auto& v = it->second;
+    uint64_t at = vaddr, end = vaddr + npages * kPage;
+    auto r = std::upper_bound(v.begin(), v.end(), at,
+                              [](uint64_t a, const std::pair<uint64_t, uint64_t>& x) {
+                                return a < x.first;
+                              });
+    if (r != v.begin()) --r;
+    for (; r != v.end() && at < end; ++r) {
+      if (r->second <= at) continue;
+      if (r->first > at) return false;
+      at = r->second;
+    }
+    return at >= end;
+  }
+
+ private:
+  std::map<pid_t, std::vector<std::pair<uint64_t, uint64_t>>> runs_;
+};
+
+// Post-copy: the stopped tree's private memory, sent on request and pushed
+// in address order behind.
+class PageServer {
+ public:
+  PageServer(Channel& ch, const DumpContext& ctx, const LocalImages& maps) : ch_(ch) {
+    for (const auto& t : ctx.tasks) {
+      std::string id = std::to_string(t->vpid);
+      std::string name = image::pagemap_name(id);
+      if (!maps.exists(name)) continue;
+      img::Pagemap pm;
+      image::load_message(maps, name, image::Kind::Pagemap, pm);
+      Space sp{t->pid, {}};
+      for (const auto& r : pm.runs())
+        if (r.lazy()) sp.runs.push_back({r.vaddr(), r.nr_pages()});
+      total_ += pm.lazy_pages();
+      spaces_[id] = std::move(sp);
+    }
+  }
+  ~PageServer() { stop(); }
+  uint64_t total() const { return total_; }
+  uint64_t pushed() const { return pushed_; }
+  uint64_t requested() const { return requested_; }
+
+  void serve(const mig::PageRequest& rq) {
+    auto it = spaces_.find(rq.id());
+    if (it == spaces_.end()) throw Error("the destination asked for pages of unknown " + rq.id());
+    uint64_t n = std::min<uint64_t>(rq.npages(), 256);
+    send(rq.id(), it->second.pid, rq.vaddr(), n, rq.tag());
+    requested_ += n;
+  }
+  void start_push() {
+    pusher_ = std::thread([this] {
+      try {
+        for (const auto& [id, sp] : spaces_)
+          for (const auto& [vaddr, npages] : sp.runs)
+            for (uint64_t i = 0; i < npages && !stop_; i += kPushPages) {
+              uint64_t n = std::min(kPushPages, npages - i);
+              send(id, sp.pid, vaddr + i * kPage, n, 0);
+              pushed_ += n;
+            }
+      } catch (const Error& e) {
+        // The connection is gone: the main thread sees it too.
+        LOG_DEBUG("post-copy push stopped: %s", e.what());
+      }
+    });
+  }
+  void stop() {
+    stop_ = true;
+    if (pusher_.joinable()) pusher_.join();
+  }
+
+ private:
+  struct Space {
+    pid_t pid;
+    std::vector<std::pair<uint64_t, uint64_t>> runs;  // lazy: vaddr, pages
+  };
+  void send(const std::string& id, pid_t pid, uint64_t vaddr, uint64_t n, uint64_t tag) {
+    std::vector<uint8_t> buf(n * kPage);
+    remote_read(pid, vaddr, buf.data(), buf.size());
+    mig::Envelope e;
+    auto* d = e.mutable_page_data();
+    d->set_id(id);
+    d->set_vaddr(vaddr);
+    d->set_npages(static_cast<uint32_t>(n));
+    d->set_tag(tag);
+    ch_.send(e, buf.data(), buf.size());
+  }
+  Channel& ch_;
+  std::map<std::string, Space> spaces_;
+  uint64_t total_ = 0;
+  std::atomic<uint64_t> pushed_{0}, requested_{0};
+  std::atomic<bool> stop_{false};
+  std::thread pusher_;
+};
+
+}  // namespace
+
+uint64_t realtime_us() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000u + static_cast<uint64_t>(ts.tv_nsec) / 1000u;
+}
+
+Mode parse_mode(const std::string& s) {
+  if (s == "precopy" || s == "pre-copy") return Mode::kPrecopy;
+  if (s == "postcopy" || s == "post-copy") return Mode::kPostcopy;
+  if (s == "stop-and-copy") return Mode::kStopAndCopy;
+  throw Error("unknown migration mode '" + s + "' (precopy, postcopy or stop-and-copy)");
+}
+
+const char* mode_name(Mode m) {
+  switch (m) {
+    case Mode::kPrecopy:
+      return "precopy";
+    case Mode::kPostcopy:
+      return "postcopy";
+    case Mode::kStopAndCopy:
+      return "stop-and-copy";
+  }
+  return "?";
+}
+
+MigrateResult migrate(const MigrateRequest& req) {
+  auto t0 = Clock::now();
+  MigrateResult res;
+  DumpRequest base;
+  base.opts.tcp_established = true;  // a live service keeps its clients
+  base.opts.zstd_level = req.zstd_level;
+  std::optional<img::ContainerState> ct;
+  if (!req.container.empty()) {
+    img::ContainerState s = container::load_state(req.container);
+    if (!container::init_alive(s)) throw Error("container " + req.container + " is not running");
+    base.pid = s.init_pid();
+    base.cgroup_paths.assign(s.cgroup_paths().begin(), s.cgroup_paths().end());
+    base.save_cgroup = true;
+    base.container = s;
+    ct = s;
+  } else {
+    base.pid = req.pid;
+  }
+
+  Channel ch = Channel::connect(req.to, 10000);
+  mig::Hello hello;
+  hello.set_role("source");
+  hello.set_mode(mode_name(req.mode));
+  PeerInfo peer = handshake(ch, hello, req.key);
+  res.peer = ch.peer();
+  LOG_INFO("migrating %s to %s (%s), %s", ct ? ("container " + req.container).c_str()
+                                              : strfmt("pid %d", base.pid).c_str(),
+           peer.hello.hostname().c_str(), ch.peer().c_str(), mode_name(req.mode));
+  if (ct) ch.send(control("container", 0, 0, req.container));
+
+  DirtyTrackers trackers;
+  Coverage covered;
+  uint32_t set = 0;
+  uint64_t parent_id = 0;
+  if (req.mode == Mode::kPrecopy) {
+    uint64_t prev_pages = UINT64_MAX;
+    for (int round = 0; round < req.max_rounds; round++) {
+      set++;
+      NetSink sink(ch, set, set > 1 ? std::optional<uint32_t>(set - 1) : std::nullopt);
+      LocalImages maps;
+      KeepPagemaps keep(sink, maps);
+      DumpRequest r = base;
+      r.sink = &keep;
+      r.trackers = &trackers;
+      r.opts.leave_running = true;
+      r.progress = round == 0 ? req.progress : nullptr;
+      if (set > 1) {
+        r.parent_name = strfmt("migration set %u", set - 1);
+        r.parent_id = parent_id;
+        r.parent_covers = [&](pid_t p, uint64_t a, uint64_t n) { return covered.covers(p, a, n); };
+      }
+      auto rt0 = Clock::now();
+      uint64_t wire0 = ch.bytes_sent();
+      DumpResult d = in_context(strfmt("pre-copy round %d", round), [&] { return dump_tree(r); });
+      parent_id = d.checkpoint_id;
+      covered.load(maps);
+      RoundStats rs;
+      rs.round = static_cast<uint32_t>(round);
+      rs.pages = d.stats.pages;
+      rs.raw_bytes = d.stats.pages * kPage;
+      rs.stored_bytes = d.stats.page_bytes;
+      rs.bytes = ch.bytes_sent() - wire0;
+      rs.us = us_since(rt0);
+      rs.frozen_us = d.frozen_us;
+      res.rounds.push_back(rs);
+      ch.send(control("round", set, d.stats.pages));
+      LOG_INFO("pre-copy round %d: %llu pages, %.1f MiB in %.0f ms", round,
+               static_cast<unsigned long long>(rs.pages), static_cast<double>(rs.bytes) / 1048576,
+               static_cast<double>(rs.us) / 1e3);
+      // Stop when what is written meanwhile would fit the downtime at the
+      // rate just measured (half of it: the restore needs the rest), or
+      // when it no longer shrinks.
+      double rate = static_cast<double>(rs.bytes) / std::max<double>(1.0, static_cast<double>(rs.us));
+      double next_ms = static_cast<double>(rs.raw_bytes) / std::max(rate, 1.0) / 1e3;
+      if (round > 0 && (next_ms <= req.target_downtime_ms / 2.0 || rs.pages >= prev_pages)) break;
+      prev_pages = rs.pages;
+    }
+  }
+
+  // The last round: the tree stops, and stays stopped until the
+  // destination runs it (or fails: then it carries on here).
+  set++;
+  NetSink sink(ch, set, set > 1 ? std::optional<uint32_t>(set - 1) : std::nullopt);
+  LocalImages maps;
+  KeepPagemaps keep(sink, maps);
+  DumpRequest r = base;
+  r.sink = &keep;
+  r.opts.lazy_pages = req.mode == Mode::kPostcopy;
+  r.progress = req.mode == Mode::kStopAndCopy ? req.progress : nullptr;
+  if (set > 1) {
+    r.trackers = &trackers;
+    r.parent_name = strfmt("migration set %u", set - 1);
+    r.parent_id = parent_id;
+    r.parent_covers = [&](pid_t p, uint64_t a, uint64_t n) { return covered.covers(p, a, n); };
+  }
+  uint64_t freeze_rt = realtime_us();
+  auto rt0 = Clock::now();
+  uint64_t wire0 = ch.bytes_sent();
+  RoundStats fin;
+  r.after_commit = [&](const DumpContext& ctx) {
+    fin.bytes = ch.bytes_sent() - wire0;
+    ch.send(control("final", set, freeze_rt));
+    std::optional<PageServer> pages;
+    if (req.mode == Mode::kPostcopy) pages.emplace(ch, ctx, maps);
+    bool resumed = false, done = req.mode != Mode::kPostcopy;
+    auto deadline = Clock::now() + std::chrono::milliseconds(kResumeTimeoutMs);
+    while (!resumed || !done) {
+      Frame f;
+      if (!ch.recv(f, 1000)) {
+        if (!resumed && Clock::now() > deadline)
+          throw Error(strfmt("the destination did not run the tree within %d s",
+                             kResumeTimeoutMs / 1000));
+        continue;
+      }
+      if (f.msg.has_fail()) throw Error("the destination failed: " + f.msg.fail().error());
+      if (f.msg.has_page_request()) {
+        if (!pages) throw Error("the destination asked for pages, but this is not post-copy");
+        pages->serve(f.msg.page_request());
+        continue;
+      }
+      if (!f.msg.has_control()) continue;
+      const auto& c = f.msg.control();
+      if (c.what() == "resumed") {
+        resumed = true;
+        res.downtime_us = static_cast<int64_t>(c.a()) - peer.clock_offset_us -
+                          static_cast<int64_t>(freeze_rt);
+        res.restore_us = c.b();
+        LOG_INFO("running on %s after %.1f ms", ch.peer().c_str(),
+                 static_cast<double>(res.downtime_us) / 1e3);
+        if (pages) pages->start_push();
+      } else if (c.what() == "pages-done") {
+        done = true;
+      }
+    }
+    if (pages) {
+      pages->stop();
+      res.lazy_pages = pages->total();
+      res.pushed_pages = pages->pushed();
+      res.requested_pages = pages->requested();
+    }
+    return DumpEnd::kKill;
+  };
+  DumpResult d = in_context("final round", [&] {
+    try {
+      return dump_tree(r);
+    } catch (const Error& e) {
+      // The tree carries on here (the dump thawed it): the destination
+      // must not keep a copy running.
+      try {
+        mig::Envelope f;
+        f.mutable_fail()->set_error(e.what());
+        ch.send(f);
+      } catch (const Error&) {
+      }
+      throw;
+    }
+  });
+  fin.round = static_cast<uint32_t>(res.rounds.size());
+  fin.final = true;
+  fin.pages = d.stats.pages;
+  fin.raw_bytes = d.stats.pages * kPage;
+  fin.stored_bytes = d.stats.page_bytes;
+  fin.us = us_since(rt0);
+  fin.frozen_us = d.frozen_us;
+  res.rounds.push_back(fin);
+  // The destination owns the container now: what is left of it here goes.
+  if (ct) {
+    try {
+      container::remove_container(req.container, true);
+    } catch (const Error& e) {
+      LOG_WARN("container %s: leftovers on this host: %s", req.container.c_str(), e.what());
+    }
+  }
+  ch.send(control("bye"));
+  res.wire_bytes = ch.bytes_sent();
+  res.total_us = us_since(t0);
+  return res;
+}
+
+std::string format_table(const MigrateResult& r, Mode mode) {
+  std::string out;
+  out += strfmt("%-8s %10s %12s %12s %10s %10s\n", "round", "pages", "raw MiB", "sent MiB",
+                "time ms", "frozen ms");
+  uint64_t raw = 0, stored = 0;
+  for (const auto& x : r.rounds) {
+    out += strfmt("%-8s %10llu %12.1f %12.1f %10.1f %10.1f\n",
+                  x.final ? "final" : strfmt("%u", x.round).c_str(),
+                  static_cast<unsigned long long>(x.pages), static_cast<double>(x.raw_bytes) / 1048576,
+                  static_cast<double>(x.bytes) / 1048576, static_cast<double>(x.us) / 1e3,
+                  static_cast<double>(x.frozen_us) / 1e3);
+    raw += x.raw_bytes;
+    stored += x.stored_bytes;
+  }
+  if (mode == Mode::kPostcopy)
+    out += strfmt("post-copy: %llu pages after resume (%llu pushed, %llu on request)\n",
+                  static_cast<unsigned long long>(r.lazy_pages),
+                  static_cast<unsigned long long>(r.pushed_pages),
+                  static_cast<unsigned long long>(r.requested_pages));
+  out += strfmt("compression saved %.1f MiB of page data\n",
+                raw > stored ? static_cast<double>(raw - stored) / 1048576 : 0.0);
+  out += strfmt("total %.3f s, %.1f MiB on the wire, restore on %s %.1f ms, downtime %.1f ms\n",
+                static_cast<double>(r.total_us) / 1e6, static_cast<double>(r.wire_bytes) / 1048576,
+                r.peer.c_str(), static_cast<double>(r.restore_us) / 1e3,
+                static_cast<double>(r.downtime_us) / 1e3);
+  return out;
+}
+
+}  // namespace ckpt::migrate
