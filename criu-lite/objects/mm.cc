@@ -585,7 +585,23 @@ void restore_mm(RemoteThread& rt, RemoteScratch& scratch, pid_t pid, const img::
   }
   std::vector<Range> busy = dumped;
   for (auto& [k, r] : cur_special) busy.push_back(r);
-  if (!want_special.empty()) {
+  // Where no target overlaps any of them (the stub's were placed at random
+  // by its execve, stubs.h), each moves straight to its target.
+  bool direct = true;
+  for (auto& [k, r] : want_special)
+    for (auto& [k2, c] : cur_special)
+      if (k2 != img::VMA_VSYSCALL && r.start < c.end && c.start < r.end) direct = false;
+  if (!want_special.empty() && direct) {
+    for (auto& [k, r] : want_special) {
+      Range from = cur_special[k];
+      rt.check("mremap special mapping", __NR_mremap, from.start, from.end - from.start,
+               from.end - from.start, MREMAP_MAYMOVE | MREMAP_FIXED, r.start);
+      if (k == img::VMA_VDSO) rt.set_syscall_ip(r.start + cpu::vdso_syscall_offset());
+    }
+    for (auto& [k, r] : cur_special)
+      if (k != img::VMA_VSYSCALL && !want_special.count(k))
+        rt.check("munmap special mapping", __NR_munmap, r.start, r.end - r.start);
+  } else if (!want_special.empty()) {
     uint64_t lo = UINT64_MAX, hi = 0;
     for (auto& [k, r] : cur_special) {
       if (k == img::VMA_VSYSCALL) continue;

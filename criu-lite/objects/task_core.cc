@@ -115,7 +115,9 @@ void restore_sigactions(RemoteThread& rt, const RemoteScratch& s, pid_t pid,
   for (int sig = 1; sig <= 64; sig++) {
     if (sig == SIGKILL || sig == SIGSTOP) continue;
     KernelSigaction mine{};
-    if (syscall(SYS_rt_sigaction, sig, nullptr, &mine, 8) == 0 &&
+    // SIGTRAP is set always: single-stepped remote syscalls (sys/remote.h)
+    // reset it in the stub.
+    if (sig != SIGTRAP && syscall(SYS_rt_sigaction, sig, nullptr, &mine, 8) == 0 &&
         memcmp(&mine, &acts[sig], sizeof mine) == 0)
       continue;
     s.write(pid, 0, &acts[sig], sizeof(KernelSigaction));

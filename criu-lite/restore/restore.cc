@@ -9,8 +9,10 @@
 #include <unistd.h>
 
 #include <sched.h>
+#include <atomic>
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <optional>
 
 #include "image/image_io.h"
@@ -29,6 +31,7 @@
 #include "objects/tty.h"
 #include "restore/plan.h"
 #include "restore/stubs.h"
+#include "restore/tracer_pool.h"
 #include "sys/cancel.h"
 #include "sys/cpu.h"
 #include "sys/error.h"
@@ -79,14 +82,19 @@ void rebuild_process(LiveTask& lt, const image::ImageSource& src, const ShmemTab
   lt.remote = std::make_unique<RemoteThread>(
       leader, reinterpret_cast<uint64_t>(cpu::vdso_text().data()) + cpu::vdso_syscall_offset());
   RemoteThread& rt = *lt.remote;
+  // Half the ptrace stops per remote syscall, until the handlers are set
+  // (remote.h: single stepping resets SIGTRAP's; it is set again below).
+  rt.set_single_step(true);
   // glibc registered rseq in ckpt; the area is about to be unmapped.
   ckpt_rseq_configuration rc = leader.get_rseq();
   if (rc.rseq_abi_pointer)
     rt.check("rseq unregister", __NR_rseq, rc.rseq_abi_pointer, rc.rseq_abi_size, 1, rc.signature);
   int holder_fd = FileTable::holder_fd_number(p.fds);
-  in_context("memory",
-             [&] { restore_mm(rt, lt.scratch, pid, p.mm, src, shmem, ghosts, holder_fd, st, lazy); });
+  in_context("memory", [&] {
+    restore_mm(rt, lt.scratch, pid, p.mm, src, shmem, ghosts, holder_fd, st, lazy);
+  });
   in_context("mm fields", [&] { restore_mm_fields(rt, lt.scratch, pid, p.mm); });
+  rt.set_single_step(false);
   in_context("signal handlers", [&] { restore_sigactions(rt, lt.scratch, pid, p.core); });
 }
 
@@ -184,39 +192,6 @@ void finish_process(LiveTask& lt) {
     lt.threads[i].set_sigmask(tc.blocked_mask());
   }
 }
-
-// Keeps ckpt (and the stubs it forks, which inherit it) on one CPU while it
-// drives them: a remote syscall costs 13-19 us when tracer and tracee share a
-// CPU and 57-92 us across CPUs here. Each restored thread gets its saved
-// affinity back (task_attrs); ckpt gets its own back when this goes.
-class PinToOneCpu {
- public:
-  PinToOneCpu() {
-    if (sched_getaffinity(0, sizeof saved_, &saved_) != 0) return;
-    int cpu = sched_getcpu();
-    if (cpu < 0) return;
-    cpu_set_t one;
-    CPU_ZERO(&one);
-    CPU_SET(cpu, &one);
-    pinned_ = sched_setaffinity(0, sizeof one, &one) == 0;
-  }
-  ~PinToOneCpu() {
-    if (pinned_) sched_setaffinity(0, sizeof saved_, &saved_);
-  }
-  // The stubs go to the same CPU.
-  void add(const RestorePlan& plan) {
-    if (!pinned_) return;
-    cpu_set_t one;
-    sched_getaffinity(0, sizeof one, &one);
-    for (const auto& t : plan.tasks) sched_setaffinity(t.hpid(), sizeof one, &one);
-  }
-  PinToOneCpu(const PinToOneCpu&) = delete;
-  PinToOneCpu& operator=(const PinToOneCpu&) = delete;
-
- private:
-  cpu_set_t saved_;
-  bool pinned_ = false;
-};
 
 }  // namespace
 
@@ -340,9 +315,24 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   files.close_helpers();
   fault::point("restore-after-fork");
   res.root = stubs.root_pid();
-  // Forking is done on both CPUs; driving the stubs is done on one.
-  std::optional<PinToOneCpu> pin(std::in_place);
-  pin->add(plan);
+  // Several stubs are rebuilt at once, one tracer thread per CPU, each
+  // pinned there with its stubs (tracer_pool.h). Stub i belongs to worker
+  // i % workers from its seize to its detach. A lazy restore hands each
+  // address space to its pager from one thread, as it was written for.
+  TracerPool pool(req.lazy ? 1 : 0);
+  auto each_task = [&](auto&& fn) {
+    std::atomic<bool> failed{false};  // the other workers stop too
+    pool.run([&](size_t w) {
+      for (size_t i = w; i < plan.tasks.size() && !failed; i += pool.size()) {
+        try {
+          fn(w, i);
+        } catch (...) {
+          failed = true;
+          throw;
+        }
+      }
+    });
+  };
 
   std::vector<LiveTask> live(plan.tasks.size());
   // On failure the half-built tasks die while still stopped under ptrace:
@@ -358,36 +348,42 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   for (size_t i = 0; i < plan.tasks.size(); i++) live[i].plan = &plan.tasks[i];
   {
     log::StepTimer st("seize stubs");
-    for (auto& lt : live)
-      in_context(strfmt("restore pid %d", lt.plan->pid()), [&] { seize_stub(lt); });
+    each_task([&](size_t w, size_t i) {
+      pool.pin(w, live[i].plan->hpid());
+      in_context(strfmt("restore pid %d", live[i].plan->pid()), [&] { seize_stub(live[i]); });
+    });
   }
   if (req.progress) {
     for (const auto& t : plan.tasks)
       total_pages += image::PageReader(src, std::to_string(t.pid())).pages();  // image names
     req.progress->start("restore", total_pages);
   }
-  MmRestoreStats mst;
+  std::vector<MmRestoreStats> mst(pool.size());
   {
     log::StepTimer st("memory");
-    for (auto& lt : live) {
+    std::mutex progress_mu;
+    each_task([&](size_t w, size_t i) {
       cancel::check();
-      uint64_t before = mst.pages;
+      LiveTask& lt = live[i];
+      uint64_t before = mst[w].pages;
       in_context(strfmt("restore pid %d", lt.plan->pid()),
-                 [&] { rebuild_process(lt, src, shmem, ghosts, &mst, req.lazy); });
-      if (req.progress) req.progress->advance(mst.pages - before);
-    }
+                 [&] { rebuild_process(lt, src, shmem, ghosts, &mst[w], req.lazy); });
+      std::lock_guard<std::mutex> l(progress_mu);
+      if (req.progress) req.progress->advance(mst[w].pages - before);
+    });
   }
   if (req.progress) req.progress->finish();
   fault::point("restore-after-mm");
   {
     log::StepTimer st("threads, signals, credentials");
-    for (auto& lt : live)
-      in_context(strfmt("restore pid %d", lt.plan->pid()), [&] {
-        create_threads(lt);
-        finish_process(lt);
+    each_task([&](size_t, size_t i) {
+      in_context(strfmt("restore pid %d", live[i].plan->pid()), [&] {
+        create_threads(live[i]);
+        finish_process(live[i]);
       });
+    });
   }
-  res.pages = mst.pages;
+  for (const auto& m : mst) res.pages += m.pages;
   finish_namespaces(stubs.root_pid(), namespaces);
   // Every process has opened and mapped its deleted files: names go again.
   ghosts.unlink_all();
@@ -412,8 +408,9 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   files.before_resume();
 
   // Let the whole tree run at once.
-  for (auto& lt : live)
-    for (auto& t : lt.threads) t.detach();
+  each_task([&](size_t, size_t i) {
+    for (auto& t : live[i].threads) t.detach();
+  });
   // Faults of the starting tree were served all along; the rest of its
   // memory is copied behind them from now on.
   if (req.lazy) req.lazy->start_fill();
@@ -424,7 +421,6 @@ RestoreResult restore_tree(const RestoreRequest& req) {
     res.cgroup_paths = cg->paths();
     cg->release();
   }
-  pin.reset();
   prctl(PR_SET_CHILD_SUBREAPER, 0);
   res.total_us = static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count());

@@ -90,7 +90,7 @@ void StubTree::stub_main(int idx) {
     slot.state.store(2);
     int expected = 0;
     ctl_->failed.compare_exchange_strong(expected, idx + 1);
-    futex_wake(&ctl_->failed);
+    fail_wake();
     _exit(1);
   };
   // If our parent (a stub, or the controller) dies, so do we: a failed
@@ -153,15 +153,13 @@ void StubTree::stub_main(int idx) {
     }
   }
   tty_step([&](const TtyRestore& tt) { tt.drop_ctty(pid); });
-  ctl_->created.fetch_add(1);
-  futex_wake(&ctl_->created);
+  arrive(ctl_->created);
 
   // Groups: leaders make theirs first, then the members join.
   while (ctl_->phase.load() < 1) futex_wait(&ctl_->phase, 0);
   pid_t pgid = static_cast<pid_t>(t.entry.pgid());
   if (pgid == pid && getpgrp() != pid && setpgid(0, 0) < 0) fail("setpgid (leader)", errno);
-  ctl_->grouped.fetch_add(1);
-  futex_wake(&ctl_->grouped);
+  arrive(ctl_->grouped);
   while (ctl_->phase.load() < 2) futex_wait(&ctl_->phase, 1);
   if (pgid != pid && getpgrp() != pgid && setpgid(0, pgid) < 0) {
     char msg[128];
@@ -178,8 +176,7 @@ void StubTree::stub_main(int idx) {
              getsid(0), t.entry.sid());
     fail(msg, 0);
   }
-  ctl_->joined.fetch_add(1);
-  futex_wake(&ctl_->joined);
+  arrive(ctl_->joined);
 
   // The holder opens every description meanwhile (in the tree's namespaces).
   while (ctl_->phase.load() < 3) futex_wait(&ctl_->phase, 2);
@@ -194,8 +191,7 @@ void StubTree::stub_main(int idx) {
   if (getenv("CKPT_FAULT") && strcmp(getenv("CKPT_FAULT"), "restore-after-files") == 0 && idx == 0)
     fail("injected fault restore-after-files", 0);
   slot.state.store(1);
-  ctl_->ready.fetch_add(1);
-  futex_wake(&ctl_->ready);
+  arrive(ctl_->ready);
   // From here the controller takes over with ptrace.
   for (;;) pause();
 }
@@ -209,25 +205,21 @@ void StubTree::zombie_main(int z) {
              err ? strerror(err) : "");
     int expected = 0;
     ctl_->failed.compare_exchange_strong(expected, 1);
-    futex_wake(&ctl_->failed);
+    fail_wake();
     _exit(1);
   };
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   pid_t pid = static_cast<pid_t>(e.pid());
   if (e.sid() == e.pid() && setsid() < 0) fail("setsid", errno);
-  ctl_->created.fetch_add(1);
-  futex_wake(&ctl_->created);
+  arrive(ctl_->created);
   while (ctl_->phase.load() < 1) futex_wait(&ctl_->phase, 0);
   pid_t pgid = static_cast<pid_t>(e.pgid());
   if (pgid == pid && getpgrp() != pid && setpgid(0, 0) < 0) fail("setpgid (leader)", errno);
-  ctl_->grouped.fetch_add(1);
-  futex_wake(&ctl_->grouped);
+  arrive(ctl_->grouped);
   while (ctl_->phase.load() < 2) futex_wait(&ctl_->phase, 1);
   if (pgid != pid && getpgrp() != pgid && setpgid(0, pgid) < 0) fail("join process group", errno);
-  ctl_->joined.fetch_add(1);
-  futex_wake(&ctl_->joined);
-  ctl_->ready.fetch_add(1);
-  futex_wake(&ctl_->ready);
+  arrive(ctl_->joined);
+  arrive(ctl_->ready);
   // Exit the way the process did; its parent reads the same status.
   int st = e.exit_status();
   if (WIFSIGNALED(st)) {
@@ -240,6 +232,19 @@ void StubTree::zombie_main(int z) {
     kill(getpid(), sig);
   }
   _exit(WEXITSTATUS(st));
+}
+
+void StubTree::arrive(std::atomic<int>& c) {
+  // Only the last one wakes the controller: each wake-up is a context switch,
+  // and a hundred of them per phase showed up in the fork step. (A failure
+  // wakes it at once, see fail_wake.)
+  int n = static_cast<int>(plan_.tasks.size() + plan_.zombies.size());
+  if (c.fetch_add(1) + 1 >= n) futex_wake(&c);
+}
+
+void StubTree::fail_wake() {
+  futex_wake(&ctl_->failed);
+  for (auto* c : {&ctl_->created, &ctl_->grouped, &ctl_->joined, &ctl_->ready}) futex_wake(c);
 }
 
 void StubTree::wait_counter(std::atomic<int>& c, int want, int timeout_ms, const char* what) {

@@ -71,6 +71,8 @@ class StubTree {
   [[noreturn]] void stub_main(int idx);
   [[noreturn]] void zombie_main(int z);
   void wait_counter(std::atomic<int>& c, int want, int timeout_ms, const char* what);
+  void arrive(std::atomic<int>& c);  // a stub is done with a phase
+  void fail_wake();
   void raise_phase(int p);
 
   void find_host_pids();

@@ -36,7 +36,10 @@ long RemoteThread::call(long nr, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t
   t_.set_regs(r);
   bool entered = false;
   for (;;) {
-    t_.syscall_step();
+    if (single_step_)
+      t_.single_step();
+    else
+      t_.syscall_step();
     StopInfo s = t_.wait();
     if (s.kind == StopInfo::Syscall) {
       if (!entered) {
@@ -54,6 +57,14 @@ long RemoteThread::call(long nr, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t
       continue;
     }
     if (s.kind == StopInfo::Signal) {
+      if (single_step_ && s.sig == SIGTRAP) {
+        Regs after = t_.get_regs();
+        if (after.rip == ip_ + 2) {  // past the 2-byte syscall instruction: done
+          LOG_TRACE("tid %d: syscall %ld(%#lx, %#lx, %#lx) = %lld", t_.tid(), nr, (unsigned long)a1,
+                    (unsigned long)a2, (unsigned long)a3, static_cast<long long>(after.rax));
+          return static_cast<long>(after.rax);
+        }
+      }
       // Signals are blocked while we drive the thread; what still arrives
       // (a synchronous fault) means the call went wrong.
       if (s.sig == SIGSEGV || s.sig == SIGBUS || s.sig == SIGILL || s.sig == SIGTRAP)

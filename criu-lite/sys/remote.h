@@ -9,6 +9,13 @@
 //   RemoteThread rt(tracee, syscall_ip);   // remembers the thread's registers
 //   long r = rt.call(__NR_getpid);         // any number of calls
 //   rt.restore();                          // put the remembered registers back
+//
+// A call stops the thread twice (syscall entry and exit), unless single
+// stepping is on: PTRACE_SINGLESTEP over the syscall instruction stops it
+// once, with a SIGTRAP after the syscall (ptrace stops are what a call
+// costs). That SIGTRAP is forced: as the thread blocks it, the kernel
+// unblocks it and resets its handler to the default. Use it only before the
+// task's handlers and masks are set.
 // The same engine serves the dump (sigactions, itimers, prctl queries), the
 // restore (mmap, mremap, prctl, clone3 of threads, ...) and dirty tracking.
 //
@@ -35,6 +42,8 @@ class RemoteThread {
   uint64_t check(const char* what, long nr, uint64_t a1 = 0, uint64_t a2 = 0, uint64_t a3 = 0,
                  uint64_t a4 = 0, uint64_t a5 = 0, uint64_t a6 = 0);
   void set_syscall_ip(uint64_t ip) { ip_ = ip; }
+  // One ptrace stop per call instead of two; see above for the price.
+  void set_single_step(bool on) { single_step_ = on; }
   uint64_t syscall_ip() const { return ip_; }
   const Regs& saved_regs() const { return saved_; }
   // Sets the registers the thread had when this object was made.
@@ -48,6 +57,7 @@ class RemoteThread {
   Regs saved_;
   uint64_t ip_;
   pid_t last_clone_ = 0;
+  bool single_step_ = false;
 };
 
 // A mapping in the target used to pass syscall arguments by address.

@@ -193,6 +193,11 @@ void Tracee::syscall_step() const {
     throw_errno(strfmt("ptrace syscall tid %d", tid_));
 }
 
+void Tracee::single_step() const {
+  if (ptrace(PTRACE_SINGLESTEP, tid_, nullptr, nullptr) != 0)
+    throw_errno(strfmt("ptrace singlestep tid %d", tid_));
+}
+
 void Tracee::detach(int sig) {
   pid_t t = std::exchange(tid_, -1);
   if (t > 0 && ptrace(PTRACE_DETACH, t, nullptr, reinterpret_cast<void*>(intptr_t{sig})) != 0 &&

@@ -68,6 +68,7 @@ class Tracee {
 
   void cont(int sig = 0) const;  // PTRACE_CONT
   void syscall_step() const;     // PTRACE_SYSCALL
+  void single_step() const;      // PTRACE_SINGLESTEP
   void detach(int sig = 0);
   void kill_and_forget();  // SIGKILL, no detach
   pid_t release();         // forget without detaching
