@@ -160,6 +160,18 @@ nl::Link alloc_link() {
 
 // The settings every kind takes at creation (and the builtin links as a
 // change): everything but the up flag, which comes last.
+// The MAC the restore gives a veth's host end: the dumped one with its last
+// bit flipped. Nothing in the container sees it, and during a migration the
+// source's end still exists on the same L2 segment: two ports with one MAC
+// would make the bridges drop each other's frames. Flipping it again on the
+// way back keeps the two ends of any migration apart, and the restore can
+// still tell the link it made (remove_host_veths).
+std::string host_peer_mac(const img::Link& d) {
+  std::string mac = d.peer().mac();
+  if (!mac.empty()) mac.back() = static_cast<char>(mac.back() ^ 1);
+  return mac;
+}
+
 void fill_common(rtnl_link* l, const img::Link& d, bool with_mac) {
   if (with_mac && !d.mac().empty()) rtnl_link_set_addr(l, nl::make_addr(AF_LLC, d.mac(), 0).get());
   if (with_mac && !d.broadcast().empty())
@@ -376,10 +388,8 @@ void create_links(nl_sock* sk, int host_ns_fd, const img::NetNs& ns, const NetRe
         nl::Link peer(rtnl_link_veth_get_peer(l.get()));
         std::string name = host_name(d, opts);
         rtnl_link_set_name(peer.get(), name.c_str());
-        // The host end gets a fresh MAC, not the dumped one: nothing in the
-        // container sees it, and during a migration the source's end still
-        // exists on the same L2 segment (two ports with one MAC make the
-        // bridges drop each other's frames).
+        if (!d.peer().mac().empty())
+          rtnl_link_set_addr(peer.get(), nl::make_addr(AF_LLC, host_peer_mac(d), 0).get());
         if (d.peer().mtu()) rtnl_link_set_mtu(peer.get(), d.peer().mtu());
         rtnl_link_set_txqlen(peer.get(), d.peer().txqlen());
         rtnl_link_set_ns_fd(peer.get(), host_ns_fd);
@@ -526,7 +536,8 @@ void remove_host_veths(nl_sock* host_sk, const img::NetNs& ns, const NetRestoreO
     bool ours =
         rtnl_link_is_veth(l.get()) &&
         rtnl_link_get_link(l.get()) == static_cast<int>(d.ifindex()) &&
-        (d.peer().mac().empty() || nl::addr_bytes(rtnl_link_get_addr(l.get())) == d.peer().mac());
+        (d.peer().mac().empty() ||
+         nl::addr_bytes(rtnl_link_get_addr(l.get())) == host_peer_mac(d));
     if (!ours) {
       LOG_WARN("veth %s: host-side %s is not the one restored, left alone", d.name().c_str(),
                name.c_str());
