@@ -414,6 +414,7 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   // Faults of the starting tree were served all along; the rest of its
   // memory is copied behind them from now on.
   if (req.lazy) req.lazy->start_fill();
+  LOG_DEBUG("the tree runs");
   kill_first.armed = false;
   undo_ns.armed = false;
   stubs.release();
@@ -422,6 +423,7 @@ RestoreResult restore_tree(const RestoreRequest& req) {
     cg->release();
   }
   prctl(PR_SET_CHILD_SUBREAPER, 0);
+  LOG_DEBUG("stubs and cgroup released");
   res.total_us = static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count());
 

@@ -1052,6 +1052,26 @@ def sc_compress(env):
     wl.watch()
 
 
+def sc_lazy_pages(env):
+    """restore --lazy-pages: the tree runs before its private memory is in;
+    faults are served from the images and the rest is filled behind. The
+    memory workload (private, file-backed copy-on-write, shared and sparse
+    memory, a forked child) carries on exactly, and ckpt exits once every
+    page is in."""
+    wl = env.start("memory")
+    before, stable, transient = wl.sample()
+    tasks = snapshot_tasks(before)
+    img = wl.new_dir("lazy")
+    res = env.ckpt.dump(wl, img)
+    require_dump_ok(res, img, "dump")
+    wl.reap_original()
+    wl.wait_gone(tasks, "after the dump")
+    last = wl.log().last_progress()
+    restore_and_check(env, wl, img, before, stable, transient, "lazy", last + 1,
+                      extra=["--lazy-pages"])
+    wl.watch()
+
+
 def sc_disk_full(env):
     """A dump into a full file system fails, leaves no files and the tree runs."""
     wl = env.start("tree")
@@ -2659,6 +2679,7 @@ SCENARIOS.update({
     "fault-restore": sc_fault_restore,
     "bad-images": sc_bad_images,
     "compress": sc_compress,
+    "lazy-pages": sc_lazy_pages,
     "cli": sc_cli,
     "disk-full": sc_disk_full,
     "interrupt": sc_interrupt,
