@@ -183,8 +183,9 @@ std::string receive_one(Channel& ch, const ReceiveRequest& req) {
                 static_cast<unsigned long long>(c.a()), static_cast<unsigned long long>(c.b()));
     } else if (c.what() == "final") {
       final = rx.set(static_cast<uint32_t>(c.a()));
-      if (!final) throw Error(strfmt("the final set %llu never arrived",
-                                     static_cast<unsigned long long>(c.a())));
+      if (!final)
+        throw Error(
+            strfmt("the final set %llu never arrived", static_cast<unsigned long long>(c.a())));
     }
   }
   LOG_DEBUG("final set %u in: restoring", final->set());
@@ -271,8 +272,8 @@ std::string receive_one(Channel& ch, const ReceiveRequest& req) {
       // Without the source a post-copy tree cannot get its memory: it
       // would wait on a fault forever. Otherwise the source let it go and
       // only its goodbye was lost.
-      if (!done) withdraw("post-copy: lost the source before every page arrived: " +
-                          from_source.error());
+      if (!done)
+        withdraw("post-copy: lost the source before every page arrived: " + from_source.error());
       LOG_WARN("no goodbye from %s (%s); the tree runs here", ch.peer().c_str(),
                from_source.error().c_str());
       break;

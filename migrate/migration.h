@@ -40,8 +40,8 @@ struct MigrateRequest {
   std::string to;         // HOST:PORT
   std::string key;        // --psk-file contents ("" = none)
   Mode mode = Mode::kPrecopy;
-  int max_rounds = 8;           // pre-copy rounds before the final one
-  int target_downtime_ms = 100; // stop pre-copy when the rest fits in this
+  int max_rounds = 8;            // pre-copy rounds before the final one
+  int target_downtime_ms = 100;  // stop pre-copy when the rest fits in this
   int zstd_level = 0;
   Progress* progress = nullptr;
 };
@@ -49,12 +49,12 @@ struct MigrateRequest {
 struct RoundStats {
   uint32_t round = 0;  // 0..: pre-copy; the final one is last
   bool final = false;
-  uint64_t pages = 0;       // pages sent in this round
-  uint64_t raw_bytes = 0;   // their size before compression
+  uint64_t pages = 0;         // pages sent in this round
+  uint64_t raw_bytes = 0;     // their size before compression
   uint64_t stored_bytes = 0;  // and after
-  uint64_t bytes = 0;       // bytes on the wire for the round (images)
-  uint64_t us = 0;          // time of the round
-  uint64_t frozen_us = 0;   // the tree stopped for this long in it
+  uint64_t bytes = 0;         // bytes on the wire for the round (images)
+  uint64_t us = 0;            // time of the round
+  uint64_t frozen_us = 0;     // the tree stopped for this long in it
 };
 
 struct MigrateResult {
@@ -63,7 +63,7 @@ struct MigrateResult {
   int64_t downtime_us = 0;  // frozen on the source -> running on the destination
   uint64_t wire_bytes = 0;  // everything sent
   uint64_t lazy_pages = 0, pushed_pages = 0, requested_pages = 0;  // post-copy
-  uint64_t restore_us = 0;  // on the destination
+  uint64_t restore_us = 0;                                         // on the destination
   std::string peer;
 };
 

@@ -115,10 +115,9 @@ class Coverage {
     if (it == runs_.end()) return false;
     const auto& v = it->second;
     uint64_t at = vaddr, end = vaddr + npages * kPage;
-    auto r = std::upper_bound(v.begin(), v.end(), at,
-                              [](uint64_t a, const std::pair<uint64_t, uint64_t>& x) {
-                                return a < x.first;
-                              });
+    auto r = std::upper_bound(
+        v.begin(), v.end(), at,
+        [](uint64_t a, const std::pair<uint64_t, uint64_t>& x) { return a < x.first; });
     if (r != v.begin()) --r;
     for (; r != v.end() && at < end; ++r) {
       if (r->second <= at) continue;
@@ -272,8 +271,8 @@ MigrateResult migrate(const MigrateRequest& req) {
   hello.set_mode(mode_name(req.mode));
   PeerInfo peer = handshake(ch, hello, req.key);
   res.peer = ch.peer();
-  LOG_INFO("migrating %s to %s (%s), %s", ct ? ("container " + req.container).c_str()
-                                              : strfmt("pid %d", base.pid).c_str(),
+  LOG_INFO("migrating %s to %s (%s), %s",
+           ct ? ("container " + req.container).c_str() : strfmt("pid %d", base.pid).c_str(),
            peer.hello.hostname().c_str(), ch.peer().c_str(), mode_name(req.mode));
   if (ct) ch.send(control("container", 0, 0, req.container));
 
@@ -322,7 +321,8 @@ MigrateResult migrate(const MigrateRequest& req) {
       // Stop when what is written meanwhile would fit the downtime at the
       // rate just measured (half of it: the restore needs the rest), or
       // when it no longer shrinks.
-      double rate = static_cast<double>(rs.bytes) / std::max<double>(1.0, static_cast<double>(rs.us));
+      double rate =
+          static_cast<double>(rs.bytes) / std::max<double>(1.0, static_cast<double>(rs.us));
       double next_ms = static_cast<double>(rs.raw_bytes) / std::max(rate, 1.0) / 1e3;
       if (round > 0 && (next_ms <= req.target_downtime_ms / 2.0 || rs.pages >= prev_pages)) break;
       prev_pages = rs.pages;
@@ -360,8 +360,8 @@ MigrateResult migrate(const MigrateRequest& req) {
       Frame f;
       if (!ch.recv(f, 1000)) {
         if (!resumed && Clock::now() > deadline)
-          throw Error(strfmt("the destination did not run the tree within %d s",
-                             kResumeTimeoutMs / 1000));
+          throw Error(
+              strfmt("the destination did not run the tree within %d s", kResumeTimeoutMs / 1000));
         continue;
       }
       if (f.msg.has_fail()) throw Error("the destination failed: " + f.msg.fail().error());
@@ -374,8 +374,8 @@ MigrateResult migrate(const MigrateRequest& req) {
       const auto& c = f.msg.control();
       if (c.what() == "resumed") {
         resumed = true;
-        res.downtime_us = static_cast<int64_t>(c.a()) - peer.clock_offset_us -
-                          static_cast<int64_t>(freeze_rt);
+        res.downtime_us =
+            static_cast<int64_t>(c.a()) - peer.clock_offset_us - static_cast<int64_t>(freeze_rt);
         res.restore_us = c.b();
         LOG_INFO("running on %s after %.1f ms", ch.peer().c_str(),
                  static_cast<double>(res.downtime_us) / 1e3);
@@ -435,11 +435,11 @@ std::string format_table(const MigrateResult& r, Mode mode) {
                 "time ms", "frozen ms");
   uint64_t raw = 0, stored = 0;
   for (const auto& x : r.rounds) {
-    out += strfmt("%-8s %10llu %12.1f %12.1f %10.1f %10.1f\n",
-                  x.final ? "final" : strfmt("%u", x.round).c_str(),
-                  static_cast<unsigned long long>(x.pages), static_cast<double>(x.raw_bytes) / 1048576,
-                  static_cast<double>(x.bytes) / 1048576, static_cast<double>(x.us) / 1e3,
-                  static_cast<double>(x.frozen_us) / 1e3);
+    out += strfmt(
+        "%-8s %10llu %12.1f %12.1f %10.1f %10.1f\n",
+        x.final ? "final" : strfmt("%u", x.round).c_str(), static_cast<unsigned long long>(x.pages),
+        static_cast<double>(x.raw_bytes) / 1048576, static_cast<double>(x.bytes) / 1048576,
+        static_cast<double>(x.us) / 1e3, static_cast<double>(x.frozen_us) / 1e3);
     raw += x.raw_bytes;
     stored += x.stored_bytes;
   }

@@ -167,8 +167,7 @@ int cmd_check(const Args& args) {
       {"userfaultfd", "migrate (post-copy)", false, [] { return uffd_features(0); }},
       {"userfaultfd WP_ASYNC", "migrate, incremental dumps (dirty tracking)", false,
        [] { return uffd_features(UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED); }},
-      {"userfaultfd events", "migrate, restore --lazy-pages (fork, mremap, unmap followed)",
-       false,
+      {"userfaultfd events", "migrate, restore --lazy-pages (fork, mremap, unmap followed)", false,
        [] {
          return uffd_features(UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_REMAP |
                               UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP);

@@ -33,8 +33,7 @@ int cmd_migrate(const Args& args) {
     throw UsageError("migrate needs the tree: -t PID or --container NAME (one of them)");
   if (vm.count("tree") && req.pid <= 0) throw UsageError("-t needs a positive pid");
   if (compress < 0 || compress > 19) throw UsageError("--compress level must be 1 to 19");
-  if (req.max_rounds < 1 || req.max_rounds > 100)
-    throw UsageError("--max-rounds must be 1 to 100");
+  if (req.max_rounds < 1 || req.max_rounds > 100) throw UsageError("--max-rounds must be 1 to 100");
   if (req.target_downtime_ms < 1) throw UsageError("--target-downtime must be positive (ms)");
   try {
     req.mode = migrate::parse_mode(mode);

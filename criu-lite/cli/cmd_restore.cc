@@ -9,8 +9,8 @@
 #include "container/run.h"
 #include "objects/lazy_pages.h"
 #include "restore/restore.h"
-#include "sys/log.h"
 #include "sys/error.h"
+#include "sys/log.h"
 
 namespace ckpt::cli {
 

@@ -103,9 +103,7 @@ class PageReader {
   ~PageReader();
   const ckpt::img::Pagemap& pagemap() const { return map_; }
   // Every page of the address space, the ones in parents included.
-  uint64_t pages() const {
-    return map_.total_pages() + map_.parent_pages() + map_.lazy_pages();
-  }
+  uint64_t pages() const { return map_.total_pages() + map_.parent_pages() + map_.lazy_pages(); }
   // Whether every page of [vaddr, vaddr + npages pages) is in this image or
   // its parents.
   bool covers(uint64_t vaddr, uint64_t npages) const;

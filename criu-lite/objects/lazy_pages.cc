@@ -58,7 +58,9 @@ LazyPager::LazyPager(PageSource& src) : src_(src) {
   faults_ = std::thread([this] { fault_loop(); });
 }
 
-LazyPager::~LazyPager() { stop(); }
+LazyPager::~LazyPager() {
+  stop();
+}
 
 uint64_t LazyPager::features() {
   return UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_REMOVE |
@@ -218,7 +220,8 @@ void LazyPager::serve_fault(Mm& mm, uint64_t addr) {
     if (r == Uffd::Fill::kDone) subtract(mm.todo, image, image + n * kPage);
     mm.uffd.wake(page, kPage);
   }
-  if (r == Uffd::Fill::kGone) LOG_DEBUG("lazy pages: %s fault at %#lx: range gone", mm.id.c_str(), page);
+  if (r == Uffd::Fill::kGone)
+    LOG_DEBUG("lazy pages: %s fault at %#lx: range gone", mm.id.c_str(), page);
   // kRetry: an event is pending; the thread faults again once it is read.
   if (r == Uffd::Fill::kRetry) mm.uffd.wake(page, kPage);
   auto us = static_cast<uint64_t>(

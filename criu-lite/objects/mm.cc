@@ -17,6 +17,7 @@
 #include "objects/dirty_tracking.h"
 #include "objects/ghosts.h"
 #include "objects/ipc_shm_vma.h"
+#include "objects/lazy_pages.h"
 #include "objects/progress.h"
 #include "sys/cancel.h"
 #include "sys/cpu.h"
@@ -24,7 +25,6 @@
 #include "sys/fd.h"
 #include "sys/log.h"
 #include "sys/uapi.h"
-#include "objects/lazy_pages.h"
 #include "sys/uffd.h"
 
 namespace ckpt {
@@ -350,7 +350,9 @@ img::VmaKind page_kind(const proc::Vma& v) {
 
 }  // namespace
 
-void dump_pages(DumpContext& ctx, DumpTask& t) { dump_mm(ctx, t, true); }
+void dump_pages(DumpContext& ctx, DumpTask& t) {
+  dump_mm(ctx, t, true);
+}
 
 void dump_mm(DumpContext& ctx, DumpTask& t, bool pages_only) {
   img::MmCore mm;
@@ -747,7 +749,8 @@ void restore_mm(RemoteThread& rt, RemoteScratch& scratch, pid_t pid, const img::
   std::vector<Range> uffd_ranges;
   Uffd uffd;
   long tfd = rt.call(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-  if (tfd < 0 && lazy) throw Error(strfmt("userfaultfd in pid %d: %s", pid, strerror(static_cast<int>(-tfd))));
+  if (tfd < 0 && lazy)
+    throw Error(strfmt("userfaultfd in pid %d: %s", pid, strerror(static_cast<int>(-tfd))));
   if (tfd >= 0) {
     try {
       uffd = Uffd::adopt(pid, static_cast<int>(tfd));

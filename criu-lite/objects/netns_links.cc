@@ -536,8 +536,7 @@ void remove_host_veths(nl_sock* host_sk, const img::NetNs& ns, const NetRestoreO
     bool ours =
         rtnl_link_is_veth(l.get()) &&
         rtnl_link_get_link(l.get()) == static_cast<int>(d.ifindex()) &&
-        (d.peer().mac().empty() ||
-         nl::addr_bytes(rtnl_link_get_addr(l.get())) == host_peer_mac(d));
+        (d.peer().mac().empty() || nl::addr_bytes(rtnl_link_get_addr(l.get())) == host_peer_mac(d));
     if (!ours) {
       LOG_WARN("veth %s: host-side %s is not the one restored, left alone", d.name().c_str(),
                name.c_str());

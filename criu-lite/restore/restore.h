@@ -37,7 +37,7 @@ struct RestoreRequest {
   std::string pidfile;
   Progress* progress = nullptr;
   bool tcp_established = false;  // the images may hold established TCP connections
-  int pid_wait_ms = 5000;  // how long pids held by dying processes are waited for
+  int pid_wait_ms = 5000;        // how long pids held by dying processes are waited for
   // Put the tree in a new cgroup of this name, with the limits the images
   // saved (restore --container).
   std::string cgroup_name;

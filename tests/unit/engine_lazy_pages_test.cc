@@ -21,7 +21,9 @@ namespace {
 
 constexpr uint64_t kPage = 4096;
 
-uint64_t pattern(uint64_t image_addr, size_t word) { return image_addr * 31 + word + 1; }
+uint64_t pattern(uint64_t image_addr, size_t word) {
+  return image_addr * 31 + word + 1;
+}
 
 // Pages of "address space" `id`: every word a function of its address in
 // the image; counts what it was asked for.
