@@ -280,6 +280,15 @@ MigrateResult migrate(const MigrateRequest& req) {
   Coverage covered;
   uint32_t set = 0;
   uint64_t parent_id = 0;
+  // A round after the first builds on the set before it, already at the
+  // destination: dirty tracking says what changed, its pagemaps what it has.
+  auto build_on_previous = [&](DumpRequest& r) {
+    if (set <= 1) return;
+    r.trackers = &trackers;
+    r.parent_name = strfmt("migration set %u", set - 1);
+    r.parent_id = parent_id;
+    r.parent_covers = [&](pid_t p, uint64_t a, uint64_t n) { return covered.covers(p, a, n); };
+  };
   if (req.mode == Mode::kPrecopy) {
     uint64_t prev_pages = UINT64_MAX;
     for (int round = 0; round < req.max_rounds; round++) {
@@ -294,11 +303,7 @@ MigrateResult migrate(const MigrateRequest& req) {
       // runs on.
       r.opts.pages_only = true;
       r.progress = round == 0 ? req.progress : nullptr;
-      if (set > 1) {
-        r.parent_name = strfmt("migration set %u", set - 1);
-        r.parent_id = parent_id;
-        r.parent_covers = [&](pid_t p, uint64_t a, uint64_t n) { return covered.covers(p, a, n); };
-      }
+      build_on_previous(r);
       auto rt0 = Clock::now();
       uint64_t wire0 = ch.bytes_sent();
       DumpResult d = in_context(strfmt("pre-copy round %d", round), [&] { return dump_tree(r); });
@@ -339,12 +344,7 @@ MigrateResult migrate(const MigrateRequest& req) {
   r.sink = &keep;
   r.opts.lazy_pages = req.mode == Mode::kPostcopy;
   r.progress = req.mode == Mode::kStopAndCopy ? req.progress : nullptr;
-  if (set > 1) {
-    r.trackers = &trackers;
-    r.parent_name = strfmt("migration set %u", set - 1);
-    r.parent_id = parent_id;
-    r.parent_covers = [&](pid_t p, uint64_t a, uint64_t n) { return covered.covers(p, a, n); };
-  }
+  build_on_previous(r);
   uint64_t freeze_rt = realtime_us();
   auto rt0 = Clock::now();
   uint64_t wire0 = ch.bytes_sent();

@@ -2727,44 +2727,39 @@ def parse_args(argv):
     return args
 
 
-def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    name = f"e2e.{args.scenario}"
-    env = Env(args)
-    atexit.register(env.cleanup)
-
+def run_scenario(name, scenario, env, timeout, keep, cleanup=None, on_failure=None):
+    """Runs scenario(env) as test `name`: SIGTERM/SIGINT/SIGHUP and a
+    deadline of `timeout` s (0: none) end it as a failure; cleanup() runs
+    on every path; prints the one result line. Returns the exit status
+    (0 pass, 1 fail, 77 skip). Shared by the e2e scripts."""
     def on_signal(signum, frame):
         raise Interrupted(signal.Signals(signum).name)
 
     def on_alarm(signum, frame):
-        raise Failure(f"scenario deadline of {args.timeout:.0f} s passed")
+        raise Failure(f"scenario deadline of {timeout:.0f} s passed")
 
-    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(s, on_signal)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
     signal.signal(signal.SIGALRM, on_alarm)
-
-    rc = EXIT_FAIL
-    reason = "internal error"
+    rc, reason = EXIT_FAIL, "internal error"
     try:
         if os.geteuid() != 0:
-            raise Skip("needs root (ptrace, clone3 set_tid, other users' /proc)")
+            raise Skip("needs root (ptrace, clone3 set_tid, namespaces, other users' /proc)")
         if not os.access(env.ckpt_path, os.X_OK):
             raise Failure(f"ckpt binary {env.ckpt_path} not found or not executable")
-        if args.timeout > 0:
-            signal.alarm(int(args.timeout))
-        SCENARIOS[args.scenario](env)
+        if timeout > 0:
+            signal.alarm(int(timeout))
+        scenario(env)
         signal.alarm(0)
         rc, reason = EXIT_PASS, "PASS"
     except Skip as e:
         rc, reason = EXIT_SKIP, f"SKIP: {e}"
     except Failure as e:
         rc, reason = EXIT_FAIL, f"FAIL: {e}"
-        for wl in env.workloads:
-            lines = wl.log().lines
-            if lines:
-                note(f"wl_{wl.name} log, last lines:\n    " + "\n    ".join(lines[-10:]))
-        if not args.keep:
-            note("rerun with --keep to keep the workload log, ckpt logs and images")
+        if on_failure:
+            on_failure()
+        if not keep:
+            note("rerun with --keep to keep the logs and images")
     except Interrupted as e:
         rc, reason = EXIT_FAIL, f"FAIL: interrupted by {e}"
     except Exception as e:
@@ -2772,10 +2767,26 @@ def main(argv=None):
         rc, reason = EXIT_FAIL, f"FAIL: harness error: {type(e).__name__}: {e}"
     finally:
         signal.alarm(0)
-        env.cleanup()
+        if cleanup:
+            cleanup()
     print(f"{name}: {reason}" if rc != EXIT_PASS else f"{name}: PASS "
           f"({time.monotonic() - _T0:.1f} s)", flush=True)
     return rc
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    env = Env(args)
+    atexit.register(env.cleanup)
+
+    def show_logs():
+        for wl in env.workloads:
+            lines = wl.log().lines
+            if lines:
+                note(f"wl_{wl.name} log, last lines:\n    " + "\n    ".join(lines[-10:]))
+
+    return run_scenario(f"e2e.{args.scenario}", SCENARIOS[args.scenario], env, args.timeout,
+                        args.keep, cleanup=env.cleanup, on_failure=show_logs)
 
 
 if __name__ == "__main__":

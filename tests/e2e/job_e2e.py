@@ -45,7 +45,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 import types
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -804,44 +803,9 @@ def main(argv=None):
     if not (args.ckpt and args.workloads and args.scenario):
         ap.error("--ckpt, --workloads and SCENARIO are required")
     timeout = args.timeout or (220 if args.scenario == "slurm" else 110)
-    name = f"e2e.{args.scenario}"
     env = Env(args)
-
-    def on_signal(signum, frame):
-        raise h.Interrupted(signal.Signals(signum).name)
-
-    def on_alarm(signum, frame):
-        raise Failure(f"scenario deadline of {timeout:.0f} s passed")
-
-    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(s, on_signal)
-    signal.signal(signal.SIGALRM, on_alarm)
-    rc, reason = EXIT_FAIL, "internal error"
-    try:
-        if os.geteuid() != 0:
-            raise Skip("needs root (ptrace, clone3 set_tid)")
-        signal.alarm(int(timeout))
-        SCENARIOS[args.scenario](env)
-        signal.alarm(0)
-        rc, reason = EXIT_PASS, "PASS"
-    except Skip as e:
-        rc, reason = EXIT_SKIP, f"SKIP: {e}"
-    except Failure as e:
-        rc, reason = EXIT_FAIL, f"FAIL: {e}"
-        if not args.keep:
-            note("rerun with --keep to keep the logs and checkpoints")
-    except h.Interrupted as e:
-        rc, reason = EXIT_FAIL, f"FAIL: interrupted by {e}"
-    except Exception as e:
-        traceback.print_exc()
-        rc, reason = EXIT_FAIL, f"FAIL: harness error: {type(e).__name__}: {e}"
-    finally:
-        signal.alarm(0)
-        env.cleanup()
-    print(f"{name}: {reason}" if rc != EXIT_PASS
-          else f"{name}: PASS ({time.monotonic() - h._T0:.1f} s)", flush=True)
-    return rc
-
+    return h.run_scenario(f"e2e.{args.scenario}", SCENARIOS[args.scenario], env, timeout,
+                          args.keep, cleanup=env.cleanup)
 
 if __name__ == "__main__":
     sys.exit(main())

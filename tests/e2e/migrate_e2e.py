@@ -37,7 +37,6 @@ import signal
 import subprocess
 import sys
 import time
-import traceback
 import types
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -347,44 +346,8 @@ def main(argv=None):
         return 0
     if not (args.ckpt and args.workloads and args.scenario):
         ap.error("--ckpt, --workloads and SCENARIO are required")
-    timeout = 170
-    name = f"e2e.{args.scenario}"
-    env = Env(args)
-
-    def on_signal(signum, frame):
-        raise h.Interrupted(signal.Signals(signum).name)
-
-    def on_alarm(signum, frame):
-        raise Failure(f"scenario deadline of {timeout:.0f} s passed")
-
-    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(s, on_signal)
-    signal.signal(signal.SIGALRM, on_alarm)
-    rc, reason = EXIT_FAIL, "internal error"
-    try:
-        if os.geteuid() != 0:
-            raise Skip("needs root (ptrace, namespaces)")
-        signal.alarm(int(timeout))
-        SCENARIOS[args.scenario](env)
-        signal.alarm(0)
-        rc, reason = EXIT_PASS, "PASS"
-    except Skip as e:
-        rc, reason = EXIT_SKIP, f"SKIP: {e}"
-    except Failure as e:
-        rc, reason = EXIT_FAIL, f"FAIL: {e}"
-        if not args.keep:
-            note("rerun with --keep to keep the logs")
-    except h.Interrupted as e:
-        rc, reason = EXIT_FAIL, f"FAIL: interrupted by {e}"
-    except Exception as e:
-        traceback.print_exc()
-        rc, reason = EXIT_FAIL, f"FAIL: harness error: {type(e).__name__}: {e}"
-    finally:
-        signal.alarm(0)
-    print(f"{name}: {reason}" if rc != EXIT_PASS
-          else f"{name}: PASS ({time.monotonic() - h._T0:.1f} s)", flush=True)
-    return rc
-
+    return h.run_scenario(f"e2e.{args.scenario}", SCENARIOS[args.scenario], Env(args), 170,
+                          args.keep)
 
 if __name__ == "__main__":
     sys.exit(main())
