@@ -219,6 +219,7 @@ std::string receive_one(Channel& ch, const ReceiveRequest& req) {
   rr.on_running = [&](const RestoreResult& r) {
     ch.send(control("resumed", realtime_us(), r.total_us));
     restore_us = r.total_us;
+    pager.guard(r.root);
     if (!name.empty()) {
       img::ContainerState s = *r.container;
       s.set_name(name);

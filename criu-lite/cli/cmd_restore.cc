@@ -43,7 +43,10 @@ int cmd_restore(const Args& args) {
   ProgressBar bar;
   if (ProgressBar::wanted()) req.progress = &bar;
 
+  std::optional<ImagePageSource> pages;
+  std::optional<LazyPager> pager;
   req.on_running = [&](const RestoreResult& r) {
+    if (pager) pager->guard(r.root);
     if (!container.empty()) {
       if (!r.container)
         throw Error("the images are not of a container (dumped without --container)");
@@ -60,8 +63,6 @@ int cmd_restore(const Args& args) {
   };
   // --lazy-pages: the pager lives in this process, which stays until the
   // tree's memory is complete (with -d too).
-  std::optional<ImagePageSource> pages;
-  std::optional<LazyPager> pager;
   if (lazy) {
     pages.emplace(std::make_shared<image::DirSource>(req.dir));
     pager.emplace(*pages);

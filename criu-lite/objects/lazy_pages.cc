@@ -2,7 +2,10 @@
 
 #include <linux/userfaultfd.h>
 #include <poll.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -305,7 +308,7 @@ void LazyPager::fill_loop() {
       {
         std::unique_lock<std::mutex> lk(mu_);
         for (auto& m : mms_) {
-          if (m->gone) continue;
+          if (m->gone || m->complete) continue;
           for (const auto& t : m->todo) {
             // A remote source fills on arrival; take only what is here.
             piece = {t.start, std::min(t.end, t.start + kFillPages * kPage)};
@@ -372,33 +375,133 @@ void LazyPager::arrived(const std::string& id, uint64_t vaddr, uint64_t npages,
   (void)!write(wake_.get(), &one, sizeof one);
 }
 
-// Address spaces with nothing left to fill are let go: closing the
-// descriptor unregisters their memory (mu_ held, fault thread only).
+// Address spaces with nothing left to fill are complete: still served
+// (faults on fresh memory) until every one is, when wait_done() closes
+// them all (mu_ held, fault thread only).
 void LazyPager::retire_done() {
   bool all = true;
   for (auto& m : mms_) {
-    if (!m->gone && m->todo.empty() &&
+    if (!m->gone && !m->complete && m->todo.empty() &&
         std::none_of(waiting_.begin(), waiting_.end(),
-                     [&](const Waiting& w) { return w.mm == m.get(); })) {
-      m->gone = true;
-      m->uffd = Uffd();
-    }
+                     [&](const Waiting& w) { return w.mm == m.get(); }))
+      m->complete = true;
     if (m->gone) m->todo.clear();
-    all = all && m->gone;
+    all = all && (m->gone || m->complete);
   }
   if (all) cv_.notify_all();
+}
+
+namespace {
+
+// The guard's whole life, after fork(): async-signal-safe calls only (the
+// parent has threads). It waits on a pipe: a byte from ckpt means all is
+// well; end of file means ckpt is gone (every thread of it: a signal on
+// parent death comes when the forking thread dies, which may be before the
+// rest), and then it stops and kills every process of the tree.
+[[noreturn]] void guard_main(int told, pid_t root) {
+  char c;
+  ssize_t r;
+  do r = read(told, &c, 1);
+  while (r < 0 && errno == EINTR);
+  if (r == 1) _exit(0);
+  // ckpt died with pages missing: the tree must not run on without them.
+  pid_t all[4096];
+  size_t n = 0, i = 0;
+  all[n++] = root;
+  for (; i < n; i++) {
+    kill(all[i], SIGSTOP);
+    char full[96], buf[4096];
+    size_t k = 0;
+    auto put = [&](const char* t) {
+      while (*t && k < sizeof full - 1) full[k++] = *t++;
+    };
+    auto put_num = [&](pid_t v) {
+      char d[16];
+      int m = 0;
+      do {
+        d[m++] = static_cast<char>('0' + v % 10);
+        v /= 10;
+      } while (v > 0 && m < 15);
+      while (m > 0 && k < sizeof full - 1) full[k++] = d[--m];
+    };
+    put("/proc/");
+    put_num(all[i]);
+    put("/task/");
+    put_num(all[i]);
+    put("/children");
+    full[k] = 0;
+    int fd = open(full, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    ssize_t got = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (got <= 0) continue;
+    pid_t v = 0;
+    for (ssize_t j = 0; j < got && n < 4096; j++) {
+      if (buf[j] >= '0' && buf[j] <= '9') {
+        v = v * 10 + (buf[j] - '0');
+      } else if (v) {
+        all[n++] = v;
+        v = 0;
+      }
+    }
+  }
+  for (i = 0; i < n; i++) kill(all[i], SIGKILL);
+  _exit(1);
+}
+
+}  // namespace
+
+void LazyPager::guard(pid_t root) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0) {
+    LOG_WARN("lazy pages: no guard process (pipe: %s)", strerror(errno));
+    return;
+  }
+  pid_t g = fork();
+  if (g < 0) {
+    LOG_WARN("lazy pages: no guard process (fork: %s): if ckpt dies now, the tree reads "
+             "zeros where its pages were missing",
+             strerror(errno));
+    close(p[0]);
+    close(p[1]);
+    return;
+  }
+  if (g == 0) {
+    close(p[1]);
+    guard_main(p[0], root);
+  }
+  close(p[0]);
+  guard_ = g;
+  guard_fd_.reset(p[1]);
+}
+
+void LazyPager::unguard() {
+  if (guard_ <= 0) return;
+  (void)!write(guard_fd_.get(), "d", 1);
+  guard_fd_.reset();
+  waitpid(guard_, nullptr, 0);
+  guard_ = 0;
 }
 
 bool LazyPager::wait_done(int timeout_ms) {
   std::unique_lock<std::mutex> lk(mu_);
   auto done = [&] {
-    return error_ || std::all_of(mms_.begin(), mms_.end(), [](const auto& m) { return m->gone; });
+    return error_ || std::all_of(mms_.begin(), mms_.end(),
+                                 [](const auto& m) { return m->gone || m->complete; });
   };
   if (timeout_ms < 0)
     cv_.wait(lk, done);
   else if (!cv_.wait_for(lk, std::chrono::milliseconds(timeout_ms), done))
     return false;
   if (error_) std::rethrow_exception(error_);
+  // Every page is in: closing the descriptors (ours, then the guard's)
+  // unregisters the memory; the tree never knew.
+  for (auto& m : mms_) {
+    m->gone = true;
+    m->uffd = Uffd();
+  }
+  lk.unlock();
+  unguard();
   return true;
 }
 
@@ -417,6 +520,7 @@ LazyStats LazyPager::stats() const {
 }
 
 void LazyPager::stop() {
+  unguard();
   stop_ = true;
   uint64_t one = 1;
   (void)!write(wake_.get(), &one, sizeof one);

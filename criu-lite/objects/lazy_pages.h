@@ -111,6 +111,14 @@ class LazyPager {
   // that fault afterwards get SIGBUS (the caller kills the tree first).
   void stop();
 
+  // Until every page is in: a child process holds a copy of every
+  // descriptor and, should ckpt die first, kills the tree rooted at root
+  // (it would otherwise read zeros where its pages were missing, once the
+  // last descriptor closed). Ended by wait_done() and stop(). Processes
+  // the tree forks meanwhile have descriptors the guard lacks: if ckpt
+  // dies, they are killed with the tree, but may read zeros for a moment.
+  void guard(pid_t root);
+
  private:
   struct Segment {  // [start, end) of the task now holds image [image, +len)
     uint64_t start, end, image;
@@ -122,7 +130,8 @@ class LazyPager {
     std::vector<Segment> segs;     // sorted by start, disjoint
     std::vector<LazyRange> pages;  // image addresses with content, sorted
     std::vector<LazyRange> todo;   // image addresses not filled yet
-    bool gone = false;
+    bool complete = false;         // todo empty: only zero-page faults left
+    bool gone = false;             // descriptor closed (or the process gone)
   };
   void fault_loop();
   void fill_loop();
@@ -147,6 +156,9 @@ class LazyPager {
   std::thread faults_, filler_;
   std::atomic<bool> stop_{false};
   bool filling_ = false;
+  pid_t guard_ = 0;
+  UniqueFd guard_fd_;  // its pipe: a byte says "all well, go"; EOF says ckpt died
+  void unguard();
   std::exception_ptr error_;
   uint64_t total_pages_ = 0;
   LazyStats stats_;
