@@ -1070,6 +1070,50 @@ def sc_lazy_pages(env):
     restore_and_check(env, wl, img, before, stable, transient, "lazy", last + 1,
                       extra=["--lazy-pages"])
     wl.watch()
+    lazy_restore_killed(env, wl)
+
+
+def lazy_restore_killed(env, wl):
+    """ckpt killed while a lazy restore is still filling 512 MiB: the tree is
+    killed with it (by the guard), never left running on zeros; if every
+    page was in first, it runs and verifies all of them."""
+    hog = os.path.join(env.workloads_dir, "wl_memhog")
+    log = os.path.join(wl.tmp, "hog.log")
+    p = subprocess.Popen([hog, "--log", log, "--mib", "512"], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True, close_fds=True)
+    env.cleanups.append(lambda: (p.poll() is None and p.kill()))
+    wait_for("wl_memhog ready", lambda: "ready" in (read_text(log, "") or ""), READY_TIMEOUT)
+    img = wl.new_dir("hog")
+    run_cmd([env.ckpt_path, "dump", "-t", str(p.pid), "-D", img], "dump of wl_memhog")
+    p.wait()
+    wait_for(f"pid {p.pid} to be free", lambda: not os.path.exists(f"/proc/{p.pid}"), 10)
+    r = subprocess.Popen([env.ckpt_path, "restore", "--lazy-pages", "-d", "-D", img],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         start_new_session=True)
+    line = r.stdout.readline()
+    m = re.search(r"root pid (\d+)", line)
+    if not m:
+        r.kill()
+        raise Failure(f"restore --lazy-pages printed {line!r}")
+    pid = int(m[1])
+    time.sleep(0.02)
+    r.kill()
+    r.wait()
+    time.sleep(0.5)
+    state = (read_text(f"/proc/{pid}/stat", "") or "").split()
+    if state and state[2] != "Z":
+        env.cleanups.append(lambda: os.kill(pid, signal.SIGKILL))
+        os.kill(pid, signal.SIGUSR1)
+        wait_for("wl_memhog to verify its memory",
+                 lambda: re.search(r"verified ok|FAIL", read_text(log, "") or ""), 60)
+        if "FAIL" in read_text(log, ""):
+            raise Failure("ckpt killed during a lazy restore left the tree running on "
+                          "missing pages: " + read_text(log, "").strip().splitlines()[-1])
+        note("  ckpt killed after the lazy fill ended: the tree runs, its memory verified")
+        os.kill(pid, signal.SIGKILL)
+    else:
+        note("  ckpt killed during the lazy fill: the tree was killed with it")
 
 
 def sc_disk_full(env):
