@@ -64,12 +64,15 @@ class RemotePages : public PageSource {
     }
     return true;
   }
-  void store(const std::string& id, uint64_t vaddr, std::string body) {
+  // Keeps the pages (a fault may ask again for one the pager could not
+  // place yet) and returns where they now are.
+  const uint8_t* store(const std::string& id, uint64_t vaddr, std::string body) {
     auto chunk = std::make_shared<const std::string>(std::move(body));
     std::lock_guard<std::mutex> lk(mu_);
     auto& sp = spaces_[id];
     for (uint64_t off = 0; off + kPage <= chunk->size(); off += kPage)
       sp[vaddr + off] = Ref{chunk, off};
+    return reinterpret_cast<const uint8_t*>(chunk->data());
   }
 
  private:
@@ -87,7 +90,8 @@ class RemotePages : public PageSource {
 // its goodbye, or its giving up; the main thread restores and waits.
 class PageReceiver {
  public:
-  PageReceiver(Channel& ch, SetReceiver& rx, RemotePages& pages, LazyPager& pager)
+  // pages: where post-copy pages are kept (nullptr in the other modes).
+  PageReceiver(Channel& ch, SetReceiver& rx, RemotePages* pages, LazyPager& pager)
       : ch_(ch), rx_(rx), pages_(pages), pager_(pager) {
     thread_ = std::thread([this] { loop(); });
   }
@@ -120,10 +124,11 @@ class PageReceiver {
           if (f.body.size() != static_cast<size_t>(d.npages()) * kPage)
             throw Error(strfmt("page data of %s at %#lx: %zu bytes for %u pages", d.id().c_str(),
                                d.vaddr(), f.body.size(), d.npages()));
-          std::string body = std::move(f.body);
-          pager_.arrived(d.id(), d.vaddr(), d.npages(),
-                         reinterpret_cast<const uint8_t*>(body.data()));
-          pages_.store(d.id(), d.vaddr(), std::move(body));
+          if (!pages_) throw Error("page data from the source, but this is not post-copy");
+          // Stored first: a fault that reads before the pager placed them
+          // finds them instead of asking again.
+          const uint8_t* data = pages_->store(d.id(), d.vaddr(), std::move(f.body));
+          pager_.arrived(d.id(), d.vaddr(), d.npages(), data);
         } else if (f.msg.has_fail()) {
           refused_ = true;
           throw Error("the source gave up: " + f.msg.fail().error());
@@ -141,7 +146,7 @@ class PageReceiver {
   }
   Channel& ch_;
   SetReceiver& rx_;
-  RemotePages& pages_;
+  RemotePages* pages_;
   LazyPager& pager_;
   std::thread thread_;
   std::atomic<bool> finished_{false}, failed_{false}, refused_{false}, bye_{false};
@@ -201,8 +206,7 @@ std::string receive_one(Channel& ch, const ReceiveRequest& req) {
   else
     src = &local.emplace(final);
   LazyPager pager(*src);
-  if (!remote) remote.emplace(ch);  // unused unless post-copy
-  PageReceiver from_source(ch, rx, *remote, pager);
+  PageReceiver from_source(ch, rx, remote ? &*remote : nullptr, pager);
 
   RestoreRequest rr;
   rr.source = final;

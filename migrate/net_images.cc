@@ -2,9 +2,7 @@
 
 #include <sys/mman.h>
 
-#include <algorithm>
 #include <cstring>
-#include <utility>
 
 #include <algorithm>
 #include <new>

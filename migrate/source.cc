@@ -188,7 +188,10 @@ class PageServer {
     std::vector<std::pair<uint64_t, uint64_t>> runs;  // lazy: vaddr, pages
   };
   void send(const std::string& id, pid_t pid, uint64_t vaddr, uint64_t n, uint64_t tag) {
-    std::vector<uint8_t> buf(n * kPage);
+    // One buffer per thread (the pusher's and the request server's), kept:
+    // fresh memory per frame costs page faults on every frame here.
+    thread_local std::vector<uint8_t> buf;
+    buf.resize(n * kPage);
     remote_read(pid, vaddr, buf.data(), buf.size());
     mig::Envelope e;
     auto* d = e.mutable_page_data();

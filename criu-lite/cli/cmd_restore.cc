@@ -64,7 +64,9 @@ int cmd_restore(const Args& args) {
   // --lazy-pages: the pager lives in this process, which stays until the
   // tree's memory is complete (with -d too).
   if (lazy) {
-    pages.emplace(std::make_shared<image::DirSource>(req.dir));
+    // One source for both: the images are mapped and read once.
+    req.source = std::make_shared<image::DirSource>(req.dir);
+    pages.emplace(req.source);
     pager.emplace(*pages);
     req.lazy = &*pager;
   }

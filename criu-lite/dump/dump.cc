@@ -241,6 +241,17 @@ DumpResult dump_tree(const DumpRequest& req) {
     collect_dirty(ctx, *req.trackers);
   }
 
+  // The inventory goes last: its presence marks the dump complete.
+  auto new_inventory = [&] {
+    img::Inventory inv = make_inventory(ctx, ctx.tasks.front()->vpid);
+    inv.set_checkpoint_id(random_id());
+    if (ctx.parent || ctx.parent_elsewhere) {
+      inv.set_parent(ctx.parent_elsewhere ? req.parent_name : req.parent_dir);
+      inv.set_parent_id(parent_id);
+    }
+    return inv;
+  };
+
   // A migration's pre-copy round: tracking restarts now, the tree runs on,
   // and only its pages are copied, behind its back.
   if (req.opts.pages_only) {
@@ -270,12 +281,7 @@ DumpResult dump_tree(const DumpRequest& req) {
       }
     }
     if (req.progress) req.progress->finish();
-    img::Inventory inv = make_inventory(ctx, ctx.tasks.front()->vpid);
-    inv.set_checkpoint_id(random_id());
-    if (ctx.parent_elsewhere) {
-      inv.set_parent(req.parent_name);
-      inv.set_parent_id(parent_id);
-    }
+    img::Inventory inv = new_inventory();
     image::save_message(sink, kInventoryImage, image::Kind::Inventory, inv);
     sink.commit();
     trackers_guard.ok = true;
@@ -352,16 +358,10 @@ DumpResult dump_tree(const DumpRequest& req) {
     arm_dirty(ctx, *req.trackers);
   }
 
-  // The inventory goes last: its presence marks the dump complete.
   cancel::check();
-  img::Inventory inv = make_inventory(ctx, ctx.tasks.front()->vpid);
+  img::Inventory inv = new_inventory();
   inv.mutable_stats()->set_frozen_us(us_since(frozen_at));
   *inv.mutable_namespaces() = namespaces;
-  inv.set_checkpoint_id(random_id());
-  if (ctx.parent || ctx.parent_elsewhere) {
-    inv.set_parent(ctx.parent_elsewhere ? req.parent_name : req.parent_dir);
-    inv.set_parent_id(parent_id);
-  }
   fault::point("dump-before-inventory");
   image::save_message(sink, kInventoryImage, image::Kind::Inventory, inv);
   {

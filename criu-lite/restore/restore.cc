@@ -423,7 +423,6 @@ RestoreResult restore_tree(const RestoreRequest& req) {
     cg->release();
   }
   prctl(PR_SET_CHILD_SUBREAPER, 0);
-  LOG_DEBUG("stubs and cgroup released");
   res.total_us = static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count());
 

@@ -2168,9 +2168,16 @@ class Containers:
                 self.hosts("down")
             except Exception as e:
                 note(f"hosts down: {e}")
-        # Whatever a failure left in our cgroup parent (a container whose
-        # state file is gone): its processes killed, its directories removed.
-        parents = [d for d in glob.glob(f"/sys/fs/cgroup/**/{self.prefix}ckpt", recursive=True)
+        self.sweep_cgroups(self.prefix + "ckpt")
+        if self.env.keep:
+            note(f"kept {self.tmp}")
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def sweep_cgroups(self, parent):
+        """Whatever a failure left in the cgroup parent (a container whose
+        state file is gone): its processes killed, its directories removed."""
+        parents = [d for d in glob.glob(f"/sys/fs/cgroup/**/{parent}", recursive=True)
                    if os.path.isdir(d)]
         dirs = sorted({os.path.join(r, d) for p in parents for r, ds, _ in os.walk(p) for d in ds}
                       | set(parents), key=len, reverse=True)
@@ -2190,10 +2197,6 @@ class Containers:
                         note(f"could not remove cgroup {d}")
                         break
                     time.sleep(0.05)
-        if self.env.keep:
-            note(f"kept {self.tmp}")
-        else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def wait_for(what, cond, timeout=GONE_TIMEOUT):

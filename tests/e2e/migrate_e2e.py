@@ -66,13 +66,14 @@ class Hosts(h.Containers):
         note(f"[{host}] ckpt " + " ".join(args))
         return self.sh(cmd, check=check, env_extra=self.host_env(host))
 
-    def spawn(self, args, host, log):
+    def spawn(self, args, host, log, env_extra=None):
         """ckpt ARGS on HOST in the background, output to LOG."""
         cmd = ["ip", "netns", "exec", self.ns(host), self.env.ckpt_path] + args
         note(f"[{host}] ckpt " + " ".join(args) + " &")
         e = dict(os.environ)
         e.pop("CKPT_FAULT", None)
         e.update(self.host_env(host))
+        e.update(env_extra or {})
         out = open(log, "w")
         p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                              env=e, start_new_session=True)
@@ -99,23 +100,8 @@ class Hosts(h.Containers):
                     note(f"cleanup of container {name} on {host}: {e}")
         self.names = []
         super().cleanup()
-        # Each host's cgroup parent, with whatever a failure left in it.
         for host in ("hostA", "hostB"):
-            for d in sorted((os.path.join(r, x) for p in h.glob.glob(
-                    f"/sys/fs/cgroup/**/{self.prefix}ckpt-{host}", recursive=True)
-                    for r, ds, _ in os.walk(p) for x in ds), key=len, reverse=True) + \
-                    h.glob.glob(f"/sys/fs/cgroup/**/{self.prefix}ckpt-{host}", recursive=True):
-                for pid in (h.read_text(os.path.join(d, "cgroup.procs")) or "").split():
-                    try:
-                        os.kill(int(pid), signal.SIGKILL)
-                    except OSError:
-                        pass
-                deadline = time.monotonic() + 5
-                while os.path.isdir(d) and time.monotonic() < deadline:
-                    try:
-                        os.rmdir(d)
-                    except OSError:
-                        time.sleep(0.05)
+            self.sweep_cgroups(f"{self.prefix}ckpt-{host}")
 
 
 class Service:
@@ -271,7 +257,7 @@ def sc_failures(env):
             recv_log = os.path.join(c.tmp, f"receive-{label.split()[0]}.log")
             args = ["receive", "--listen", f"10.77.0.2:{PORT}", "--once", "--psk-file", good,
                     "--net", "bridge=br0", "-v"]
-            recv = spawn_with_fault(c, args, recv_log, fault)
+            recv = c.spawn(args, "hostB", recv_log, {"CKPT_FAULT": fault} if fault else None)
             time.sleep(0.3)
             mig = subprocess.Popen(
                 ["ip", "netns", "exec", c.ns("hostA"), env.ckpt_path, "migrate", "--container",
@@ -305,17 +291,6 @@ def sc_failures(env):
         svc.client.stop()
     finally:
         c.cleanup()
-
-
-def spawn_with_fault(c, args, log, fault):
-    if not fault:
-        return c.spawn(args, "hostB", log)
-    env_backup = c.host_env
-    c.host_env = lambda host: {**env_backup(host), "CKPT_FAULT": fault}
-    try:
-        return c.spawn(args, "hostB", log)
-    finally:
-        c.host_env = env_backup
 
 
 SCENARIOS = {
