@@ -475,9 +475,9 @@ void LazyPager::guard(pid_t root) {
   guard_fd_.reset(p[1]);
 }
 
-void LazyPager::unguard() {
+void LazyPager::unguard(bool all_in) {
   if (guard_ <= 0) return;
-  (void)!write(guard_fd_.get(), "d", 1);
+  if (all_in) (void)!write(guard_fd_.get(), "d", 1);
   guard_fd_.reset();
   waitpid(guard_, nullptr, 0);
   guard_ = 0;
@@ -501,7 +501,7 @@ bool LazyPager::wait_done(int timeout_ms) {
     m->uffd = Uffd();
   }
   lk.unlock();
-  unguard();
+  unguard(true);
   return true;
 }
 
@@ -520,7 +520,15 @@ LazyStats LazyPager::stats() const {
 }
 
 void LazyPager::stop() {
-  unguard();
+  // Stopped with pages still missing (the pager failed, or its caller
+  // gave up): the tree cannot run on without them, and the guard, let go
+  // without an "all in", kills it.
+  bool missing = false;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    for (const auto& m : mms_) missing = missing || (!m->gone && !m->complete);
+  }
+  unguard(!missing);
   stop_ = true;
   uint64_t one = 1;
   (void)!write(wake_.get(), &one, sizeof one);

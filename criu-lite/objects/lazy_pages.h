@@ -114,7 +114,8 @@ class LazyPager {
   // Until every page is in: a child process holds a copy of every
   // descriptor and, should ckpt die first, kills the tree rooted at root
   // (it would otherwise read zeros where its pages were missing, once the
-  // last descriptor closed). Ended by wait_done() and stop(). Processes
+  // last descriptor closed). Ended by wait_done(); stop() with pages still
+  // missing has it kill the tree. Processes
   // the tree forks meanwhile have descriptors the guard lacks: if ckpt
   // dies, they are killed with the tree, but may read zeros for a moment.
   void guard(pid_t root);
@@ -158,7 +159,7 @@ class LazyPager {
   bool filling_ = false;
   pid_t guard_ = 0;
   UniqueFd guard_fd_;  // its pipe: a byte says "all well, go"; EOF says ckpt died
-  void unguard();
+  void unguard(bool all_in);
   std::exception_ptr error_;
   uint64_t total_pages_ = 0;
   LazyStats stats_;
