@@ -19,6 +19,7 @@
 #include "migrate/net_images.h"
 #include "migrate/transport.h"
 #include "objects/dirty_tracking.h"
+#include "objects/netns.h"
 #include "sys/error.h"
 #include "sys/log.h"
 #include "sys/remote.h"
@@ -278,6 +279,8 @@ MigrateResult migrate(const MigrateRequest& req) {
            ct ? ("container " + req.container).c_str() : strfmt("pid %d", base.pid).c_str(),
            peer.hello.hostname().c_str(), ch.peer().c_str(), mode_name(req.mode));
   if (ct) ch.send(control("container", 0, 0, req.container));
+  // What the final round would otherwise do first, with the tree stopped.
+  prepare_netns_dump();
 
   DirtyTrackers trackers;
   Coverage covered;
@@ -349,6 +352,7 @@ MigrateResult migrate(const MigrateRequest& req) {
   r.progress = req.mode == Mode::kStopAndCopy ? req.progress : nullptr;
   build_on_previous(r);
   uint64_t freeze_rt = realtime_us();
+  r.before_stop = [&] { freeze_rt = realtime_us(); };
   auto rt0 = Clock::now();
   uint64_t wire0 = ch.bytes_sent();
   RoundStats fin;

@@ -4,6 +4,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
@@ -131,6 +132,23 @@ struct TrackersGuard {
   }
 };
 
+// Makes the lock's table in the namespace the root's connections live in,
+// while the tree still runs (NetLock::prepare): what is left for the stop is
+// adding the rules. Best effort: if it fails, the stop makes it all.
+void prepare_lock(pid_t root, NetLock* lock) {
+  try {
+    UniqueFd ns = open_or_throw(strfmt("/proc/%d/ns/net", root), O_RDONLY | O_CLOEXEC);
+    struct stat theirs {
+    }, ours{};
+    if (fstat(ns.get(), &theirs) != 0 || stat("/proc/self/ns/net", &ours) != 0)
+      throw_errno("stat the network namespaces");
+    bool own = theirs.st_ino != ours.st_ino || theirs.st_dev != ours.st_dev;
+    lock->prepare(own ? ns.get() : -1, lock_table_name(root));
+  } catch (const Error& e) {
+    LOG_DEBUG("network lock not prepared: %s", e.what());
+  }
+}
+
 }  // namespace
 
 DumpResult dump_tree(const DumpRequest& req) {
@@ -191,6 +209,8 @@ DumpResult dump_tree(const DumpRequest& req) {
       }
     }
   } thaw_cg;
+  if (req.opts.tcp_established && !req.opts.pages_only) prepare_lock(req.pid, &net_lock);
+  if (req.before_stop) req.before_stop();
   if (cg) {
     log::StepTimer st("freeze cgroup");
     cg->freeze();
@@ -222,6 +242,8 @@ DumpResult dump_tree(const DumpRequest& req) {
     map_namespace_pids(ctx);
   }
   img::Namespaces namespaces = detect_namespaces(ctx);
+  NetnsDump netns_dump;
+  if (namespaces.net() && !req.opts.pages_only) netns_dump.start(ctx.tasks.front()->pid);
   // The tree's mounts are told from ours by comparing: ours must be the
   // machine's (see restore.cc).
   if (namespaces.mnt()) cgroup::settle_mount_namespace();
@@ -333,7 +355,7 @@ DumpResult dump_tree(const DumpRequest& req) {
   // The tree's own namespaces: mounts and tmpfs contents, IPC objects, ...
   {
     log::StepTimer st("namespaces");
-    dump_namespaces(ctx, namespaces, ns_extra);
+    dump_namespaces(ctx, namespaces, ns_extra, netns_dump);
   }
 
   // Memory: layout and pages, the bulk of the time.
@@ -375,8 +397,9 @@ DumpResult dump_tree(const DumpRequest& req) {
   if (req.after_commit) leave = req.after_commit(ctx) == DumpEnd::kThaw;
   if (leave) {
     repaired.leave_repair();
-    net_lock.unlock();
+    net_lock.lift();
     frozen.thaw();
+    net_lock.unlock();
   } else {
     frozen.kill();
     if (req.trackers) req.trackers->clear();

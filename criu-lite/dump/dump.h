@@ -61,6 +61,9 @@ struct DumpRequest {
   // connections in repair mode): whether it dies (kKill, the images took
   // over) or carries on (kThaw). An exception thaws it, and the dump fails.
   std::function<DumpEnd(const DumpContext&)> after_commit;
+  // Called just before the tree is stopped (what comes before, such as
+  // preparing the network lock, runs while it still runs).
+  std::function<void()> before_stop;
 };
 
 struct DumpResult {

@@ -33,9 +33,7 @@ namespace {
 class EpollKind : public FdKind {
  public:
   const char* name() const override { return "epoll"; }
-  bool matches(const struct stat&, const std::string& link) const override {
-    return link == "anon_inode:[eventpoll]";
-  }
+  bool matches(const FdProbe& p) const override { return p.link == "anon_inode:[eventpoll]"; }
 
   void dump(const FdDumpArgs& a, img::FileDesc* d) override {
     auto* ep = d->mutable_epoll();

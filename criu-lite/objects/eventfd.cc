@@ -19,9 +19,7 @@ namespace {
 class EventFdKind : public FdKind {
  public:
   const char* name() const override { return "eventfd"; }
-  bool matches(const struct stat&, const std::string& link) const override {
-    return link == "anon_inode:[eventfd]";
-  }
+  bool matches(const FdProbe& p) const override { return p.link == "anon_inode:[eventfd]"; }
   void dump(const FdDumpArgs& a, img::FileDesc* d) override {
     *d->mutable_eventfd() = parse_eventfd_fdinfo(a.info);
   }

@@ -16,6 +16,7 @@
 //                   (TCP sockets leave repair mode)
 #pragma once
 
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -58,14 +59,28 @@ struct FdRestoreState {
   std::vector<UniqueFd> helpers;
 };
 
+// What a kind looks at to say whether a description is its own. For a
+// socket, its family, type and protocol (SO_DOMAIN, SO_TYPE, SO_PROTOCOL of
+// our duplicate; -1 otherwise): a kind asks sock_diag only about sockets of
+// its protocol, since every sock_diag dump walks the whole host's hash table
+// (~1 ms each), which a frozen container should not pay per socket.
+struct FdProbe {
+  const struct stat& st;
+  const std::string& link;  // readlink /proc/PID/fd/N
+  int sock_family = -1;
+  int sock_type = -1;
+  int sock_protocol = -1;
+  bool is_inet() const { return sock_family == AF_INET || sock_family == AF_INET6; }
+};
+
 class FdKind {
  public:
   virtual ~FdKind() = default;
   virtual const char* name() const = 0;
 
   // --- dump ---
-  // Is this description of this kind? (st and link of the fd.)
-  virtual bool matches(const struct stat& st, const std::string& link) const = 0;
+  // Is this description of this kind?
+  virtual bool matches(const FdProbe& p) const = 0;
   // Fills the kind's part of d (id, flags and pos are already set). Throws
   // Error for what the kind cannot save.
   virtual void dump(const FdDumpArgs& a, img::FileDesc* d) = 0;
@@ -106,7 +121,7 @@ std::unique_ptr<FdKind> make_epoll_kind();
 std::unique_ptr<FdKind> make_inotify_kind();
 std::unique_ptr<FdKind> make_tcp_socket_kind();  // TCP over IPv4 and IPv6
 std::unique_ptr<FdKind> make_udp_socket_kind();  // UDP over IPv4 and IPv6
-std::unique_ptr<FdKind> make_tty_kind();  // ptys, /dev/tty, the shell's terminal (tty.cc)
+std::unique_ptr<FdKind> make_tty_kind();         // ptys, /dev/tty, the shell's terminal (tty.cc)
 
 // fdinfo parsers of the anonymous-inode kinds (eventfd.cc ... inotify.cc),
 // declared here for the unit tests. Each throws Error on a malformed line.

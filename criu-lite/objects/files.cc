@@ -4,6 +4,7 @@
 #include <linux/kcmp.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -24,6 +25,14 @@ namespace {
 // 2 greater. Used as a comparator, it finds a description among those of
 // one inode in O(log n) kcmp calls; a thousand fds on /dev/null would
 // otherwise cost half a million.
+// An int socket option of our duplicate; -1 if it cannot be read.
+int sock_opt(int fd, int opt) {
+  int v = -1;
+  socklen_t len = sizeof(v);
+  if (getsockopt(fd, SOL_SOCKET, opt, &v, &len) != 0) return -1;
+  return v;
+}
+
 int kcmp_files(int a, int b) {
   static const pid_t me = getpid();
   long r = syscall(SYS_kcmp, me, me, KCMP_FILE, a, b);
@@ -55,9 +64,15 @@ uint32_t FileDumper::find_or_add(DumpContext& ctx, DumpTask& t, int fd, UniqueFd
   d.img.set_id(static_cast<uint32_t>(descs_.size() + 1));
   d.img.set_flags(info.flags & ~static_cast<uint32_t>(O_CLOEXEC));
   d.img.set_pos(info.pos);
+  FdProbe probe{st, link};
+  if (S_ISSOCK(st.st_mode)) {
+    probe.sock_family = sock_opt(local.get(), SO_DOMAIN);
+    probe.sock_type = sock_opt(local.get(), SO_TYPE);
+    probe.sock_protocol = sock_opt(local.get(), SO_PROTOCOL);
+  }
   FdKind* kind = nullptr;
   for (auto& k : kinds_)
-    if (k->matches(st, link)) {
+    if (k->matches(probe)) {
       kind = k.get();
       break;
     }

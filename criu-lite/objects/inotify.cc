@@ -123,9 +123,7 @@ void skip_to_wd(int fd, int32_t next, int32_t want) {
 class InotifyKind : public FdKind {
  public:
   const char* name() const override { return "inotify"; }
-  bool matches(const struct stat&, const std::string& link) const override {
-    return link == "anon_inode:inotify";
-  }
+  bool matches(const FdProbe& p) const override { return p.link == "anon_inode:inotify"; }
 
   void dump(const FdDumpArgs& a, img::FileDesc* d) override {
     auto* in = d->mutable_inotify();

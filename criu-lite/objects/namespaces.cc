@@ -88,7 +88,31 @@ uint64_t namespace_clone_flags(const img::Namespaces& ns) {
   return f;
 }
 
-void dump_namespaces(DumpContext& ctx, const img::Namespaces& ns, img::NamespaceImages extra) {
+NetnsDump::~NetnsDump() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void NetnsDump::start(pid_t root) {
+  ns_ = ns_fd(root, "net");
+  thread_ = std::thread([this] {
+    try {
+      log::StepTimer st("network namespace (beside the tasks)");
+      result_ = dump_netns(ns_.get());
+    } catch (...) {
+      error_ = std::current_exception();
+    }
+  });
+}
+
+img::NetNs NetnsDump::take() {
+  if (!thread_.joinable()) throw Error("the network namespace was not read");
+  thread_.join();
+  if (error_) std::rethrow_exception(error_);
+  return std::move(result_);
+}
+
+void dump_namespaces(DumpContext& ctx, const img::Namespaces& ns, img::NamespaceImages extra,
+                     NetnsDump& net) {
   pid_t root = ctx.tasks.front()->pid;
   if (ns.uts())
     in_context("uts namespace",
@@ -100,8 +124,9 @@ void dump_namespaces(DumpContext& ctx, const img::Namespaces& ns, img::Namespace
     });
   if (ns.net())
     in_context("network namespace", [&] {
-      log::StepTimer st("network namespace");
-      save_netns_image(*ctx.sink, dump_netns(ns_fd(root, "net").get()));
+      log::StepTimer st("network namespace (wait)");
+      save_netns_image(*ctx.sink,
+                       net.started() ? net.take() : dump_netns(ns_fd(root, "net").get()));
     });
   if (ns.mnt())
     in_context("mount namespace", [&] {

@@ -5,6 +5,8 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
+#include <thread>
 
 #include "image/image_io.h"
 #include "inventory.pb.h"
@@ -26,10 +28,33 @@ uint64_t namespace_clone_flags(const img::Namespaces& ns);
 
 constexpr const char* kNamespacesImage = "namespaces.img";
 
-// Dump, the tree frozen: saves what each of the root's own namespaces
-// holds (namespaces.img, mntns.img and their contents); extra carries the
-// cgroup and container parts the pipeline filled.
-void dump_namespaces(DumpContext& ctx, const img::Namespaces& ns, img::NamespaceImages extra);
+// Dump, the tree frozen: the network namespace is read on a thread of its
+// own while the tasks are dumped (nothing in it changes while the tree is
+// stopped, and it is the slowest namespace: sysctls, firewall). Started by
+// start_netns_dump() (no thread without a namespace of its own); its result
+// is waited for by dump_namespaces.
+class NetnsDump {
+ public:
+  NetnsDump() = default;
+  NetnsDump(const NetnsDump&) = delete;  // the thread holds this
+  NetnsDump& operator=(const NetnsDump&) = delete;
+  ~NetnsDump();  // waits for the thread
+  void start(pid_t root);
+  bool started() const { return thread_.joinable(); }
+  img::NetNs take();  // waits; rethrows its error
+
+ private:
+  UniqueFd ns_;
+  std::thread thread_;
+  img::NetNs result_;
+  std::exception_ptr error_;
+};
+
+// Saves what each of the root's own namespaces holds (namespaces.img,
+// mntns.img and their contents); extra carries the cgroup and container
+// parts the pipeline filled; net: the started read of the network one.
+void dump_namespaces(DumpContext& ctx, const img::Namespaces& ns, img::NamespaceImages extra,
+                     NetnsDump& net);
 
 // Restore: everything read and checked before anything is created.
 struct TreeNamespaces {

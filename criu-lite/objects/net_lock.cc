@@ -1,8 +1,10 @@
 #include "objects/net_lock.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sched.h>
+#include <sys/stat.h>
 
 #include <exception>
 #include <string_view>
@@ -96,7 +98,7 @@ std::string lock_rules(const std::string& table, const img::LockedConn& c) {
 }
 
 NetLock::~NetLock() {
-  if (!active_) return;
+  if (!table_made_) return;
   try {
     unlock();
   } catch (const std::exception& e) {
@@ -105,19 +107,56 @@ NetLock::~NetLock() {
   }
 }
 
-void NetLock::install(bool first, const std::vector<img::LockedConn>& conns) {
-  std::string cmds = first ? chains(table_) : "";
+void NetLock::prepare(int netns_fd, const std::string& table) {
+  if (netns_fd >= 0) {
+    netns_own_.reset(fcntl(netns_fd, F_DUPFD_CLOEXEC, 0));
+    if (!netns_own_) throw_errno("dup the network namespace");
+    netns_fd_ = netns_own_.get();
+    nft_.reset();
+  }
+  table_ = table;
+  run_nft(chains(table_), "prepare " + table_);
+  table_made_ = true;
+}
+
+void NetLock::run_nft(const std::string& cmds, const std::string& what) {
+  in_netns(netns_fd_, [&] {
+    if (!nft_) nft_ = std::make_unique<Nft>();
+    nft_->run(cmds, what);
+  });
+}
+
+void NetLock::forget_other(int netns_fd, const std::string& table) {
+  if (!table_made_ || locked_) return;
+  auto same_ns = [](int a, int b) {
+    if (a < 0 || b < 0) return a == b;
+    struct stat sa {
+    }, sb{};
+    return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && sa.st_ino == sb.st_ino &&
+           sa.st_dev == sb.st_dev;
+  };
+  if (table == table_ && same_ns(netns_fd, netns_fd_)) return;
+  unlock();
+  nft_.reset();
+  netns_own_.reset();
+  netns_fd_ = -1;
+}
+
+void NetLock::install(const std::vector<img::LockedConn>& conns) {
+  std::string cmds = table_made_ ? "" : chains(table_);
   for (const auto& c : conns) cmds += lock_rules(table_, c);
-  in_netns(netns_fd_, [&] { Nft().run(cmds, "lock " + table_); });
-  active_ = true;
+  run_nft(cmds, "lock " + table_);
+  table_made_ = locked_ = true;
 }
 
 void NetLock::add(const std::string& table, const img::LockedConn& c) {
   // The whole namespace is dropped already: c is only recorded.
   if (!whole_ns_) {
-    bool first = !active_;
-    if (first) table_ = table;
-    install(first, {c});
+    if (!locked_) {
+      forget_other(-1, table);
+      table_ = table;
+    }
+    install({c});
   }
   conns_.push_back(c);
   LOG_DEBUG("network lock %s: %s", table_.c_str(), describe(c).c_str());
@@ -126,18 +165,23 @@ void NetLock::add(const std::string& table, const img::LockedConn& c) {
 void NetLock::relock(const img::NetLock& saved) {
   table_ = saved.table();
   conns_.assign(saved.conns().begin(), saved.conns().end());
-  install(true, conns_);
+  table_made_ = false;  // chains() replaces a table of that name
+  install(conns_);
   LOG_DEBUG("network lock %s: %zu connections", table_.c_str(), conns_.size());
 }
 
 void NetLock::lock_netns(int netns_fd, const std::string& table) {
-  netns_fd_ = netns_fd;
+  forget_other(netns_fd, table);
+  if (!table_made_) {
+    netns_fd_ = netns_fd;
+    nft_.reset();  // made in another namespace
+  }
   table_ = table;
-  std::string cmds = chains(table) + "add rule inet " + table +
+  std::string cmds = (table_made_ ? "" : chains(table)) + "add rule inet " + table +
                      " lock_in iifname != \"lo\" drop\nadd rule inet " + table +
                      " lock_out oifname != \"lo\" drop\n";
-  in_netns(netns_fd_, [&] { Nft().run(cmds, "lock the network namespace"); });
-  active_ = true;
+  run_nft(cmds, "lock the network namespace");
+  table_made_ = locked_ = true;
   whole_ns_ = true;
   LOG_DEBUG("network lock %s: the tree's network namespace", table_.c_str());
 }
@@ -150,10 +194,18 @@ img::NetLock NetLock::image() const {
   return m;
 }
 
+void NetLock::lift() {
+  if (!locked_) return;
+  run_nft("flush chain inet " + table_ + " lock_in\nflush chain inet " + table_ + " lock_out\n",
+          "lift " + table_);
+  locked_ = false;
+  LOG_DEBUG("network lock %s lifted", table_.c_str());
+}
+
 void NetLock::unlock() {
-  if (!active_) return;
-  active_ = false;
-  in_netns(netns_fd_, [&] { Nft().run("delete table inet " + table_ + "\n", "unlock " + table_); });
+  if (!table_made_) return;
+  table_made_ = locked_ = false;
+  run_nft("delete table inet " + table_ + "\n", "unlock " + table_);
   LOG_DEBUG("network lock %s removed", table_.c_str());
 }
 

@@ -19,27 +19,51 @@
 
 namespace ckpt {
 
+namespace {
+
+// A fresh namespace says what the kernel makes by itself: its links (lo,
+// fallback tunnels) and its sysctl defaults. That does not change while
+// ckpt runs, and making a namespace costs milliseconds, which a migration's
+// last round (the tree stopped) should not pay: made once per process
+// (prepare_netns_dump) and kept.
+struct Fresh {
+  std::mutex mu;
+  UniqueFd scratch;
+  std::map<std::string, std::string> links, sysctls;
+  std::string checked_ruleset;  // the last ruleset proved to load
+};
+
+Fresh& fresh() {
+  static Fresh f;
+  return f;
+}
+
+void make_fresh(Fresh& f) {
+  if (f.scratch) return;
+  f.scratch = new_netns();
+  run_in_netns(f.scratch.get(), [&] {
+    nl::Sock sk = nl::connect_route();
+    f.links = netns::list_link_kinds(sk.get());
+    f.sysctls = netns::read_sysctls_in_ns();
+  });
+}
+
+}  // namespace
+
+void prepare_netns_dump() {
+  Fresh& f = fresh();
+  std::lock_guard<std::mutex> lk(f.mu);
+  in_context("network namespace: a fresh one for its defaults", [&] { make_fresh(f); });
+}
+
 img::NetNs dump_netns(int netns_fd) {
   return in_context("network namespace", [&] {
     img::NetNs ns;
-    // A fresh namespace says what the kernel makes by itself: its links
-    // (lo, fallback tunnels) and its sysctl defaults. That does not change
-    // while ckpt runs, and making a namespace costs milliseconds, which a
-    // migration's last round (the tree stopped) should not pay again:
-    // made once per process and kept.
-    static std::mutex fresh_mu;
-    static UniqueFd scratch;
-    static std::map<std::string, std::string> fresh_links, fresh_sysctls;
-    static std::string checked_ruleset;
-    std::lock_guard<std::mutex> fresh_lk(fresh_mu);
-    if (!scratch) {
-      scratch = new_netns();
-      run_in_netns(scratch.get(), [&] {
-        nl::Sock sk = nl::connect_route();
-        fresh_links = netns::list_link_kinds(sk.get());
-        fresh_sysctls = netns::read_sysctls_in_ns();
-      });
-    }
+    Fresh& f = fresh();
+    std::lock_guard<std::mutex> fresh_lk(f.mu);
+    make_fresh(f);
+    const auto& fresh_links = f.links;
+    const auto& fresh_sysctls = f.sysctls;
     std::map<std::string, std::string> sysctls;
 
     std::vector<netns::VethRef> veths;
@@ -64,9 +88,9 @@ img::NetNs dump_netns(int netns_fd) {
     netns::dump_veth_peers(host_sk.get(), veths, &ns);
 
     // A ruleset proved to load once loads again.
-    if (ns.nftables() != checked_ruleset) {
-      run_in_netns(scratch.get(), [&] { netns::check_firewall_in_ns(ns); });
-      checked_ruleset = ns.nftables();
+    if (ns.nftables() != f.checked_ruleset) {
+      run_in_netns(f.scratch.get(), [&] { netns::check_firewall_in_ns(ns); });
+      f.checked_ruleset = ns.nftables();
     }
     LOG_DEBUG("netns: %d links, %d addresses, %d routes, %d rules, %d neighbours, %d+%d sysctls",
               ns.links_size(), ns.addresses_size(), ns.routes_size(), ns.rules_size(),

@@ -42,6 +42,10 @@ NetRestoreOptions parse_net_options(const std::string& spec);
 // a route through a nexthop object, a veth whose peer is not in our
 // namespace, an nftables ruleset that would not load back, ...).
 img::NetNs dump_netns(int netns_fd);
+// Does now what the first dump_netns of this process would do first (make
+// a scratch namespace and read its defaults, ~10-20 ms), for callers that
+// know a dump is coming while the tree still runs (a migration).
+void prepare_netns_dump();
 
 // Recreates ns in netns_fd, a fresh namespace with nothing but lo (down).
 // Links keep their ifindexes, names and MACs; veth peers are created in the

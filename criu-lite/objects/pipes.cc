@@ -30,9 +30,7 @@ uint64_t pipe_id_of(const img::FileDesc& d) {
 class PipeKind : public FdKind {
  public:
   const char* name() const override { return "pipe"; }
-  bool matches(const struct stat& st, const std::string&) const override {
-    return S_ISFIFO(st.st_mode);
-  }
+  bool matches(const FdProbe& p) const override { return S_ISFIFO(p.st.st_mode); }
   void dump(const FdDumpArgs& a, img::FileDesc* d) override {
     if (a.link.rfind("pipe:", 0) == 0) {
       d->mutable_pipe()->set_pipe_id(a.st.st_ino);

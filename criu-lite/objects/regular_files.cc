@@ -47,11 +47,6 @@ bool under_tree_proc(const std::string& path, const std::vector<pid_t>& pids) {
   return std::find(pids.begin(), pids.end(), pid) != pids.end();
 }
 
-bool ends_with(const std::string& s, const char* suffix) {
-  size_t n = strlen(suffix);
-  return s.size() >= n && s.compare(s.size() - n, n, suffix) == 0;
-}
-
 std::set<int> mount_ids(const std::string& mountinfo) {
   std::set<int> ids;
   for (const auto& m : proc::parse_mountinfo(mountinfo)) ids.insert(m.mnt_id);
@@ -79,8 +74,8 @@ class RegularFileKind : public FdKind {
 
  public:
   const char* name() const override { return "regular file"; }
-  bool matches(const struct stat& st, const std::string&) const override {
-    return S_ISREG(st.st_mode) || S_ISDIR(st.st_mode);
+  bool matches(const FdProbe& p) const override {
+    return S_ISREG(p.st.st_mode) || S_ISDIR(p.st.st_mode);
   }
   void dump(const FdDumpArgs& a, img::FileDesc* d) override {
     if (a.link.empty() || a.link[0] != '/') throw Error("file without a path");
@@ -118,8 +113,8 @@ class RegularFileKind : public FdKind {
 class DeviceKind : public FdKind {
  public:
   const char* name() const override { return "device"; }
-  bool matches(const struct stat& st, const std::string&) const override {
-    return S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode);
+  bool matches(const FdProbe& p) const override {
+    return S_ISCHR(p.st.st_mode) || S_ISBLK(p.st.st_mode);
   }
   void dump(const FdDumpArgs& a, img::FileDesc* d) override {
     if (a.link.empty() || a.link[0] != '/') throw Error("device without a path");

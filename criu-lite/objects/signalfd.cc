@@ -19,9 +19,7 @@ namespace {
 class SignalFdKind : public FdKind {
  public:
   const char* name() const override { return "signalfd"; }
-  bool matches(const struct stat&, const std::string& link) const override {
-    return link == "anon_inode:[signalfd]";
-  }
+  bool matches(const FdProbe& p) const override { return p.link == "anon_inode:[signalfd]"; }
   void dump(const FdDumpArgs& a, img::FileDesc* d) override {
     *d->mutable_signalfd() = parse_signalfd_fdinfo(a.info);
   }

@@ -162,8 +162,9 @@ class TcpSocketKind : public FdKind {
 
   // ---------------- dump ----------------
 
-  bool matches(const struct stat& st, const std::string& link) const override {
-    return S_ISSOCK(st.st_mode) && link.rfind("socket:", 0) == 0 && diag_.find(st.st_ino);
+  bool matches(const FdProbe& p) const override {
+    return p.is_inet() && p.sock_type == SOCK_STREAM && p.sock_protocol == IPPROTO_TCP &&
+           diag_.find(p.st.st_ino);
   }
 
   void dump(const FdDumpArgs& a, img::FileDesc* d) override {

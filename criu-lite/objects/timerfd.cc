@@ -51,9 +51,7 @@ uint64_t parse_pair(const std::string& key, const std::string& v) {
 class TimerFdKind : public FdKind {
  public:
   const char* name() const override { return "timerfd"; }
-  bool matches(const struct stat&, const std::string& link) const override {
-    return link == "anon_inode:[timerfd]";
-  }
+  bool matches(const FdProbe& p) const override { return p.link == "anon_inode:[timerfd]"; }
   void dump(const FdDumpArgs& a, img::FileDesc* d) override {
     *d->mutable_timerfd() = parse_timerfd_fdinfo(a.info);
   }

@@ -256,8 +256,8 @@ uint32_t open_flags(const img::FileDesc& d) {
 class TtyKind : public FdKind {
  public:
   const char* name() const override { return "terminal"; }
-  bool matches(const struct stat& st, const std::string&) const override {
-    return S_ISCHR(st.st_mode) && is_tty_device(st.st_rdev);
+  bool matches(const FdProbe& p) const override {
+    return S_ISCHR(p.st.st_mode) && is_tty_device(p.st.st_rdev);
   }
 
   void dump(const FdDumpArgs& a, img::FileDesc* d) override {

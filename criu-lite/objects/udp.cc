@@ -99,8 +99,8 @@ class UdpSocketKind : public FdKind {
 
   // ---------------- dump ----------------
 
-  bool matches(const struct stat& st, const std::string& link) const override {
-    return S_ISSOCK(st.st_mode) && link.rfind("socket:", 0) == 0 && diag_.find(st.st_ino);
+  bool matches(const FdProbe& p) const override {
+    return p.is_inet() && p.sock_protocol == IPPROTO_UDP && diag_.find(p.st.st_ino);
   }
 
   void dump(const FdDumpArgs& a, img::FileDesc* d) override {

@@ -202,9 +202,8 @@ class UnixSocketKind : public FdKind {
 
   // ---------------- dump ----------------
 
-  bool matches(const struct stat& st, const std::string& link) const override {
-    if (!S_ISSOCK(st.st_mode) || link.rfind("socket:", 0) != 0) return false;
-    return lookup(st.st_ino) != nullptr;
+  bool matches(const FdProbe& p) const override {
+    return p.sock_family == AF_UNIX && lookup(p.st.st_ino) != nullptr;
   }
 
   void dump(const FdDumpArgs& a, img::FileDesc* d) override {

@@ -404,7 +404,7 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   // Unlocked before the tree runs, so no send of it is refused; then TCP
   // connections leave repair mode (the window probe that goes out makes the
   // peers answer, and retransmit, at once).
-  net_lock.unlock();
+  net_lock.lift();
   files.before_resume();
 
   // Let the whole tree run at once.
@@ -432,6 +432,13 @@ RestoreResult restore_tree(const RestoreRequest& req) {
     write_full(f.get(), s.data(), s.size(), req.pidfile);
   }
   if (req.on_running) req.on_running(res);
+  // The empty table goes once the tree runs (its hooks' removal waits for
+  // an RCU grace period).
+  try {
+    net_lock.unlock();
+  } catch (const Error& e) {
+    LOG_WARN("%s", e.what());
+  }
   if (!req.detach) res.exit_status = fg.wait(res.root);
   return res;
 }

@@ -25,6 +25,10 @@ NsEnter::NsEnter(pid_t pid, int kinds) {
   if (kinds & CLONE_NEWNS) {
     root_ = open_or_throw("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     cwd_ = open_or_throw(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    // Entering a mount namespace changes root and working directory, which
+    // threads share: the kernel refuses it (EINVAL) while another thread
+    // shares them. This thread takes a copy of its own (the same values).
+    if (unshare(CLONE_FS) != 0) throw_errno("unshare(CLONE_FS) to enter a mount namespace");
   }
   try {
     for (const NsKind& k : kKinds) {

@@ -273,5 +273,55 @@ TEST(NetLockLive, WholeNetworkNamespace) {
   }
 }
 
+// Prepared before the stop: the table is there but drops nothing until
+// lock_netns(); lift() takes the rules out and leaves the table for
+// unlock(). A lock in another namespace than the prepared one removes the
+// prepared table.
+TEST(NetLockLive, PreparedThenLockedLiftedAndRemoved) {
+  std::string err;
+  if (getuid() != 0 || !Nft().try_run("list tables\n", &err)) GTEST_SKIP() << "no nftables";
+  std::string ns = "tcp-unit-prep-" + std::to_string(getpid());
+  if (system(("ip netns add " + ns + " 2>/dev/null").c_str()) != 0) GTEST_SKIP() << "no ip netns";
+  struct DelNs {
+    std::string ns;
+    ~DelNs() { (void)!system(("ip netns del " + ns).c_str()); }
+  } del{ns};
+  UniqueFd nsfd = open_or_throw("/run/netns/" + ns, O_RDONLY);
+  std::string table = "ckpt_lock_tcp_unit_prep";
+  auto drops = [&] {
+    std::string cmd =
+        "ip netns exec " + ns + " nft list table inet " + table + " 2>/dev/null | grep -q drop";
+    return system(cmd.c_str()) == 0;
+  };
+  std::string exists = "ip netns exec " + ns + " nft list table inet " + table + " >/dev/null 2>&1";
+  {
+    NetLock lock;
+    lock.prepare(nsfd.get(), table);
+    nsfd.reset();  // prepare() keeps its own reference
+    EXPECT_EQ(system(exists.c_str()), 0);
+    EXPECT_FALSE(drops());
+    EXPECT_FALSE(lock.active());
+    UniqueFd again = open_or_throw("/run/netns/" + ns, O_RDONLY);
+    lock.lock_netns(again.get(), table);
+    EXPECT_TRUE(lock.active());
+    EXPECT_TRUE(drops());
+    lock.lift();
+    EXPECT_FALSE(lock.active());
+    EXPECT_FALSE(drops());
+    EXPECT_EQ(system(exists.c_str()), 0);
+    lock.unlock();
+    EXPECT_NE(system(exists.c_str()), 0);
+  }
+  {
+    UniqueFd theirs = open_or_throw("/run/netns/" + ns, O_RDONLY);  // outlives the lock
+    NetLock lock;
+    lock.prepare(-1, table);  // ours
+    lock.lock_netns(theirs.get(), table);
+    EXPECT_FALSE(Nft().try_run("list table inet " + table + "\n", nullptr));  // moved
+    EXPECT_TRUE(drops());
+  }  // destroyed: removed
+  EXPECT_NE(system(exists.c_str()), 0);
+}
+
 }  // namespace
 }  // namespace ckpt
