@@ -135,15 +135,19 @@ struct TrackersGuard {
 // Makes the lock's table in the namespace the root's connections live in,
 // while the tree still runs (NetLock::prepare): what is left for the stop is
 // adding the rules. Best effort: if it fails, the stop makes it all.
+// Whether a network namespace (open) is not ckpt's.
+bool other_netns(int ns) {
+  struct stat theirs {
+  }, ours{};
+  if (fstat(ns, &theirs) != 0 || stat("/proc/self/ns/net", &ours) != 0)
+    throw_errno("stat the network namespaces");
+  return theirs.st_ino != ours.st_ino || theirs.st_dev != ours.st_dev;
+}
+
 void prepare_lock(pid_t root, NetLock* lock) {
   try {
     UniqueFd ns = open_or_throw(strfmt("/proc/%d/ns/net", root), O_RDONLY | O_CLOEXEC);
-    struct stat theirs {
-    }, ours{};
-    if (fstat(ns.get(), &theirs) != 0 || stat("/proc/self/ns/net", &ours) != 0)
-      throw_errno("stat the network namespaces");
-    bool own = theirs.st_ino != ours.st_ino || theirs.st_dev != ours.st_dev;
-    lock->prepare(own ? ns.get() : -1, lock_table_name(root));
+    lock->prepare(other_netns(ns.get()) ? ns.get() : -1, lock_table_name(root));
   } catch (const Error& e) {
     LOG_DEBUG("network lock not prepared: %s", e.what());
   }
@@ -231,6 +235,14 @@ DumpResult dump_tree(const DumpRequest& req) {
     cg->thaw();
   }
   auto frozen_at = Clock::now();
+  // The network namespace is read beside everything else from now on
+  // (objects/namespaces.h); detect_namespaces() below confirms it is the
+  // tree's own.
+  NetnsDump netns_dump;
+  if (!req.opts.pages_only) {
+    UniqueFd ns = open_or_throw(strfmt("/proc/%d/ns/net", req.pid), O_RDONLY | O_CLOEXEC);
+    if (other_netns(ns.get())) netns_dump.start(std::move(ns));
+  }
   ctx.stats.tasks = static_cast<uint32_t>(ctx.tasks.size());
   LOG_DEBUG("seized %zu processes", ctx.tasks.size());
   fault::point("dump-after-seize");
@@ -242,8 +254,6 @@ DumpResult dump_tree(const DumpRequest& req) {
     map_namespace_pids(ctx);
   }
   img::Namespaces namespaces = detect_namespaces(ctx);
-  NetnsDump netns_dump;
-  if (namespaces.net() && !req.opts.pages_only) netns_dump.start(ctx.tasks.front()->pid);
   // The tree's mounts are told from ours by comparing: ours must be the
   // machine's (see restore.cc).
   if (namespaces.mnt()) cgroup::settle_mount_namespace();

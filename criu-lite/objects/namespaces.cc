@@ -92,8 +92,8 @@ NetnsDump::~NetnsDump() {
   if (thread_.joinable()) thread_.join();
 }
 
-void NetnsDump::start(pid_t root) {
-  ns_ = ns_fd(root, "net");
+void NetnsDump::start(UniqueFd netns) {
+  ns_ = std::move(netns);
   thread_ = std::thread([this] {
     try {
       log::StepTimer st("network namespace (beside the tasks)");

@@ -38,8 +38,8 @@ class NetnsDump {
   NetnsDump() = default;
   NetnsDump(const NetnsDump&) = delete;  // the thread holds this
   NetnsDump& operator=(const NetnsDump&) = delete;
-  ~NetnsDump();  // waits for the thread
-  void start(pid_t root);
+  ~NetnsDump();                // waits for the thread
+  void start(UniqueFd netns);  // /proc/ROOT/ns/net
   bool started() const { return thread_.joinable(); }
   img::NetNs take();  // waits; rethrows its error
 
