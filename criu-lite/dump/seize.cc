@@ -2,11 +2,15 @@
 
 #include <signal.h>
 #include <sys/ptrace.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <deque>
 #include <set>
+#include <thread>
+#include <vector>
 
 #include "objects/thread.h"
 #include "sys/cancel.h"
@@ -196,10 +200,35 @@ void thaw_tasks(DumpContext& ctx) {
 }
 
 void kill_tasks(DumpContext& ctx) {
+  std::vector<pid_t> tids;
   for (auto& tp : ctx.tasks) {
     ::kill(tp->pid, SIGKILL);
     tp->remote.reset();
-    for (auto& tr : tp->threads) tr.release();
+    for (auto& tr : tp->threads) {
+      tids.push_back(tr.tid());
+      tr.release();
+    }
+  }
+  // A dead tracee stays a zombie attached to its tracer until the tracer
+  // collects it, and only then goes to its parent: a pid namespace's init
+  // waits for all its children, so a ckpt that lives on (a migration's
+  // source) would keep the container's init alive. Collected here; a task
+  // that is not gone after a while is left to our exit.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!tids.empty() && std::chrono::steady_clock::now() < deadline) {
+    for (size_t i = 0; i < tids.size();) {
+      int st = 0;
+      pid_t r = waitpid(tids[i], &st, __WALL | WNOHANG);
+      bool gone =
+          (r < 0 && errno == ECHILD) || (r == tids[i] && (WIFEXITED(st) || WIFSIGNALED(st)));
+      if (gone) {
+        tids[i] = tids.back();
+        tids.pop_back();
+      } else {
+        i++;
+      }
+    }
+    if (!tids.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
 }
 

@@ -157,6 +157,20 @@ void restore_netns(int netns_fd, const img::NetNs& ns, const NetRestoreOptions& 
   });
 }
 
+bool all_veths_bridged(const img::NetNs& ns, const NetRestoreOptions& opts) {
+  for (const auto& d : ns.links())
+    if (d.kind() == "veth" && !d.builtin() && opts.bridge.empty() && d.peer().master().empty())
+      return false;
+  return true;
+}
+
+void attach_netns(const img::NetNs& ns, const NetRestoreOptions& opts) {
+  in_context("network namespace: bridge the veths", [&] {
+    nl::Sock host_sk = nl::connect_route();
+    netns::enslave_veth_peers(host_sk.get(), ns, opts);
+  });
+}
+
 NetRestoreOptions parse_net_options(const std::string& spec) {
   NetRestoreOptions o;
   size_t pos = 0;

@@ -30,7 +30,20 @@ struct NetRestoreOptions {
   // Name of the host-side veth end; empty: the dumped one. Only when the
   // namespace has a single veth.
   std::string host_ifname;
+  // The host ends join their bridge only at attach_netns(), just before the
+  // tree runs, instead of at once: until then nothing from outside reaches
+  // the namespace, which keeps its connections' peers out as the network
+  // lock would (and costs a netlink message where the lock's nftables
+  // table costs 5-10 ms). Only when every veth has a bridge
+  // (all_veths_bridged).
+  bool bridge_late = false;
 };
+
+// Whether every veth of ns goes into a bridge on this host (opts.bridge, or
+// the dumped peer's master).
+bool all_veths_bridged(const img::NetNs& ns, const NetRestoreOptions& opts);
+// opts.bridge_late: the host ends join their bridges now.
+void attach_netns(const img::NetNs& ns, const NetRestoreOptions& opts);
 
 // Parses the value of `--net`: comma-separated "bridge=BR" and
 // "host_ifname=NAME" (e.g. "bridge=br2,host_ifname=veth-c1"). Throws

@@ -492,6 +492,40 @@ void finish_links(nl_sock* sk, const img::NetNs& ns) {
   }
 }
 
+namespace {
+
+// Puts the host side (index) of the veth d into its bridge, if it has one.
+void enslave_peer(nl_sock* host_sk, nl_cache* host, const img::Link& d, int index,
+                  const NetRestoreOptions& opts) {
+  std::string bridge = opts.bridge.empty() ? d.peer().master() : opts.bridge;
+  if (bridge.empty()) return;
+  int br = rtnl_link_name2i(host, bridge.c_str());
+  if (!br && opts.bridge.empty()) {
+    LOG_WARN("veth %s: bridge %s of the dump does not exist here; %s is left unbridged",
+             d.name().c_str(), bridge.c_str(), host_name(d, opts).c_str());
+    return;
+  }
+  if (!br) throw Error("bridge " + bridge + " does not exist here");
+  nl::Link change = alloc_link();
+  rtnl_link_set_master(change.get(), br);
+  change_link(host_sk, index, change.get(), "enslave to " + bridge);
+}
+
+}  // namespace
+
+void enslave_veth_peers(nl_sock* host_sk, const img::NetNs& ns, const NetRestoreOptions& opts) {
+  nl::Cache host = nl::link_cache(host_sk);
+  for (const auto& d : ns.links()) {
+    if (d.kind() != "veth" || d.builtin()) continue;
+    std::string name = host_name(d, opts);
+    in_context(strfmt("veth %s: host side %s", d.name().c_str(), name.c_str()), [&] {
+      int index = rtnl_link_name2i(host.get(), name.c_str());
+      if (!index) throw Error("not found");
+      enslave_peer(host_sk, host.get(), d, index, opts);
+    });
+  }
+}
+
 void configure_veth_peers(nl_sock* host_sk, const img::NetNs& ns, const NetRestoreOptions& opts) {
   nl::Cache host = nl::link_cache(host_sk);
   for (const auto& d : ns.links()) {
@@ -500,19 +534,7 @@ void configure_veth_peers(nl_sock* host_sk, const img::NetNs& ns, const NetResto
     in_context(strfmt("veth %s: host side %s", d.name().c_str(), name.c_str()), [&] {
       int index = rtnl_link_name2i(host.get(), name.c_str());
       if (!index) throw Error("not found after creation");
-      std::string bridge = opts.bridge.empty() ? d.peer().master() : opts.bridge;
-      if (!bridge.empty()) {
-        int br = rtnl_link_name2i(host.get(), bridge.c_str());
-        if (!br && opts.bridge.empty()) {
-          LOG_WARN("veth %s: bridge %s of the dump does not exist here; %s is left unbridged",
-                   d.name().c_str(), bridge.c_str(), name.c_str());
-        } else {
-          if (!br) throw Error("bridge " + bridge + " does not exist here");
-          nl::Link change = alloc_link();
-          rtnl_link_set_master(change.get(), br);
-          change_link(host_sk, index, change.get(), "enslave to " + bridge);
-        }
-      }
+      if (!opts.bridge_late) enslave_peer(host_sk, host.get(), d, index, opts);
       if (d.peer().up()) {
         nl::Link change = alloc_link();
         rtnl_link_set_flags(change.get(), IFF_UP);

@@ -52,8 +52,10 @@ void restore_addresses(nl_sock* sk, const img::NetNs& ns);
 // Sets the links' saved IPv6 address generation mode, once the addresses
 // are back.
 void finish_links(nl_sock* sk, const img::NetNs& ns);
-// Host side of the veths: MTU, bridge, up.
+// Host side of the veths: MTU, bridge (unless opts.bridge_late), up.
 void configure_veth_peers(nl_sock* host_sk, const img::NetNs& ns, const NetRestoreOptions& opts);
+// The bridge part of it, for opts.bridge_late.
+void enslave_veth_peers(nl_sock* host_sk, const img::NetNs& ns, const NetRestoreOptions& opts);
 // Deletes the host-side veth ends named in names that are still ours.
 void remove_host_veths(nl_sock* host_sk, const img::NetNs& ns, const NetRestoreOptions& opts,
                        const std::set<std::string>& names);

@@ -253,6 +253,12 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   UniqueFd tree_netns;
   NetLock net_lock;
   if (has_lock && !lock_netns) net_lock.relock(saved_lock);
+  // A namespace whose veths all go into bridges here is kept unreachable by
+  // bridging them last (NetRestoreOptions::bridge_late) instead of a lock.
+  if (lock_netns && all_veths_bridged(namespaces.net, namespaces.net_opts)) {
+    namespaces.net_opts.bridge_late = true;
+    lock_netns = false;
+  }
 
   files.reserve(tables);
   // A new mount namespace starts as a copy of ours: settle which one that
@@ -405,6 +411,7 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   // connections leave repair mode (the window probe that goes out makes the
   // peers answer, and retransmit, at once).
   net_lock.lift();
+  if (namespaces.net_opts.bridge_late) attach_netns(namespaces.net, namespaces.net_opts);
   files.before_resume();
 
   // Let the whole tree run at once.

@@ -205,6 +205,32 @@ class NetnsTest : public ::testing::Test {
   }
 };
 
+// The restore bridges a namespace's veths last, instead of locking it, only
+// when every one of them has a bridge to go to: an unbridged host end would
+// be reachable from the start.
+TEST(NetnsBridgeLate, OnlyWhenEveryVethHasABridge) {
+  img::NetNs ns;
+  auto* lo = ns.add_links();
+  lo->set_name("lo");
+  auto* v = ns.add_links();
+  v->set_name("eth0");
+  v->set_kind("veth");
+  v->mutable_peer()->set_name("veth-c1");
+  NetRestoreOptions opts;
+  EXPECT_FALSE(all_veths_bridged(ns, opts));  // no bridge in the dump nor given
+  opts.bridge = "br0";
+  EXPECT_TRUE(all_veths_bridged(ns, opts));
+  opts.bridge.clear();
+  v->mutable_peer()->set_master("br7");  // the dumped peer's bridge
+  EXPECT_TRUE(all_veths_bridged(ns, opts));
+  auto* w = ns.add_links();
+  w->set_name("eth1");
+  w->set_kind("veth");
+  EXPECT_FALSE(all_veths_bridged(ns, opts));
+  w->set_builtin(true);  // the kernel's own, not a peer on the host
+  EXPECT_TRUE(all_veths_bridged(ns, opts));
+}
+
 TEST_F(NetnsTest, RoundTripIsIdentical) {
   make_source();
   img::NetNs img = dump_source();
