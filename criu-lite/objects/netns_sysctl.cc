@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <memory>
 #include <set>
+#include <vector>
 
 #include "objects/netns_parts.h"
 #include "sys/error.h"
@@ -22,33 +23,68 @@ namespace {
 constexpr const char* kRoot = "/proc/sys/net/";
 constexpr const char* kDirs[] = {"core", "ipv4", "ipv6", "unix", "netfilter"};
 
-void walk(const std::string& rel, std::map<std::string, std::string>* out) {
-  std::string dir = kRoot + rel;
-  struct Closedir {
-    void operator()(DIR* d) const { closedir(d); }
-  };
-  std::unique_ptr<DIR, Closedir> own(opendir(dir.c_str()));
-  if (!own) return;  // a protocol this kernel does not have
+struct Closedir {
+  void operator()(DIR* d) const { closedir(d); }
+};
+
+// The value of an open sysctl, without its newline; false if it cannot be
+// read now (stable_secret before it is set).
+bool read_value(int fd, std::string* out) {
+  char buf[4096];
+  out->clear();
+  for (;;) {
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    if (n == 0) break;
+    out->append(buf, static_cast<size_t>(n));
+  }
+  while (!out->empty() && out->back() == '\n') out->pop_back();
+  return true;
+}
+
+// Every read-write entry under the directory dir (rel: its path below
+// /proc/sys/net), recursively unless flat. Everything is opened relative to
+// its directory: a full /proc/sys path costs a lookup per component, and a
+// namespace has hundreds of entries, read while its tree is stopped.
+void walk(int dir, const std::string& rel, bool flat, std::map<std::string, std::string>* out) {
+  int copy = fcntl(dir, F_DUPFD_CLOEXEC, 0);
+  if (copy < 0) throw_errno("dup /proc/sys/net/" + rel);
+  std::unique_ptr<DIR, Closedir> own(fdopendir(copy));
+  if (!own) {
+    close(copy);
+    throw_errno("read /proc/sys/net/" + rel);
+  }
   DIR* d = own.get();
   while (dirent* e = readdir(d)) {
     std::string name = e->d_name;
     if (name == "." || name == "..") continue;
     std::string path = rel + "/" + name;
-    struct stat st;
-    if (fstatat(dirfd(d), name.c_str(), &st, 0) != 0) continue;
-    if (S_ISDIR(st.st_mode)) {
-      walk(path, out);
+    bool is_dir = e->d_type == DT_DIR;
+    if (e->d_type == DT_UNKNOWN) {
+      struct stat st;
+      if (fstatat(dirfd(d), name.c_str(), &st, 0) != 0) continue;
+      is_dir = S_ISDIR(st.st_mode);
+    }
+    if (is_dir) {
+      if (flat) continue;
+      UniqueFd sub(openat(dirfd(d), name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      if (sub) walk(sub.get(), path, false, out);
       continue;
     }
     // Read-only entries are the kernel's state, write-only ones are actions
-    // (route/flush).
-    if ((st.st_mode & (S_IRUSR | S_IWUSR)) != (S_IRUSR | S_IWUSR)) continue;
+    // (route/flush): opening for both reading and writing takes neither
+    // (nothing is written by opening).
+    UniqueFd f(openat(dirfd(d), name.c_str(), O_RDWR | O_CLOEXEC));
     std::string value;
-    // Some cannot be read in some states (stable_secret before it is set).
-    if (!try_read_file(kRoot + path, &value)) continue;
-    while (!value.empty() && value.back() == '\n') value.pop_back();
-    (*out)[path] = value;
+    if (f && read_value(f.get(), &value)) (*out)[path] = std::move(value);
   }
+}
+
+UniqueFd open_dir(const std::string& rel) {
+  return UniqueFd(open((kRoot + rel).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
 }
 
 // "ipv4/conf/eth0/rp_filter" -> "eth0"; "" for a path that is not per device.
@@ -69,25 +105,28 @@ bool ends_with(const std::string& s, const std::string& suffix) {
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-void write_sysctl(const img::Sysctl& s) {
-  std::string path = kRoot + s.path();
-  std::string now;
-  if (try_read_file(path, &now)) {
-    while (!now.empty() && now.back() == '\n') now.pop_back();
-    if (now == s.value()) return;
-  }
-  UniqueFd fd(open(path.c_str(), O_WRONLY | O_CLOEXEC));
+// Writes s (an entry of the directory dir) unless it holds that value;
+// whether it wrote.
+bool write_sysctl(int dir, const std::string& name, const img::Sysctl& s,
+                  const std::map<std::string, std::string>& now) {
+  auto it = now.find(s.path());
+  if (it != now.end() && it->second == s.value()) return false;
+  UniqueFd fd(openat(dir, name.c_str(), O_WRONLY | O_CLOEXEC));
   if (!fd) throw_errno("sysctl net/" + s.path() + ": open");
   std::string v = s.value() + "\n";
   if (write(fd.get(), v.data(), v.size()) < 0)
     throw_errno("sysctl net/" + s.path() + " = " + s.value());
+  return true;
 }
 
 }  // namespace
 
 std::map<std::string, std::string> read_sysctls_in_ns() {
   std::map<std::string, std::string> out;
-  for (const char* d : kDirs) walk(d, &out);
+  for (const char* d : kDirs) {
+    UniqueFd dir = open_dir(d);
+    if (dir) walk(dir.get(), d, false, &out);  // else a protocol this kernel lacks
+  }
   return out;
 }
 
@@ -116,7 +155,29 @@ void pick_sysctls(const std::map<std::string, std::string>& now,
 }
 
 void restore_sysctls_in_ns(const google::protobuf::RepeatedPtrField<img::Sysctl>& sysctls) {
-  for (const auto& s : sysctls) write_sysctl(s);
+  // By directory: each is read once (most values are what the kernel has
+  // already) and its entries written relative to it.
+  std::map<std::string, std::vector<const img::Sysctl*>> by_dir;
+  for (const auto& s : sysctls) {
+    size_t slash = s.path().rfind('/');
+    if (slash == std::string::npos || s.path().find("..") != std::string::npos)
+      throw Error("sysctl net/" + s.path() + ": not a path below /proc/sys/net");
+    by_dir[s.path().substr(0, slash)].push_back(&s);
+  }
+  for (const auto& [rel, entries] : by_dir) {
+    UniqueFd dir = open_dir(rel);
+    if (!dir) throw_errno("sysctl net/" + rel);
+    std::map<std::string, std::string> now;
+    bool stale = true;
+    for (const img::Sysctl* s : entries) {
+      // A write may change its neighbours (forwarding does): read again.
+      if (stale) {
+        now.clear();
+        walk(dir.get(), rel, true, &now);
+      }
+      stale = write_sysctl(dir.get(), s->path().substr(rel.size() + 1), *s, now);
+    }
+  }
 }
 
 }  // namespace ckpt::netns
