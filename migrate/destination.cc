@@ -191,6 +191,10 @@ std::string receive_one(Channel& ch, const ReceiveRequest& req) {
     const auto& c = f.msg.control();
     if (c.what() == "container") {
       name = c.text();
+      // What a dead container of that name left here goes now, not while
+      // the tree is stopped.
+      container::prepare_restore(name);
+      LOG_DEBUG("container %s: leftovers removed", name.c_str());
     } else if (c.what() == "round") {
       rounds++;
       LOG_DEBUG("pre-copy round %u: set %llu, %llu pages", rounds,
@@ -224,9 +228,7 @@ std::string receive_one(Channel& ch, const ReceiveRequest& req) {
   rr.net = req.net;
   rr.lazy = &pager;
   if (!name.empty()) {
-    container::prepare_restore(name);
     rr.cgroup_name = name;
-    LOG_DEBUG("container %s: leftovers removed", name.c_str());
   }
   uint64_t restore_us = 0;
   rr.on_running = [&](const RestoreResult& r) {

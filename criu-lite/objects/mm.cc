@@ -280,8 +280,8 @@ void scan_pages(int pagemap_fd, uint64_t start, uint64_t end, bool file_backed, 
   arg.category_anyof_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED;
   // PAGE_IS_FILE makes the kernel look at every page's struct page (13 ms
   // per GiB here, in the stop); an anonymous mapping has no file pages.
-  arg.return_mask = PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_PFNZERO |
-                    (file_backed ? PAGE_IS_FILE : 0);
+  arg.return_mask =
+      PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_PFNZERO | (file_backed ? PAGE_IS_FILE : 0);
   for (;;) {
     long n = ioctl(pagemap_fd, PAGEMAP_SCAN, &arg);
     if (n < 0) throw_errno("PAGEMAP_SCAN");

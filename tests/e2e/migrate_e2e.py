@@ -31,6 +31,7 @@ any exit path.
 """
 
 import argparse
+import glob
 import os
 import re
 import signal
@@ -288,6 +289,10 @@ def sc_failures(env):
             if "ck-" in left:
                 raise Failure(f"destination {label}: a container veth is left on hostB: "
                               f"{left!r}")
+            cgs = [d for d in glob.glob(f"/sys/fs/cgroup/**/{c.prefix}ckpt-hostB/{svc.name}",
+                                        recursive=True) if os.path.isdir(d)]
+            if cgs:
+                raise Failure(f"destination {label}: its cgroup is left on hostB: {cgs}")
         svc.client.stop()
     finally:
         c.cleanup()
