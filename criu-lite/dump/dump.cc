@@ -340,6 +340,7 @@ DumpResult dump_tree(const DumpRequest& req) {
   // before any of its connections is put in repair mode.
   pid_t root_pid = ctx.tasks.front()->pid;
   if (namespaces.net() && req.opts.tcp_established) {
+    log::StepTimer st("network lock");
     tree_netns = open_or_throw(strfmt("/proc/%d/ns/net", root_pid), O_RDONLY | O_CLOEXEC);
     in_context("network lock",
                [&] { net_lock.lock_netns(tree_netns.get(), lock_table_name(root_pid)); });
