@@ -156,14 +156,17 @@ TreeNamespaces load_namespaces(const image::ImageSource& src, const img::Namespa
 void restore_namespaces(pid_t root, TreeNamespaces& ns, const image::ImageSource& src) {
   if (ns.kinds.net())
     in_context("network namespace", [&] {
+      log::StepTimer st("restore network namespace");
       restore_netns(ns_fd(root, "net").get(), ns.net, ns.net_opts);
       ns.net_made = true;
     });
   if (ns.kinds.uts())
     in_context("uts namespace", [&] { restore_utsns(ns_fd(root, "uts").get(), ns.images.uts()); });
   if (ns.kinds.ipc())
-    in_context("ipc namespace",
-               [&] { restore_ipcns(ns_fd(root, "ipc").get(), ns.images.ipc(), src); });
+    in_context("ipc namespace", [&] {
+      log::StepTimer st("restore ipc namespace");
+      restore_ipcns(ns_fd(root, "ipc").get(), ns.images.ipc(), src);
+    });
 }
 
 void undo_namespaces(TreeNamespaces& ns) {
