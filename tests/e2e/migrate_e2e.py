@@ -159,64 +159,76 @@ def need_tools():
             raise Skip(f"{tool} is not installed (scripts/deps)")
 
 
-def migrate_once(env, mode, ip):
+HOST_ADDR = {"hostA": "10.77.0.1", "hostB": "10.77.0.2"}
+
+
+def migrate_once(env, mode, ip, moves=1):
+    """Moves a service hostA -> hostB (then back and forth, `moves` times in
+    all: a container restored by ckpt receive must dump again)."""
     need_tools()
     c = Hosts(env)
     try:
         c.hosts("up")
         svc = Service(env, c, mode.replace("-", ""), ip)
         key = write_key(c, "key", "correct horse battery staple")
-        recv_log = os.path.join(c.tmp, "receive.log")
-        recv = c.spawn(["receive", "--listen", f"10.77.0.2:{PORT}", "--once", "--psk-file", key,
-                        "--net", "bridge=br0"], "hostB", recv_log)
-        time.sleep(0.3)
-        before = svc.client.count()
-        r = c.ckpt(["migrate", "--container", svc.name, "--to", f"10.77.0.2:{PORT}",
-                    "--psk-file", key, "--mode", mode], "hostA", check=False)
-        if r.returncode != 0:
-            raise Failure(f"migrate exited {r.returncode}: {r.stderr.strip()[-400:]} "
-                          f"(receive: {h.read_text(recv_log, '')[-400:]!r})")
-        out = r.stdout
-        note("  " + out.strip().replace("\n", "\n  "))
-        m = re.search(r"downtime ([\d.]+) ms", out)
-        if not m or "round" not in out or "final" not in out:
-            raise Failure(f"migrate printed no table with a downtime: {out!r}")
-        downtime = float(m[1])
-        if mode == "precopy" and not re.search(r"^1\s+\d+", out, re.M):
-            raise Failure("pre-copy made no second round (the table has no round 1)")
-        if mode == "postcopy" and "post-copy:" not in out:
-            raise Failure("post-copy printed no line about pages sent after the resume")
-        try:
-            rc = recv.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            raise Failure("ckpt receive --once did not exit after the migration")
-        if rc != 0 or "received container" not in h.read_text(recv_log, ""):
-            raise Failure(f"ckpt receive exited {rc}: {h.read_text(recv_log, '')[-400:]!r}")
-        svc.carries_on("after the migration")
-        if svc.client.count() <= before:
-            raise Failure("the client did not carry on")
-        on_a, on_b = c.ps_on("hostA"), c.ps_on("hostB")
-        if svc.name in on_a or svc.name not in on_b:
-            raise Failure(f"after the migration: hostA runs {sorted(on_a)}, "
-                          f"hostB runs {sorted(on_b)}")
-        if h.task_alive(svc.pid):
-            raise Failure(f"the source container's init {svc.pid} still runs")
-        new_pid = on_b[svc.name]
-        inside = c.sh(["nsenter", "-t", str(new_pid), "-n", "nft", "list", "tables"]).stdout
-        if "ckpt_lock" in inside:
-            raise Failure(f"a lock table is left in the migrated container: {inside!r}")
-        pauses = svc.pauses()
-        note(f"  downtime {downtime:.1f} ms; the client saw pauses of {pauses} ms")
+        src, dst, src_pid = "hostA", "hostB", svc.pid
+        for move in range(1, moves + 1):
+            recv_log = os.path.join(c.tmp, f"receive-{move}.log")
+            recv = c.spawn(["receive", "--listen", f"{HOST_ADDR[dst]}:{PORT}", "--once",
+                            "--psk-file", key, "--net", "bridge=br0"], dst, recv_log)
+            time.sleep(0.3)
+            before = svc.client.count()
+            r = c.ckpt(["migrate", "--container", svc.name, "--to", f"{HOST_ADDR[dst]}:{PORT}",
+                        "--psk-file", key, "--mode", mode], src, check=False)
+            what = f"move {move} ({src} -> {dst})"
+            if r.returncode != 0:
+                raise Failure(f"{what}: migrate exited {r.returncode}: {r.stderr.strip()[-400:]} "
+                              f"(receive: {h.read_text(recv_log, '')[-400:]!r})")
+            out = r.stdout
+            note("  " + out.strip().replace("\n", "\n  "))
+            m = re.search(r"downtime ([\d.]+) ms", out)
+            if not m or "round" not in out or "final" not in out:
+                raise Failure(f"{what}: migrate printed no table with a downtime: {out!r}")
+            downtime = float(m[1])
+            if mode == "precopy" and not re.search(r"^1\s+\d+", out, re.M):
+                raise Failure(f"{what}: pre-copy made no second round (the table has no round 1)")
+            if mode == "postcopy" and "post-copy:" not in out:
+                raise Failure(f"{what}: post-copy printed no line about pages sent after the "
+                              "resume")
+            try:
+                rc = recv.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                raise Failure(f"{what}: ckpt receive --once did not exit after the migration")
+            if rc != 0 or "received container" not in h.read_text(recv_log, ""):
+                raise Failure(f"{what}: ckpt receive exited {rc}: "
+                              f"{h.read_text(recv_log, '')[-400:]!r}")
+            svc.carries_on(f"after {what}")
+            if svc.client.count() <= before:
+                raise Failure(f"{what}: the client did not carry on")
+            on_src, on_dst = c.ps_on(src), c.ps_on(dst)
+            if svc.name in on_src or svc.name not in on_dst:
+                raise Failure(f"after {what}: {src} runs {sorted(on_src)}, "
+                              f"{dst} runs {sorted(on_dst)}")
+            if h.task_alive(src_pid):
+                raise Failure(f"{what}: the source container's init {src_pid} still runs")
+            src_pid = on_dst[svc.name]
+            inside = c.sh(["nsenter", "-t", str(src_pid), "-n", "nft", "list", "tables"]).stdout
+            if "ckpt_lock" in inside:
+                raise Failure(f"{what}: a lock table is left in the migrated container: "
+                              f"{inside!r}")
+            pauses = svc.pauses()
+            note(f"  {what}: downtime {downtime:.1f} ms; the client saw pauses of {pauses} ms")
+            src, dst = dst, src
         # The client's longest wait covers the downtime and one retransmit.
         svc.carries_on("a while later")
         svc.client.stop()
-        c.ckpt(["rm", "-f", svc.name], "hostB")
+        c.ckpt(["rm", "-f", svc.name], src)
     finally:
         c.cleanup()
 
 
 def sc_precopy(env):
-    migrate_once(env, "precopy", "10.77.0.31")
+    migrate_once(env, "precopy", "10.77.0.31", moves=3)
 
 
 def sc_postcopy(env):
