@@ -511,22 +511,10 @@ void enslave_peer(nl_sock* host_sk, nl_cache* host, const img::Link& d, int inde
   change_link(host_sk, index, change.get(), "enslave to " + bridge);
 }
 
-}  // namespace
-
-void enslave_veth_peers(nl_sock* host_sk, const img::NetNs& ns, const NetRestoreOptions& opts) {
-  nl::Cache host = nl::link_cache(host_sk);
-  for (const auto& d : ns.links()) {
-    if (d.kind() != "veth" || d.builtin()) continue;
-    std::string name = host_name(d, opts);
-    in_context(strfmt("veth %s: host side %s", d.name().c_str(), name.c_str()), [&] {
-      int index = rtnl_link_name2i(host.get(), name.c_str());
-      if (!index) throw Error("not found");
-      enslave_peer(host_sk, host.get(), d, index, opts);
-    });
-  }
-}
-
-void configure_veth_peers(nl_sock* host_sk, const img::NetNs& ns, const NetRestoreOptions& opts) {
+// f(veth, host cache, index of its host side) for each veth the restore
+// made, with the veth named in errors.
+template <class F>
+void each_host_veth(nl_sock* host_sk, const img::NetNs& ns, const NetRestoreOptions& opts, F&& f) {
   nl::Cache host = nl::link_cache(host_sk);
   for (const auto& d : ns.links()) {
     if (d.kind() != "veth" || d.builtin()) continue;
@@ -534,14 +522,28 @@ void configure_veth_peers(nl_sock* host_sk, const img::NetNs& ns, const NetResto
     in_context(strfmt("veth %s: host side %s", d.name().c_str(), name.c_str()), [&] {
       int index = rtnl_link_name2i(host.get(), name.c_str());
       if (!index) throw Error("not found after creation");
-      if (!opts.bridge_late) enslave_peer(host_sk, host.get(), d, index, opts);
-      if (d.peer().up()) {
-        nl::Link change = alloc_link();
-        rtnl_link_set_flags(change.get(), IFF_UP);
-        change_link(host_sk, index, change.get(), "set up");
-      }
+      f(d, host.get(), index);
     });
   }
+}
+
+}  // namespace
+
+void enslave_veth_peers(nl_sock* host_sk, const img::NetNs& ns, const NetRestoreOptions& opts) {
+  each_host_veth(host_sk, ns, opts, [&](const img::Link& d, nl_cache* host, int index) {
+    enslave_peer(host_sk, host, d, index, opts);
+  });
+}
+
+void configure_veth_peers(nl_sock* host_sk, const img::NetNs& ns, const NetRestoreOptions& opts) {
+  each_host_veth(host_sk, ns, opts, [&](const img::Link& d, nl_cache* host, int index) {
+    if (!opts.bridge_late) enslave_peer(host_sk, host, d, index, opts);
+    if (d.peer().up()) {
+      nl::Link change = alloc_link();
+      rtnl_link_set_flags(change.get(), IFF_UP);
+      change_link(host_sk, index, change.get(), "set up");
+    }
+  });
 }
 
 void remove_host_veths(nl_sock* host_sk, const img::NetNs& ns, const NetRestoreOptions& opts,

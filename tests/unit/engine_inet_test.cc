@@ -249,18 +249,28 @@ TEST(NetLockLive, LocksAndUnlocks) {
   EXPECT_FALSE(Nft().try_run("list table inet " + table + "\n", nullptr));
 }
 
+// A named network namespace for a test (ip netns), deleted with it.
+struct TestNetns {
+  explicit TestNetns(const std::string& base) : name(base + "-" + std::to_string(getpid())) {
+    made = system(("ip netns add " + name + " 2>/dev/null").c_str()) == 0;
+  }
+  ~TestNetns() {
+    if (made) (void)!system(("ip netns del " + name).c_str());
+  }
+  UniqueFd open() const { return open_or_throw("/run/netns/" + name, O_RDONLY); }
+  std::string name;
+  bool made = false;
+};
+
 // A container's own network namespace: everything but lo dropped inside it,
 // nothing changed in ours.
 TEST(NetLockLive, WholeNetworkNamespace) {
   std::string err;
   if (getuid() != 0 || !Nft().try_run("list tables\n", &err)) GTEST_SKIP() << "no nftables";
-  std::string ns = "tcp-unit-" + std::to_string(getpid());
-  if (system(("ip netns add " + ns + " 2>/dev/null").c_str()) != 0) GTEST_SKIP() << "no ip netns";
-  struct DelNs {
-    std::string ns;
-    ~DelNs() { (void)!system(("ip netns del " + ns).c_str()); }
-  } del{ns};
-  UniqueFd nsfd = open_or_throw("/run/netns/" + ns, O_RDONLY);
+  TestNetns tns("tcp-unit");
+  if (!tns.made) GTEST_SKIP() << "no ip netns";
+  const std::string& ns = tns.name;
+  UniqueFd nsfd = tns.open();
   std::string table = "ckpt_lock_tcp_unit_ns";
   std::string list = "ip netns exec " + ns + " nft list table inet " + table + " >/dev/null 2>&1";
   {
@@ -280,13 +290,10 @@ TEST(NetLockLive, WholeNetworkNamespace) {
 TEST(NetLockLive, PreparedThenLockedLiftedAndRemoved) {
   std::string err;
   if (getuid() != 0 || !Nft().try_run("list tables\n", &err)) GTEST_SKIP() << "no nftables";
-  std::string ns = "tcp-unit-prep-" + std::to_string(getpid());
-  if (system(("ip netns add " + ns + " 2>/dev/null").c_str()) != 0) GTEST_SKIP() << "no ip netns";
-  struct DelNs {
-    std::string ns;
-    ~DelNs() { (void)!system(("ip netns del " + ns).c_str()); }
-  } del{ns};
-  UniqueFd nsfd = open_or_throw("/run/netns/" + ns, O_RDONLY);
+  TestNetns tns("tcp-unit-prep");
+  if (!tns.made) GTEST_SKIP() << "no ip netns";
+  const std::string& ns = tns.name;
+  UniqueFd nsfd = tns.open();
   std::string table = "ckpt_lock_tcp_unit_prep";
   auto drops = [&] {
     std::string cmd =
@@ -301,7 +308,7 @@ TEST(NetLockLive, PreparedThenLockedLiftedAndRemoved) {
     EXPECT_EQ(system(exists.c_str()), 0);
     EXPECT_FALSE(drops());
     EXPECT_FALSE(lock.active());
-    UniqueFd again = open_or_throw("/run/netns/" + ns, O_RDONLY);
+    UniqueFd again = tns.open();
     lock.lock_netns(again.get(), table);
     EXPECT_TRUE(lock.active());
     EXPECT_TRUE(drops());
@@ -313,7 +320,7 @@ TEST(NetLockLive, PreparedThenLockedLiftedAndRemoved) {
     EXPECT_NE(system(exists.c_str()), 0);
   }
   {
-    UniqueFd theirs = open_or_throw("/run/netns/" + ns, O_RDONLY);  // outlives the lock
+    UniqueFd theirs = tns.open();  // outlives the lock
     NetLock lock;
     lock.prepare(-1, table);  // ours
     lock.lock_netns(theirs.get(), table);
