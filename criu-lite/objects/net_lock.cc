@@ -194,6 +194,19 @@ img::NetLock NetLock::image() const {
   return m;
 }
 
+void NetLock::keep() {
+  if (locked_) {
+    table_made_ = locked_ = false;
+    return;
+  }
+  try {
+    unlock();
+  } catch (const Error& e) {
+    LOG_WARN("network lock %s: %s (remove it with: nft delete table inet %s)", table_.c_str(),
+             e.what(), table_.c_str());
+  }
+}
+
 void NetLock::lift() {
   if (!locked_) return;
   run_nft("flush chain inet " + table_ + " lock_in\nflush chain inet " + table_ + " lock_out\n",

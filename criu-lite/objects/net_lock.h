@@ -77,8 +77,8 @@ class NetLock {
   // Removes the table now (throws on failure; the destructor only logs).
   void unlock();
   // Leaves the table in place (the dump killed the tree: the restore
-  // removes it).
-  void keep() { table_made_ = locked_ = false; }
+  // removes it); a table only prepared, that never locked anything, goes.
+  void keep();
 
  private:
   void install(const std::vector<img::LockedConn>& conns);

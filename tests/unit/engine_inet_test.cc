@@ -328,6 +328,14 @@ TEST(NetLockLive, PreparedThenLockedLiftedAndRemoved) {
     EXPECT_TRUE(drops());
   }  // destroyed: removed
   EXPECT_NE(system(exists.c_str()), 0);
+  {
+    // A dump that killed a tree with no connection keeps no empty table.
+    NetLock lock;
+    lock.prepare(-1, table);
+    EXPECT_TRUE(Nft().try_run("list table inet " + table + "\n", nullptr));
+    lock.keep();
+    EXPECT_FALSE(Nft().try_run("list table inet " + table + "\n", nullptr));
+  }
 }
 
 }  // namespace
