@@ -14,6 +14,9 @@
 //                   (epoll watches name fds by number)
 //   before_resume() in the controller, when the tree is about to run
 //                   (TCP sockets leave repair mode)
+// A kind that uses open_in_stub or after_install says for which
+// descriptions in runs_in_stub(): such trees get stubs that are copies of
+// ckpt (restore/stubs.h), the freestanding stub runs no kind's code.
 #pragma once
 
 #include <sys/stat.h>
@@ -86,6 +89,11 @@ class FdKind {
   virtual void after_install(const img::FdTable& table, const FdRestoreState& st) const {}
   // In the controller, right before the tree runs.
   virtual void before_resume() {}
+  // Does restoring d run this kind's code in the process's stub
+  // (open_in_stub, after_install)? tree_pids: the restored processes.
+  virtual bool runs_in_stub(const img::FileDesc& d, const std::vector<pid_t>& tree_pids) const {
+    return false;
+  }
 };
 
 // A number from an fdinfo value in the given base; throws Error naming key.
@@ -106,7 +114,7 @@ std::unique_ptr<FdKind> make_epoll_kind();
 std::unique_ptr<FdKind> make_inotify_kind();
 std::unique_ptr<FdKind> make_tcp_socket_kind();  // TCP over IPv4 and IPv6
 std::unique_ptr<FdKind> make_udp_socket_kind();  // UDP over IPv4 and IPv6
-std::unique_ptr<FdKind> make_tty_kind();  // ptys, /dev/tty, the shell's terminal (tty.cc)
+std::unique_ptr<FdKind> make_tty_kind();         // ptys, /dev/tty, the shell's terminal (tty.cc)
 
 // fdinfo parsers of the anonymous-inode kinds (eventfd.cc ... inotify.cc),
 // declared here for the unit tests. Each throws Error on a malformed line.
