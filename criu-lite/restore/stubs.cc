@@ -519,6 +519,8 @@ void StubTree::create(int timeout_ms) {
     futex_wake(&ctl_->fork_go);
   }
   wait_counter(ctl_->created, n, timeout_ms, "creating processes");
+  if (int r = word(ctl_->clone_retries).load())
+    LOG_DEBUG("restore stubs: %d clone3 calls met a pid not yet free", r);
   if (freestanding_) check_exec_kept_creds();
   raise_phase(1);
   wait_counter(ctl_->grouped, n, timeout_ms, "making process groups");

@@ -184,6 +184,7 @@ static long clone_with_pid(int32_t pid, int exit_signal) {
   for (int tries = 0;; tries++) {
     long r = SYS2(__NR_clone3, &args, sizeof args);
     if (r != -EEXIST || tries >= 2000) return r;
+    __atomic_add_fetch(&ctl->clone_retries, 1, __ATOMIC_SEQ_CST);
     struct __kernel_timespec ms = {0, 1000 * 1000};
     SYS2(__NR_nanosleep, &ms, 0);
   }
