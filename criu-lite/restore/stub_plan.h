@@ -48,14 +48,16 @@ struct ckpt_stub_control {
   uint32_t n_zombies;
   int32_t fault_after_files; /* CKPT_FAULT=restore-after-files */
   int32_t clone_retries;     /* clone3 calls of freestanding stubs that met a pid not free yet */
-  int32_t pad;
-  uint64_t size;         /* of the whole mapping */
-  uint64_t slots_off;    /* struct ckpt_stub_slot[n_all] */
-  uint64_t tasks_off;    /* struct ckpt_stub_task[n_tasks + n_zombies], zombies last */
-  uint64_t children_off; /* uint32_t[]: task indexes, ranges per task */
-  uint64_t fds_off;      /* struct ckpt_stub_fd[]: ranges per task */
-  uint64_t strings_off;  /* NUL-terminated strings (cwd) */
-  uint64_t stub_vdso;    /* written by the freestanding root: its [vdso] */
+  int32_t groups_inherited;  /* every process is born in its group or leads it: the
+                                group phases are skipped (leaders make theirs before
+                                forking) */
+  uint64_t size;             /* of the whole mapping */
+  uint64_t slots_off;        /* struct ckpt_stub_slot[n_all] */
+  uint64_t tasks_off;        /* struct ckpt_stub_task[n_tasks + n_zombies], zombies last */
+  uint64_t children_off;     /* uint32_t[]: task indexes, ranges per task */
+  uint64_t fds_off;          /* struct ckpt_stub_fd[]: ranges per task */
+  uint64_t strings_off;      /* NUL-terminated strings (cwd) */
+  uint64_t stub_vdso;        /* written by the freestanding root: its [vdso] */
 };
 
 #define CKPT_STUB_ERROR_LEN 504

@@ -77,9 +77,7 @@ StubTree::StubTree(RestorePlan& plan, const FileTable& files, StubOptions opts)
     }
   }
   freestanding_ = why.empty();
-  if (freestanding_) {
-    LOG_DEBUG("restore stubs: freestanding (%zu processes)", plan.tasks.size());
-  } else {
+  if (!freestanding_) {
     program_.reset();
     LOG_DEBUG("restore stubs: copies of ckpt (%s)", why.c_str());
   }
@@ -94,7 +92,11 @@ StubTree::StubTree(RestorePlan& plan, const FileTable& files, StubOptions opts)
   if (p == MAP_FAILED) throw_errno("map the restore stubs' control block");
   ctl_ = static_cast<ckpt_stub_control*>(p);
   *ctl_ = hdr;
-  if (freestanding_) write_plan();
+  if (freestanding_) {
+    write_plan();
+    LOG_DEBUG("restore stubs: freestanding (%zu processes%s)", plan.tasks.size(),
+              ctl_->groups_inherited ? "" : ", process groups joined in phases");
+  }
 }
 
 StubTree::~StubTree() {
@@ -245,6 +247,30 @@ void StubTree::write_plan() {
     st.zombie = 1;
     st.exit_status = static_cast<int32_t>(e.exit_status());
   }
+  // Can the group phases go? They can if every process, once it made its
+  // session or (early) its group, is in its group: a session leader leads
+  // its group, a group leader makes it before forking (so its children are
+  // born in it), everyone else stays in the group it was born in, its
+  // parent's. The usual tree (one session and group, or a group per child)
+  // is like that; a process that must join a group made elsewhere is not.
+  bool inherited = true;
+  auto group_of = [&](const ckpt_stub_task& t, int32_t born_in) {
+    return t.sid == t.pid || t.pgid == t.pid ? t.pid : born_in;
+  };
+  std::vector<int32_t> group(ctl_->n_all, 0);
+  std::vector<uint32_t> todo{0};
+  group[0] = group_of(tasks[0], -1);
+  while (!todo.empty()) {
+    uint32_t i = todo.back();
+    todo.pop_back();
+    if (group[i] != tasks[i].pgid) inherited = false;
+    for (uint32_t k = 0; k < tasks[i].n_children; k++) {
+      uint32_t c = children[tasks[i].children + k];
+      group[c] = group_of(tasks[c], group[i]);
+      todo.push_back(c);
+    }
+  }
+  ctl_->groups_inherited = inherited;
 }
 
 // In the root stub, in the tree's namespaces: becomes the freestanding stub,
@@ -522,10 +548,12 @@ void StubTree::create(int timeout_ms) {
   if (int r = word(ctl_->clone_retries).load())
     LOG_DEBUG("restore stubs: %d clone3 calls met a pid not yet free", r);
   if (freestanding_) check_exec_kept_creds();
-  raise_phase(1);
-  wait_counter(ctl_->grouped, n, timeout_ms, "making process groups");
-  raise_phase(2);
-  wait_counter(ctl_->joined, n, timeout_ms, "joining process groups");
+  if (!ctl_->groups_inherited) {
+    raise_phase(1);
+    wait_counter(ctl_->grouped, n, timeout_ms, "making process groups");
+    raise_phase(2);
+    wait_counter(ctl_->joined, n, timeout_ms, "joining process groups");
+  }
   if (opts_.root_ns_flags & CLONE_NEWPID) find_host_pids();
 }
 

@@ -190,6 +190,18 @@ static long clone_with_pid(int32_t pid, int exit_signal) {
   }
 }
 
+/* Before its children are forked. With groups_inherited, a group leader
+ * makes its group now, so that its children are born in it, and nobody
+ * waits for the group phases (the controller found no process that has to
+ * join a group it did not inherit). */
+static void early_group(const struct ckpt_stub_task* t) {
+  if (!ctl->groups_inherited || t->pgid != t->pid || SYS0(__NR_getpgrp) == t->pid) return;
+  long r = SYS2(__NR_setpgid, 0, 0);
+  if (r < 0) fail("setpgid (leader)", r);
+}
+
+/* Leaders make their groups once every process exists, then the members
+ * join them (the order of the C++ stubs, restore/stubs.cc). */
 static void make_groups(const struct ckpt_stub_task* t) {
   arrive(&ctl->created);
   wait_phase(CKPT_STUB_PHASE_LEADERS);
@@ -211,8 +223,13 @@ __attribute__((noreturn)) static void zombie(const struct ckpt_stub_task* t) {
     long r = SYS0(__NR_setsid);
     if (r < 0) fail("setsid", r);
   }
-  make_groups(t);
-  arrive(&ctl->joined);
+  early_group(t);
+  if (ctl->groups_inherited) {
+    arrive(&ctl->created);
+  } else {
+    make_groups(t);
+    arrive(&ctl->joined);
+  }
   arrive(&ctl->ready);
   /* Exit the way the process did: its parent reads the same status. */
   int st = t->exit_status;
@@ -245,10 +262,14 @@ static void install_fds(const struct ckpt_stub_task* t, int holder) {
   struct ckpt_stub_fd* fds = (struct ckpt_stub_fd*)at(ctl->fds_off) + t->fds;
   for (uint32_t i = 0; i < t->n_fds; i++) {
     const struct ckpt_stub_fd* e = &fds[i];
+    /* Every lower number is taken or free for good: a new fd lands on the
+     * target itself when the table has no gaps below it. pidfd_getfd and
+     * F_DUPFD_CLOEXEC give close-on-exec fds. */
     long tmp;
     if (e->same_as >= 0) {
-      tmp = SYS3(__NR_fcntl, fds[e->same_as].fd, F_DUPFD_CLOEXEC, 0);
+      tmp = SYS3(__NR_fcntl, fds[e->same_as].fd, e->cloexec ? F_DUPFD_CLOEXEC : F_DUPFD, e->fd);
       if (tmp < 0) fail4("fd ", e->fd, ": dup", 0, 0, tmp);
+      if (tmp == e->fd) continue;
     } else if (e->holder >= 0) {
       tmp = SYS3(__NR_pidfd_getfd, h, e->holder, 0);
       if (tmp < 0) fail4("fd ", e->fd, ": take file description ", e->desc, " (pidfd_getfd)", tmp);
@@ -259,11 +280,19 @@ static void install_fds(const struct ckpt_stub_task* t, int holder) {
       long r = SYS3(__NR_dup3, tmp, e->fd, e->cloexec ? O_CLOEXEC : 0);
       SYS1(__NR_close, tmp);
       if (r < 0) fail4("fd ", e->fd, ": dup3", 0, 0, r);
-    } else {
-      long r = SYS3(__NR_fcntl, e->fd, F_SETFD, e->cloexec ? FD_CLOEXEC : 0);
-      if (r < 0) fail4("fd ", e->fd, ": set close-on-exec", 0, 0, r);
+    } else if (!e->cloexec) {
+      long r = SYS3(__NR_fcntl, e->fd, F_SETFD, 0);
+      if (r < 0) fail4("fd ", e->fd, ": clear close-on-exec", 0, 0, r);
     }
   }
+}
+
+static void check_session(const struct ckpt_stub_task* t) {
+  if (t->sid != 0 && SYS1(__NR_getsid, 0) != t->sid)
+    fail4("ended up in session ", SYS1(__NR_getsid, 0), " instead of ", t->sid,
+          " (session layouts where a process is in neither its own nor its parent's "
+          "session are not supported)",
+          0);
 }
 
 __attribute__((noreturn)) static void run(int idx, int holder) {
@@ -281,6 +310,7 @@ again : {
     long r = SYS0(__NR_setsid);
     if (r < 0) fail("setsid", r);
   }
+  early_group(t);
   const uint32_t* kids = (const uint32_t*)at(ctl->children_off) + t->children;
   for (uint32_t i = 0; i < t->n_children; i++) {
     const struct ckpt_stub_task* c = task(kids[i]);
@@ -302,13 +332,14 @@ again : {
       if (r < 0) fail("give up the inherited terminal (TIOCNOTTY)", r);
     }
   }
-  make_groups(t);
-  if (t->sid != 0 && SYS1(__NR_getsid, 0) != t->sid)
-    fail4("ended up in session ", SYS1(__NR_getsid, 0), " instead of ", t->sid,
-          " (session layouts where a process is in neither its own nor its parent's "
-          "session are not supported)",
-          0);
-  arrive(&ctl->joined);
+  if (ctl->groups_inherited) {
+    check_session(t);
+    arrive(&ctl->created);
+  } else {
+    make_groups(t);
+    check_session(t);
+    arrive(&ctl->joined);
+  }
 
   /* The holder opens every description meanwhile. */
   wait_phase(CKPT_STUB_PHASE_FILES);
