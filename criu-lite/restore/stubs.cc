@@ -65,9 +65,12 @@ StubTree::StubTree(RestorePlan& plan, const FileTable& files, StubOptions opts)
   std::string why = needs_copies();
   if (why.empty()) {
     // The root stub executes the program from a memfd: ckpt stays one file.
+    // MFD_EXEC: a memfd may be made non-executable by default
+    // (vm.memfd_noexec=1), and with vm.memfd_noexec=2 none is executable:
+    // copies of ckpt then. A kernel before 6.3 knows neither (EINVAL).
     program_ =
         UniqueFd(static_cast<int>(syscall(SYS_memfd_create, "ckpt-stub", MFD_CLOEXEC | MFD_EXEC)));
-    if (!program_)  // a kernel before 6.3 has no MFD_EXEC
+    if (!program_ && errno == EINVAL)
       program_ = UniqueFd(static_cast<int>(syscall(SYS_memfd_create, "ckpt-stub", MFD_CLOEXEC)));
     try {
       if (!program_) throw_errno("memfd_create");
@@ -281,9 +284,12 @@ void StubTree::exec_freestanding() {
   int ctl = fcntl(ctl_fd_.get(), F_DUPFD, 3);
   int holder = fcntl(holder_.get(), F_DUPFD, 3);
   if (ctl < 0 || holder < 0) return;  // the caller fails with errno
-  std::string a1 = std::to_string(ctl), a2 = std::to_string(ctl_size_), a3 = std::to_string(holder);
-  char name[] = "ckpt-stub";
-  char* argv[] = {name, a1.data(), a2.data(), a3.data(), nullptr};
+  // No allocation: ckpt may have had other threads when it forked us.
+  char a1[24], a2[24], a3[24], name[] = "ckpt-stub";
+  snprintf(a1, sizeof a1, "%d", ctl);
+  snprintf(a2, sizeof a2, "%zu", ctl_size_);
+  snprintf(a3, sizeof a3, "%d", holder);
+  char* argv[] = {name, a1, a2, a3, nullptr};
   char* envp[] = {nullptr};
   syscall(SYS_execveat, program_.get(), "", argv, envp, AT_EMPTY_PATH);
 }
@@ -344,7 +350,10 @@ void StubTree::stub_main(int idx) {
   }
   if (freestanding_) {
     exec_freestanding();
-    fail("execute the freestanding restore stub (execveat)", errno);
+    fail(
+        "execute the freestanding restore stub (execveat; CKPT_STUBS=ckpt restores with "
+        "copies of ckpt instead)",
+        errno);
   }
   // Terminal steps (tty.h): the controlling terminal is taken before the
   // children are forked, who inherit it.
