@@ -57,17 +57,20 @@ struct ckpt_stub_control {
   uint64_t children_off;     /* uint32_t[]: task indexes, ranges per task */
   uint64_t fds_off;          /* struct ckpt_stub_fd[]: ranges per task */
   uint64_t strings_off;      /* NUL-terminated strings (cwd) */
-  uint64_t stub_vdso;        /* written by the freestanding root: its [vdso] */
 };
 
-#define CKPT_STUB_ERROR_LEN 504
+#define CKPT_STUB_ERROR_LEN 496
 
 /* One per task and zombie: a stub that fails says why here. */
 struct ckpt_stub_slot {
   int32_t state; /* 1: parked, 2: failed */
   int32_t err;   /* errno to append to error (0: none) */
+  uint64_t vdso; /* where the freestanding stub's [vdso] is once it parked */
   char error[CKPT_STUB_ERROR_LEN];
 };
+
+/* The kernel's special mappings, in the order of ckpt_stub_task.special. */
+enum { CKPT_STUB_VVAR, CKPT_STUB_VVAR_VCLOCK, CKPT_STUB_VDSO, CKPT_STUB_SPECIALS };
 
 struct ckpt_stub_task {
   int32_t pid;  /* in the tree's innermost pid namespace */
@@ -82,6 +85,10 @@ struct ckpt_stub_task {
   uint32_t fds, n_fds;           /* range of fds_off, ascending fd numbers */
   int32_t holder_fd;             /* where the holder's pidfd stays (files.h) */
   uint32_t cwd;                  /* offset in strings_off; 0: leave as is */
+  /* Where the process had [vvar], [vvar_vclock] and [vdso] (start, end; 0
+   * if it had none): the stub moves its own there where nothing is in the
+   * way, and the rebuild finds them in place. */
+  uint64_t special[CKPT_STUB_SPECIALS][2];
 };
 
 struct ckpt_stub_fd {
@@ -96,13 +103,13 @@ struct ckpt_stub_fd {
 };
 
 #ifdef __cplusplus
-static_assert(sizeof(struct ckpt_stub_control) == 120, "layout shared with the C stub");
+static_assert(sizeof(struct ckpt_stub_control) == 112, "layout shared with the C stub");
 static_assert(sizeof(struct ckpt_stub_slot) == 512, "layout shared with the C stub");
-static_assert(sizeof(struct ckpt_stub_task) == 56, "layout shared with the C stub");
+static_assert(sizeof(struct ckpt_stub_task) == 104, "layout shared with the C stub");
 static_assert(sizeof(struct ckpt_stub_fd) == 24, "layout shared with the C stub");
 #else
-_Static_assert(sizeof(struct ckpt_stub_control) == 120, "layout shared with the C++ side");
+_Static_assert(sizeof(struct ckpt_stub_control) == 112, "layout shared with the C++ side");
 _Static_assert(sizeof(struct ckpt_stub_slot) == 512, "layout shared with the C++ side");
-_Static_assert(sizeof(struct ckpt_stub_task) == 56, "layout shared with the C++ side");
+_Static_assert(sizeof(struct ckpt_stub_task) == 104, "layout shared with the C++ side");
 _Static_assert(sizeof(struct ckpt_stub_fd) == 24, "layout shared with the C++ side");
 #endif

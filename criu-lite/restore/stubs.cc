@@ -115,11 +115,13 @@ ckpt_stub_slot& StubTree::slot(size_t i) const {
   return reinterpret_cast<ckpt_stub_slot*>(reinterpret_cast<char*>(ctl_) + ctl_->slots_off)[i];
 }
 
-uint64_t StubTree::syscall_ip() const {
+uint64_t StubTree::syscall_ip(size_t idx) const {
   if (!freestanding_)
     return reinterpret_cast<uint64_t>(cpu::vdso_text().data()) + cpu::vdso_syscall_offset();
-  uint64_t vdso = std::atomic_ref<uint64_t>(ctl_->stub_vdso).load();
-  if (!vdso) throw Error("the freestanding restore stub did not say where its [vdso] is");
+  uint64_t vdso = std::atomic_ref<uint64_t>(slot(idx).vdso).load();
+  if (!vdso)
+    throw Error(strfmt("the freestanding restore stub of pid %d did not say where its [vdso] is",
+                       plan_.tasks[idx].pid()));
   return vdso + cpu::vdso_syscall_offset();
 }
 
@@ -208,6 +210,15 @@ void StubTree::write_plan() {
     st.exit_signal = t.core.exit_signal() ? static_cast<int32_t>(t.core.exit_signal()) : SIGCHLD;
     st.umask = t.core.umask();
     st.holder_fd = FileTable::holder_fd_number(t.fds);
+    for (const auto& v : t.mm.vmas()) {
+      int k = v.kind() == img::VMA_VVAR          ? CKPT_STUB_VVAR
+              : v.kind() == img::VMA_VVAR_VCLOCK ? CKPT_STUB_VVAR_VCLOCK
+              : v.kind() == img::VMA_VDSO        ? CKPT_STUB_VDSO
+                                                 : -1;
+      if (k < 0) continue;
+      st.special[k][0] = v.start();
+      st.special[k][1] = v.end();
+    }
     if (!t.core.cwd().empty()) {
       st.cwd = n_strings;
       memcpy(strings + n_strings, t.core.cwd().c_str(), t.core.cwd().size() + 1);

@@ -76,11 +76,12 @@ class StubTree {
   pid_t root_pid() const;
   // The stubs are the freestanding program, not copies of ckpt.
   bool freestanding() const { return freestanding_; }
-  // After create(): the address of a syscall instruction in the stubs'
-  // [vdso], where remote syscalls enter the kernel (sys/remote.h). Copies of
-  // ckpt have ckpt's [vdso]; the freestanding stubs the one their execve
-  // placed.
-  uint64_t syscall_ip() const;
+  // After install_files(): the address of a syscall instruction in the
+  // [vdso] of the stub of plan task idx, where remote syscalls enter the
+  // kernel (sys/remote.h). Copies of ckpt have ckpt's [vdso]; a
+  // freestanding stub has the one its execve placed, or the dumped one if
+  // it could move it there (then the rebuild finds it in place).
+  uint64_t syscall_ip(size_t idx) const;
   // The tree now belongs to the restored program.
   void release() { released_ = true; }
   // Kills every stub (used on failure) and waits for the pids to be free.

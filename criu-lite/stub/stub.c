@@ -173,6 +173,107 @@ __attribute__((noreturn)) static void fail4(const char* what, long a, const char
 
 /* ---- the stub ----------------------------------------------------------------------- */
 
+/* ---- the kernel's special mappings -------------------------------------------------- */
+
+/* Where this process has [vvar], [vvar_vclock] and [vdso] now, and every
+ * other mapping it has (its ELF, stack, the control block). Read once, by
+ * the root: the others are forks, with the same mappings, and the special
+ * ones where their parent left them. */
+struct range {
+  uint64_t start, end;
+};
+static struct range special[CKPT_STUB_SPECIALS];
+static struct range others[32];
+static int n_others;
+static int maps_known;
+static uint64_t vdso_now; /* for the controller's remote syscalls */
+
+static int ends_with(const char* s, const char* end, const char* suffix) {
+  const char* q = suffix;
+  while (*q) q++;
+  long n = q - suffix;
+  if (end - s < n) return 0;
+  for (long i = 0; i < n; i++)
+    if (end[-n + i] != suffix[i]) return 0;
+  return 1;
+}
+
+static uint64_t hex(const char** p, const char* end) {
+  uint64_t v = 0;
+  for (; *p < end; (*p)++) {
+    char c = **p;
+    int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (d < 0) break;
+    v = v << 4 | (uint64_t)d;
+  }
+  return v;
+}
+
+static void read_maps(void) {
+  char buf[4096];
+  long fd = SYS3(__NR_open, "/proc/self/maps", O_RDONLY | O_CLOEXEC, 0);
+  if (fd < 0) return;
+  long n = 0, r;
+  while (n < (long)sizeof buf && (r = SYS3(__NR_read, fd, buf + n, sizeof buf - n)) > 0) n += r;
+  SYS1(__NR_close, fd);
+  if (n <= 0 || n == (long)sizeof buf) return; /* unreadable, or more than a stub has */
+  for (const char* line = buf; line < buf + n;) {
+    const char* eol = line;
+    while (eol < buf + n && *eol != '\n') eol++;
+    const char* p = line;
+    struct range rg;
+    rg.start = hex(&p, eol);
+    if (p >= eol || *p != '-') return;
+    p++;
+    rg.end = hex(&p, eol);
+    if (ends_with(line, eol, "[vvar]")) {
+      special[CKPT_STUB_VVAR] = rg;
+    } else if (ends_with(line, eol, "[vvar_vclock]")) {
+      special[CKPT_STUB_VVAR_VCLOCK] = rg;
+    } else if (ends_with(line, eol, "[vdso]")) {
+      special[CKPT_STUB_VDSO] = rg;
+    } else if (!ends_with(line, eol, "[vsyscall]")) {
+      if (n_others == (int)(sizeof others / sizeof others[0])) return;
+      /* The stack may still grow, and keeps a guard gap below it. */
+      if (ends_with(line, eol, "[stack]")) rg.start -= rg.start > (2u << 20) ? (2u << 20) : 0;
+      others[n_others++] = rg;
+    }
+    line = eol + 1;
+  }
+  maps_known = special[CKPT_STUB_VDSO].end != 0;
+}
+
+static int overlaps(uint64_t s, uint64_t e, struct range r) {
+  return s < r.end && r.start < e;
+}
+
+/* Moves the special mappings to where the dumped process had them, if all
+ * of them can go straight there: the same ones, the same sizes, nothing of
+ * ours in the way. Otherwise they stay, and the controller moves them while
+ * it rebuilds the address space (objects/mm.cc), as it always did. */
+static void move_specials(const struct ckpt_stub_task* t) {
+  if (!maps_known) return;
+  for (int k = 0; k < CKPT_STUB_SPECIALS; k++) {
+    uint64_t s = t->special[k][0], e = t->special[k][1];
+    if ((special[k].end != 0) != (e != 0)) return;
+    if (!e || (s == special[k].start && e == special[k].end)) continue;
+    if (e - s != special[k].end - special[k].start || s % 4096 != 0) return;
+    for (int i = 0; i < n_others; i++)
+      if (overlaps(s, e, others[i])) return;
+    for (int j = 0; j < CKPT_STUB_SPECIALS; j++)
+      if (special[j].end && overlaps(s, e, special[j])) return;
+  }
+  for (int k = 0; k < CKPT_STUB_SPECIALS; k++) {
+    uint64_t s = t->special[k][0], e = t->special[k][1];
+    if (!e || s == special[k].start) continue;
+    long r = SYS6(__NR_mremap, special[k].start, e - s, e - s, MREMAP_MAYMOVE | MREMAP_FIXED, s, 0);
+    if (r < 0) return; /* where it was: the controller sees it in /proc */
+    special[k].start = s;
+    special[k].end = e;
+  }
+  vdso_now = special[CKPT_STUB_VDSO].start;
+}
+
 /* clone3 with the old pid. A pid freed a moment ago may still be taken
  * (stubs.cc): EEXIST is retried for up to two seconds. */
 static long clone_with_pid(int32_t pid, int exit_signal) {
@@ -305,6 +406,9 @@ again : {
     if (SYS0(__NR_getppid) != t->ppid) fail("parent died", 0);
   }
   if (t->zombie) zombie(t);
+  /* Before the children are forked: they inherit the places. */
+  move_specials(t);
+  __atomic_store_n(&slot((uint32_t)idx)->vdso, vdso_now, __ATOMIC_SEQ_CST);
   int32_t pid = t->pid;
   if (t->sid == pid && SYS1(__NR_getsid, 0) != pid) {
     long r = SYS0(__NR_setsid);
@@ -392,9 +496,10 @@ __attribute__((noreturn, used)) void stub_start(long* sp) {
   SYS1(__NR_close, fd);
   self = 0;
   if (ctl->magic != CKPT_STUB_MAGIC) fail("the restore plan has a bad magic number", 0);
-  /* The controller drives remote syscalls through this [vdso]: it is where
-   * this execve put it, not where ckpt has its own. */
-  __atomic_store_n(&ctl->stub_vdso, vdso, __ATOMIC_SEQ_CST);
+  /* The controller drives remote syscalls through our [vdso]: where this
+   * execve put it, not where ckpt has its own, unless we move it. */
+  vdso_now = vdso;
+  read_maps();
   run(0, (int)holder);
 }
 

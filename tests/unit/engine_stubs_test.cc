@@ -96,7 +96,7 @@ void run_tree(RestorePlan& plan, bool want_freestanding) {
         EXPECT_GT(vmas, 30u);
       }
       // Remote syscalls enter through the stubs' own [vdso].
-      uint64_t ip = stubs.syscall_ip();
+      uint64_t ip = stubs.syscall_ip(static_cast<size_t>(&t - plan.tasks.data()));
       bool in_vdso = false;
       for (const auto& v : proc::parse_maps(maps))
         if (v.path == "[vdso]" && ip >= v.start && ip < v.end) in_vdso = true;
