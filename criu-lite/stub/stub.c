@@ -12,8 +12,10 @@
  * clone3(set_tid), makes its session, drops an inherited controlling
  * terminal, makes or joins its process group, sets umask and cwd, takes its
  * fds from the holder with pidfd_getfd, and parks in pause() for the
- * controller to seize. The plan and the phase words are in the memfd
- * described by restore/stub_plan.h.
+ * controller to seize. One thing more: it moves the kernel's special
+ * mappings to the dumped addresses where it can, sparing the controller
+ * three remote mremaps per process. The plan and the phase words are in the
+ * memfd described by restore/stub_plan.h.
  *
  *   argv: ckpt-stub CONTROL_FD CONTROL_SIZE HOLDER_PIDFD
  *
