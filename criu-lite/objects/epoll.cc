@@ -68,6 +68,10 @@ class EpollKind : public FdKind {
     return fd;
   }
 
+  bool runs_in_stub(const img::FileDesc&, const std::vector<pid_t>&) const override {
+    return true;  // after_install
+  }
+
   void after_install(const img::FdTable& table, const FdRestoreState& st) const override {
     std::set<uint32_t> done;
     for (const auto& e : table.fds()) {

@@ -14,6 +14,9 @@
 //                   (epoll watches name fds by number)
 //   before_resume() in the controller, when the tree is about to run
 //                   (TCP sockets leave repair mode)
+// A kind that uses open_in_stub or after_install says for which
+// descriptions in runs_in_stub(): such trees get stubs that are copies of
+// ckpt (restore/stubs.h), the freestanding stub runs no kind's code.
 #pragma once
 
 #include <sys/socket.h>
@@ -101,6 +104,11 @@ class FdKind {
   virtual void after_install(const img::FdTable& table, const FdRestoreState& st) const {}
   // In the controller, right before the tree runs.
   virtual void before_resume() {}
+  // Does restoring d run this kind's code in the process's stub
+  // (open_in_stub, after_install)? tree_pids: the restored processes.
+  virtual bool runs_in_stub(const img::FileDesc& d, const std::vector<pid_t>& tree_pids) const {
+    return false;
+  }
 };
 
 // A number from an fdinfo value in the given base; throws Error naming key.

@@ -163,6 +163,17 @@ int FileTable::holder_fd_number(const img::FdTable& table) {
   return max_fd + 1;
 }
 
+std::string FileTable::runs_in_stub(const img::FdTable& table,
+                                    const std::vector<pid_t>& tree_pids) const {
+  for (const auto& e : table.fds()) {
+    auto it = st_.descs.find(e.desc_id());
+    if (it == st_.descs.end()) continue;  // install names it
+    const FdKind& k = kind_of(it->second);
+    if (k.runs_in_stub(it->second, tree_pids)) return strfmt("fd %u: %s", e.fd(), k.name());
+  }
+  return "";
+}
+
 void FileTable::reserve(const std::vector<img::FdTable>& tables) {
   int max_fd = 2;
   for (const auto& t : tables)

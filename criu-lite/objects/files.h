@@ -81,6 +81,12 @@ class FileTable {
   // controller closes it last).
   void install(const img::FdTable& table, int holder_pidfd) const;
   static int holder_fd_number(const img::FdTable& table);
+  // Before the stubs are forked: why installing table needs a kind's code in
+  // the stub (FdKind::runs_in_stub), as "fd N: kind", or "" if it does not.
+  std::string runs_in_stub(const img::FdTable& table, const std::vector<pid_t>& tree_pids) const;
+  // After open_all: the holder's fd of description id (what install takes
+  // with pidfd_getfd); negative if the process opens it itself.
+  int holder_fd(uint32_t id) const { return slot_of(id); }
   // Drops the helper fds that kept FIFOs open while the table was built.
   void close_helpers() { st_.helpers.clear(); }
   // Right before the tree runs: each kind's last step (TCP repair off).

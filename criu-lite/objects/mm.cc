@@ -498,6 +498,7 @@ namespace {
 
 struct Range {
   uint64_t start, end;
+  bool operator==(const Range&) const = default;
 };
 
 // A free place of size bytes that overlaps none of the ranges.
@@ -596,7 +597,11 @@ void restore_mm(RemoteThread& rt, RemoteScratch& scratch, pid_t pid, const img::
   for (auto& [k, r] : want_special)
     for (auto& [k2, c] : cur_special)
       if (k2 != img::VMA_VSYSCALL && r.start < c.end && c.start < r.end) direct = false;
-  if (!want_special.empty() && direct) {
+  // The freestanding restore stub moves its own there where it can
+  // (restore/stubs.h): nothing to do then.
+  bool in_place = cur_special == want_special;
+  if (in_place) {
+  } else if (!want_special.empty() && direct) {
     for (auto& [k, r] : want_special) {
       Range from = cur_special[k];
       rt.check("mremap special mapping", __NR_mremap, from.start, from.end - from.start,

@@ -108,6 +108,9 @@ class RegularFileKind : public FdKind {
   UniqueFd open_in_stub(const img::FileDesc& d, const FdRestoreState& st) const override {
     return open_regular(d, st.ghosts);
   }
+  bool runs_in_stub(const img::FileDesc& d, const std::vector<pid_t>& pids) const override {
+    return !d.reg().ghost_id() && under_tree_proc(d.reg().path(), pids);
+  }
 };
 
 class DeviceKind : public FdKind {

@@ -102,7 +102,7 @@ void dump_task_core(DumpContext& ctx, DumpTask& t) {
 }
 
 void restore_sigactions(RemoteThread& rt, const RemoteScratch& s, pid_t pid,
-                        const img::TaskCore& core) {
+                        const img::TaskCore& core, StubHandlers inherited) {
   // Every signal is set, not only the saved ones: the task starts as a copy
   // of ckpt, whose own handlers must not survive.
   KernelSigaction acts[65] = {};
@@ -111,15 +111,17 @@ void restore_sigactions(RemoteThread& rt, const RemoteScratch& s, pid_t pid,
     acts[a.sig()] = {a.handler(), a.flags(), a.restorer(), a.mask()};
   }
   // Only where it differs from what the stub inherited from ckpt (read
-  // here, no remote syscall), since remote syscalls are what costs.
+  // here, no remote syscall), since remote syscalls are what costs. An
+  // execve keeps only ignored signals ignored, with no flags and no mask.
   for (int sig = 1; sig <= 64; sig++) {
     if (sig == SIGKILL || sig == SIGSTOP) continue;
     KernelSigaction mine{};
     // SIGTRAP is set always: single-stepped remote syscalls (sys/remote.h)
     // reset it in the stub.
-    if (sig != SIGTRAP && syscall(SYS_rt_sigaction, sig, nullptr, &mine, 8) == 0 &&
-        memcmp(&mine, &acts[sig], sizeof mine) == 0)
-      continue;
+    bool known = sig != SIGTRAP && syscall(SYS_rt_sigaction, sig, nullptr, &mine, 8) == 0;
+    if (known && inherited == StubHandlers::after_exec)
+      mine = {mine.handler == reinterpret_cast<uint64_t>(SIG_IGN) ? mine.handler : 0, 0, 0, 0};
+    if (known && memcmp(&mine, &acts[sig], sizeof mine) == 0) continue;
     s.write(pid, 0, &acts[sig], sizeof(KernelSigaction));
     if (rt.call(__NR_rt_sigaction, sig, s.addr(), 0, 8) < 0 && acts[sig].handler != 0)
       throw Error(strfmt("restore the handler of signal %d", sig));

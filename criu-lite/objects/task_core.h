@@ -15,8 +15,12 @@ inline std::string core_name(pid_t pid) {
 }
 
 // Restore side (remote syscalls in the task's leader; scratch in the task).
+// The handlers a restore stub starts with: ckpt's own (a copy of ckpt), or
+// what an execve left of them (caught ones back to the default, flags and
+// masks cleared: the freestanding stub, restore/stubs.h).
+enum class StubHandlers { ckpts, after_exec };
 void restore_sigactions(RemoteThread& rt, const RemoteScratch& s, pid_t pid,
-                        const img::TaskCore& core);
+                        const img::TaskCore& core, StubHandlers inherited = StubHandlers::ckpts);
 void restore_itimers(RemoteThread& rt, const RemoteScratch& s, pid_t pid,
                      const img::TaskCore& core);
 // Queues the saved pending signals again: process-wide ones through the

@@ -362,6 +362,12 @@ class TtyKind : public FdKind {
     return open_or_throw(d.tty().path(), static_cast<int>(open_flags(d)));
   }
 
+  // A terminal of the tree: /dev/tty is opened in the stub, a pty pair's
+  // lock and exclusive mode are set there (after_install).
+  bool runs_in_stub(const img::FileDesc& d, const std::vector<pid_t>&) const override {
+    return d.has_tty();
+  }
+
   // The lock and the slave's exclusive mode would refuse the slave to
   // ckpt, so they come last, once every slave description is open.
   void after_install(const img::FdTable& table, const FdRestoreState& st) const override {

@@ -74,13 +74,13 @@ void seize_stub(LiveTask& lt) {
 }
 
 // Address space, mm fields, signal handlers, timers: all through the leader.
-void rebuild_process(LiveTask& lt, const image::ImageSource& src, const ShmemTable& shmem,
-                     const GhostTable& ghosts, MmRestoreStats* st, LazyPager* lazy) {
+void rebuild_process(LiveTask& lt, const StubTree& stubs, size_t idx, const image::ImageSource& src,
+                     const ShmemTable& shmem, const GhostTable& ghosts, MmRestoreStats* st,
+                     LazyPager* lazy) {
   const PlannedTask& p = *lt.plan;
   pid_t pid = p.hpid();
   Tracee& leader = lt.threads[0];
-  lt.remote = std::make_unique<RemoteThread>(
-      leader, reinterpret_cast<uint64_t>(cpu::vdso_text().data()) + cpu::vdso_syscall_offset());
+  lt.remote = std::make_unique<RemoteThread>(leader, stubs.syscall_ip(idx));
   RemoteThread& rt = *lt.remote;
   // Half the ptrace stops per remote syscall, until the handlers are set
   // (remote.h: single stepping resets SIGTRAP's; it is set again below).
@@ -95,7 +95,10 @@ void rebuild_process(LiveTask& lt, const image::ImageSource& src, const ShmemTab
   });
   in_context("mm fields", [&] { restore_mm_fields(rt, lt.scratch, pid, p.mm); });
   rt.set_single_step(false);
-  in_context("signal handlers", [&] { restore_sigactions(rt, lt.scratch, pid, p.core); });
+  in_context("signal handlers", [&] {
+    restore_sigactions(rt, lt.scratch, pid, p.core,
+                       stubs.freestanding() ? StubHandlers::after_exec : StubHandlers::ckpts);
+  });
 }
 
 // ckpt's id of the thread a task in a recreated pid namespace knows as vtid.
@@ -373,7 +376,7 @@ RestoreResult restore_tree(const RestoreRequest& req) {
       LiveTask& lt = live[i];
       uint64_t before = mst[w].pages;
       in_context(strfmt("restore pid %d", lt.plan->pid()),
-                 [&] { rebuild_process(lt, src, shmem, ghosts, &mst[w], req.lazy); });
+                 [&] { rebuild_process(lt, stubs, i, src, shmem, ghosts, &mst[w], req.lazy); });
       std::lock_guard<std::mutex> l(progress_mu);
       if (req.progress) req.progress->advance(mst[w].pages - before);
     });

@@ -1,5 +1,6 @@
 #include "restore/stubs.h"
 
+#include <fcntl.h>
 #include <linux/futex.h>
 #include <sched.h>
 #include <signal.h>
@@ -10,11 +11,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <map>
 #include <thread>
 
+#include "sys/cpu.h"
 #include "sys/error.h"
 #include "sys/fault.h"
 #include "sys/log.h"
@@ -23,29 +27,21 @@
 
 namespace ckpt {
 
-struct StubTree::Control {
-  std::atomic<int> root_go;  // on_root is done
-  std::atomic<int> root_ns;  // the root ran in_root
-  std::atomic<int> fork_go;  // before_fork is done (-1: it failed)
-  std::atomic<int> phase;
-  std::atomic<int> created;
-  std::atomic<int> grouped;
-  std::atomic<int> joined;
-  std::atomic<int> ready;
-  std::atomic<int> failed;  // index + 1 of the first stub that failed
-  struct Slot {
-    std::atomic<int> state;
-    char error[512];
-  } slots[1];
-};
+// The freestanding stub's program (generated from criu-lite/stub/stub.c by
+// criu-lite/stub/embed.cmake).
+extern const unsigned char kStubProgram[];
+extern const size_t kStubProgramSize;
 
 namespace {
-void futex_wait(std::atomic<int>* addr, int val) {
-  timespec ts{0, 50 * 1000 * 1000};
-  syscall(SYS_futex, reinterpret_cast<int*>(addr), FUTEX_WAIT, val, &ts, nullptr, 0);
+std::atomic_ref<int32_t> word(int32_t& w) {
+  return std::atomic_ref<int32_t>(w);
 }
-void futex_wake(std::atomic<int>* addr) {
-  syscall(SYS_futex, reinterpret_cast<int*>(addr), FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0);
+void futex_wait(int32_t* addr, int val) {
+  timespec ts{0, 50 * 1000 * 1000};
+  syscall(SYS_futex, addr, FUTEX_WAIT, val, &ts, nullptr, 0);
+}
+void futex_wake(int32_t* addr) {
+  syscall(SYS_futex, addr, FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0);
 }
 
 pid_t clone_with_pid(pid_t pid, int exit_signal, uint64_t flags = 0) {
@@ -66,10 +62,44 @@ pid_t clone_with_pid(pid_t pid, int exit_signal, uint64_t flags = 0) {
 
 StubTree::StubTree(RestorePlan& plan, const FileTable& files, StubOptions opts)
     : plan_(plan), files_(files), opts_(std::move(opts)) {
-  ctl_size_ = sizeof(Control) + (plan.tasks.size() + plan.zombies.size()) * sizeof(Control::Slot);
-  void* p = mmap(nullptr, ctl_size_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) throw_errno("map restore control block");
-  ctl_ = static_cast<Control*>(p);
+  std::string why = needs_copies();
+  if (why.empty()) {
+    // The root stub executes the program from a memfd: ckpt stays one file.
+    // MFD_EXEC: a memfd may be made non-executable by default
+    // (vm.memfd_noexec=1), and with vm.memfd_noexec=2 none is executable:
+    // copies of ckpt then. A kernel before 6.3 knows neither (EINVAL).
+    program_ =
+        UniqueFd(static_cast<int>(syscall(SYS_memfd_create, "ckpt-stub", MFD_CLOEXEC | MFD_EXEC)));
+    if (!program_ && errno == EINVAL)
+      program_ = UniqueFd(static_cast<int>(syscall(SYS_memfd_create, "ckpt-stub", MFD_CLOEXEC)));
+    try {
+      if (!program_) throw_errno("memfd_create");
+      write_full(program_.get(), kStubProgram, kStubProgramSize, "the freestanding stub's memfd");
+    } catch (const Error& e) {
+      why = e.what();
+    }
+  }
+  freestanding_ = why.empty();
+  if (!freestanding_) {
+    program_.reset();
+    LOG_DEBUG("restore stubs: copies of ckpt (%s)", why.c_str());
+  }
+  ckpt_stub_control hdr{};
+  ctl_size_ = layout(hdr, freestanding_);
+  ctl_fd_ =
+      UniqueFd(static_cast<int>(syscall(SYS_memfd_create, "ckpt-restore-stubs", MFD_CLOEXEC)));
+  if (!ctl_fd_) throw_errno("memfd for the restore stubs' control block");
+  if (ftruncate(ctl_fd_.get(), static_cast<off_t>(ctl_size_)) != 0)
+    throw_errno("size the restore stubs' control block");
+  void* p = mmap(nullptr, ctl_size_, PROT_READ | PROT_WRITE, MAP_SHARED, ctl_fd_.get(), 0);
+  if (p == MAP_FAILED) throw_errno("map the restore stubs' control block");
+  ctl_ = static_cast<ckpt_stub_control*>(p);
+  *ctl_ = hdr;
+  if (freestanding_) {
+    write_plan();
+    LOG_DEBUG("restore stubs: freestanding (%zu processes%s)", plan.tasks.size(),
+              ctl_->groups_inherited ? "" : ", process groups joined in phases");
+  }
 }
 
 StubTree::~StubTree() {
@@ -81,15 +111,226 @@ pid_t StubTree::root_pid() const {
   return root_;
 }
 
+ckpt_stub_slot& StubTree::slot(size_t i) const {
+  return reinterpret_cast<ckpt_stub_slot*>(reinterpret_cast<char*>(ctl_) + ctl_->slots_off)[i];
+}
+
+uint64_t StubTree::syscall_ip(size_t idx) const {
+  if (!freestanding_)
+    return reinterpret_cast<uint64_t>(cpu::vdso_text().data()) + cpu::vdso_syscall_offset();
+  uint64_t vdso = std::atomic_ref<uint64_t>(slot(idx).vdso).load();
+  if (!vdso)
+    throw Error(strfmt("the freestanding restore stub of pid %d did not say where its [vdso] is",
+                       plan_.tasks[idx].pid()));
+  return vdso + cpu::vdso_syscall_offset();
+}
+
+namespace {
+// Would an execve leave ckpt's credentials as they are? The rebuild sets
+// credentials only where the saved ones differ from ckpt's (thread.cc), so
+// the freestanding stub must have exactly ckpt's. An exec as root sets the
+// permitted and effective sets to the bounding set plus the inheritable one
+// and drops the ambient set and keep-caps; the saved and fs ids become the
+// effective ones (capabilities(7)).
+bool exec_keeps_creds() {
+  proc::Status me = proc::parse_status(read_file("/proc/thread-self/status"));
+  for (int i = 1; i < 4; i++)
+    if (me.uid[i] != me.uid[0] || me.gid[i] != me.gid[0]) return false;
+  if (me.cap_amb != 0 || prctl(PR_GET_KEEPCAPS) == 1 || prctl(PR_GET_SECUREBITS) != 0) return false;
+  uint64_t after = me.uid[0] == 0 ? (me.cap_bnd | me.cap_inh) : 0;
+  return me.cap_prm == after && me.cap_eff == after;
+}
+}  // namespace
+
+// Copies of ckpt are needed where a stub must run ckpt's own code. Anything
+// the freestanding stub does not know is listed here (see stubs.h).
+std::string StubTree::needs_copies() const {
+  if (const char* e = getenv("CKPT_STUBS"); e && strcmp(e, "ckpt") == 0) return "CKPT_STUBS=ckpt";
+  // Sessions with controlling terminals: taking one, dropping one that is
+  // the shell's, giving it to the foreground group (objects/tty.h).
+  if (plan_.inv.shell_job()) return "a shell job";
+  if (opts_.before_fork || (opts_.ttys && opts_.ttys->has_sessions()))
+    return "a session has a controlling terminal";
+  // Files a process opens itself or finishes itself (epoll watches, ...).
+  std::vector<pid_t> pids;
+  for (const auto& t : plan_.tasks) pids.push_back(t.pid());
+  for (const auto& t : plan_.tasks)
+    if (std::string why = files_.runs_in_stub(t.fds, pids); !why.empty())
+      return strfmt("pid %d: %s", t.pid(), why.c_str());
+  if (!exec_keeps_creds()) return "an exec would change ckpt's credentials";
+  return "";
+}
+
+size_t StubTree::layout(ckpt_stub_control& hdr, bool with_plan) {
+  auto align = [](size_t v) { return (v + 7) & ~size_t{7}; };
+  size_t n_all = plan_.tasks.size() + plan_.zombies.size();
+  hdr.n_all = static_cast<int32_t>(n_all);
+  size_t off = align(sizeof hdr);
+  hdr.slots_off = off;
+  off += n_all * sizeof(ckpt_stub_slot);
+  if (!with_plan) return off;
+  size_t children = 0, fds = 0, strings = 1;  // offset 0 is "no cwd"
+  for (const auto& t : plan_.tasks) {
+    children += t.children.size() + t.zombies.size();
+    fds += static_cast<size_t>(t.fds.fds_size());
+    strings += t.core.cwd().size() + 1;
+  }
+  hdr.magic = CKPT_STUB_MAGIC;
+  hdr.n_tasks = static_cast<uint32_t>(plan_.tasks.size());
+  hdr.n_zombies = static_cast<uint32_t>(plan_.zombies.size());
+  const char* fault = getenv("CKPT_FAULT");
+  hdr.fault_after_files = fault && strcmp(fault, "restore-after-files") == 0;
+  hdr.tasks_off = off;
+  off = align(off + n_all * sizeof(ckpt_stub_task));
+  hdr.children_off = off;
+  off = align(off + children * sizeof(uint32_t));
+  hdr.fds_off = off;
+  off = align(off + fds * sizeof(ckpt_stub_fd));
+  hdr.strings_off = off;
+  off += strings;
+  hdr.size = off;
+  return off;
+}
+
+void StubTree::write_plan() {
+  char* base = reinterpret_cast<char*>(ctl_);
+  auto* tasks = reinterpret_cast<ckpt_stub_task*>(base + ctl_->tasks_off);
+  auto* children = reinterpret_cast<uint32_t*>(base + ctl_->children_off);
+  auto* fds = reinterpret_cast<ckpt_stub_fd*>(base + ctl_->fds_off);
+  char* strings = base + ctl_->strings_off;
+  uint32_t n_children = 0, n_fds = 0, n_strings = 1;
+  size_t n_tasks = plan_.tasks.size();
+  for (size_t i = 0; i < n_tasks; i++) {
+    const PlannedTask& t = plan_.tasks[i];
+    ckpt_stub_task& st = tasks[i];
+    st.pid = t.pid();
+    st.ppid = i == 0 ? -1 : plan_.tasks[t.parent].pid();
+    st.sid = static_cast<int32_t>(t.entry.sid());
+    st.pgid = static_cast<int32_t>(t.entry.pgid());
+    st.exit_signal = t.core.exit_signal() ? static_cast<int32_t>(t.core.exit_signal()) : SIGCHLD;
+    st.umask = t.core.umask();
+    st.holder_fd = FileTable::holder_fd_number(t.fds);
+    for (const auto& v : t.mm.vmas()) {
+      int k = v.kind() == img::VMA_VVAR          ? CKPT_STUB_VVAR
+              : v.kind() == img::VMA_VVAR_VCLOCK ? CKPT_STUB_VVAR_VCLOCK
+              : v.kind() == img::VMA_VDSO        ? CKPT_STUB_VDSO
+                                                 : -1;
+      if (k < 0) continue;
+      st.special[k][0] = v.start();
+      st.special[k][1] = v.end();
+    }
+    if (!t.core.cwd().empty()) {
+      st.cwd = n_strings;
+      memcpy(strings + n_strings, t.core.cwd().c_str(), t.core.cwd().size() + 1);
+      n_strings += static_cast<uint32_t>(t.core.cwd().size() + 1);
+    }
+    st.children = n_children;
+    for (int c : t.children) children[n_children++] = static_cast<uint32_t>(c);
+    for (int z : t.zombies) {
+      children[n_children++] = static_cast<uint32_t>(n_tasks + z);
+      tasks[n_tasks + z].ppid = t.pid();
+    }
+    st.n_children = n_children - st.children;
+    // Ascending numbers (FileTable::install says why); a description met
+    // again is dup'ed from its first fd.
+    std::vector<const img::FdEntry*> order;
+    for (const auto& e : t.fds.fds()) order.push_back(&e);
+    std::sort(order.begin(), order.end(),
+              [](const img::FdEntry* a, const img::FdEntry* b) { return a->fd() < b->fd(); });
+    std::map<uint32_t, int32_t> first;
+    st.fds = n_fds;
+    for (const img::FdEntry* e : order) {
+      ckpt_stub_fd& f = fds[n_fds];
+      f.fd = static_cast<int32_t>(e->fd());
+      f.holder = -1;
+      f.desc = e->desc_id();
+      f.cloexec = e->cloexec();
+      auto [it, fresh] = first.emplace(e->desc_id(), static_cast<int32_t>(n_fds - st.fds));
+      f.same_as = fresh ? -1 : it->second;
+      n_fds++;
+    }
+    st.n_fds = n_fds - st.fds;
+  }
+  for (size_t z = 0; z < plan_.zombies.size(); z++) {
+    const img::PstreeEntry& e = plan_.zombies[z].entry;
+    ckpt_stub_task& st = tasks[n_tasks + z];
+    st.pid = static_cast<int32_t>(e.pid());
+    st.sid = static_cast<int32_t>(e.sid());
+    st.pgid = static_cast<int32_t>(e.pgid());
+    st.exit_signal = SIGCHLD;
+    st.zombie = 1;
+    st.exit_status = static_cast<int32_t>(e.exit_status());
+  }
+  // Can the group phases go? They can if every process, once it made its
+  // session or (early) its group, is in its group: a session leader leads
+  // its group, a group leader makes it before forking (so its children are
+  // born in it), everyone else stays in the group it was born in, its
+  // parent's. The usual tree (one session and group, or a group per child)
+  // is like that; a process that must join a group made elsewhere is not.
+  bool inherited = true;
+  auto group_of = [&](const ckpt_stub_task& t, int32_t born_in) {
+    return t.sid == t.pid || t.pgid == t.pid ? t.pid : born_in;
+  };
+  std::vector<int32_t> group(ctl_->n_all, 0);
+  std::vector<uint32_t> todo{0};
+  group[0] = group_of(tasks[0], -1);
+  while (!todo.empty()) {
+    uint32_t i = todo.back();
+    todo.pop_back();
+    if (group[i] != tasks[i].pgid) inherited = false;
+    for (uint32_t k = 0; k < tasks[i].n_children; k++) {
+      uint32_t c = children[tasks[i].children + k];
+      group[c] = group_of(tasks[c], group[i]);
+      todo.push_back(c);
+    }
+  }
+  ctl_->groups_inherited = inherited;
+}
+
+// In the root stub, in the tree's namespaces: becomes the freestanding stub,
+// which forks the rest. The control block and the holder's pidfd go across
+// the exec at numbers given on its command line (both are close-on-exec
+// here).
+void StubTree::exec_freestanding() {
+  int ctl = fcntl(ctl_fd_.get(), F_DUPFD, 3);
+  int holder = fcntl(holder_.get(), F_DUPFD, 3);
+  if (ctl < 0 || holder < 0) return;  // the caller fails with errno
+  // No allocation: ckpt may have had other threads when it forked us.
+  char a1[24], a2[24], a3[24], name[] = "ckpt-stub";
+  snprintf(a1, sizeof a1, "%d", ctl);
+  snprintf(a2, sizeof a2, "%zu", ctl_size_);
+  snprintf(a3, sizeof a3, "%d", holder);
+  char* argv[] = {name, a1, a2, a3, nullptr};
+  char* envp[] = {nullptr};
+  syscall(SYS_execveat, program_.get(), "", argv, envp, AT_EMPTY_PATH);
+}
+
+// The exec'd root must have kept ckpt's credentials (exec_keeps_creds
+// predicted it): the rebuild compares the saved ones with ckpt's.
+void StubTree::check_exec_kept_creds() const {
+  proc::Status me = proc::parse_status(read_file("/proc/thread-self/status"));
+  std::string text;
+  if (!try_read_file(strfmt("/proc/%d/status", root_), &text))
+    throw Error("the freestanding restore stub is gone");
+  proc::Status st = proc::parse_status(text);
+  if (!std::equal(me.uid, me.uid + 4, st.uid) || !std::equal(me.gid, me.gid + 4, st.gid) ||
+      me.groups != st.groups || me.cap_inh != st.cap_inh || me.cap_prm != st.cap_prm ||
+      me.cap_eff != st.cap_eff || me.cap_bnd != st.cap_bnd || me.cap_amb != st.cap_amb)
+    throw Error(strfmt(
+        "the freestanding restore stub has other credentials than ckpt after its exec "
+        "(CapPrm %llx, ckpt's %llx): restore with CKPT_STUBS=ckpt",
+        static_cast<unsigned long long>(st.cap_prm), static_cast<unsigned long long>(me.cap_prm)));
+}
+
 void StubTree::stub_main(int idx) {
   const PlannedTask& t = plan_.tasks[idx];
-  auto& slot = ctl_->slots[idx];
+  ckpt_stub_slot& my = slot(static_cast<size_t>(idx));
   auto fail = [&](const char* what, int err) {
-    snprintf(slot.error, sizeof slot.error, "%s%s%s", what, err ? ": " : "",
-             err ? strerror(err) : "");
-    slot.state.store(2);
+    snprintf(my.error, sizeof my.error, "%s", what);
+    my.err = err;
+    word(my.state).store(2);
     int expected = 0;
-    ctl_->failed.compare_exchange_strong(expected, idx + 1);
+    word(ctl_->failed).compare_exchange_strong(expected, idx + 1);
     fail_wake();
     _exit(1);
   };
@@ -102,8 +343,8 @@ void StubTree::stub_main(int idx) {
   if (idx == 0 ? getppid() == 1 : getppid() != want_ppid) fail("parent died", 0);
   pid_t pid = t.pid();
   if (idx == 0) {
-    while (ctl_->root_go.load() == 0) futex_wait(&ctl_->root_go, 0);
-    if (ctl_->root_go.load() < 0) _exit(1);  // the controller failed and says why
+    while (word(ctl_->root_go).load() == 0) futex_wait(&ctl_->root_go, 0);
+    if (word(ctl_->root_go).load() < 0) _exit(1);  // the controller failed and says why
   }
   if (idx == 0 && opts_.in_root) {
     try {
@@ -113,10 +354,17 @@ void StubTree::stub_main(int idx) {
     }
   }
   if (idx == 0 && opts_.before_fork) {
-    ctl_->root_ns.store(1);
+    word(ctl_->root_ns).store(1);
     futex_wake(&ctl_->root_ns);
-    while (ctl_->fork_go.load() == 0) futex_wait(&ctl_->fork_go, 0);
-    if (ctl_->fork_go.load() < 0) _exit(1);
+    while (word(ctl_->fork_go).load() == 0) futex_wait(&ctl_->fork_go, 0);
+    if (word(ctl_->fork_go).load() < 0) _exit(1);
+  }
+  if (freestanding_) {
+    exec_freestanding();
+    fail(
+        "execute the freestanding restore stub (execveat; CKPT_STUBS=ckpt restores with "
+        "copies of ckpt instead)",
+        errno);
   }
   // Terminal steps (tty.h): the controlling terminal is taken before the
   // children are forked, who inherit it.
@@ -156,11 +404,11 @@ void StubTree::stub_main(int idx) {
   arrive(ctl_->created);
 
   // Groups: leaders make theirs first, then the members join.
-  while (ctl_->phase.load() < 1) futex_wait(&ctl_->phase, 0);
+  while (word(ctl_->phase).load() < 1) futex_wait(&ctl_->phase, 0);
   pid_t pgid = static_cast<pid_t>(t.entry.pgid());
   if (pgid == pid && getpgrp() != pid && setpgid(0, 0) < 0) fail("setpgid (leader)", errno);
   arrive(ctl_->grouped);
-  while (ctl_->phase.load() < 2) futex_wait(&ctl_->phase, 1);
+  while (word(ctl_->phase).load() < 2) futex_wait(&ctl_->phase, 1);
   if (pgid != pid && getpgrp() != pgid && setpgid(0, pgid) < 0) {
     char msg[128];
     snprintf(msg, sizeof msg, "join process group %d", pgid);
@@ -179,7 +427,7 @@ void StubTree::stub_main(int idx) {
   arrive(ctl_->joined);
 
   // The holder opens every description meanwhile (in the tree's namespaces).
-  while (ctl_->phase.load() < 3) futex_wait(&ctl_->phase, 2);
+  while (word(ctl_->phase).load() < 3) futex_wait(&ctl_->phase, 2);
   umask(t.core.umask());
   if (!t.core.cwd().empty() && chdir(t.core.cwd().c_str()) < 0)
     fail(("chdir " + t.core.cwd()).c_str(), errno);
@@ -190,7 +438,7 @@ void StubTree::stub_main(int idx) {
   }
   if (getenv("CKPT_FAULT") && strcmp(getenv("CKPT_FAULT"), "restore-after-files") == 0 && idx == 0)
     fail("injected fault restore-after-files", 0);
-  slot.state.store(1);
+  word(my.state).store(1);
   arrive(ctl_->ready);
   // From here the controller takes over with ptrace.
   for (;;) pause();
@@ -200,11 +448,11 @@ void StubTree::zombie_main(int z) {
   const img::PstreeEntry& e = plan_.zombies[z].entry;
   int slot_idx = static_cast<int>(plan_.tasks.size()) + z;
   auto fail = [&](const char* what, int err) {
-    auto& slot = ctl_->slots[slot_idx];
-    snprintf(slot.error, sizeof slot.error, "zombie %u: %s%s%s", e.pid(), what, err ? ": " : "",
-             err ? strerror(err) : "");
+    ckpt_stub_slot& my = slot(static_cast<size_t>(slot_idx));
+    snprintf(my.error, sizeof my.error, "zombie %u: %s", e.pid(), what);
+    my.err = err;
     int expected = 0;
-    ctl_->failed.compare_exchange_strong(expected, 1);
+    word(ctl_->failed).compare_exchange_strong(expected, slot_idx + 1);
     fail_wake();
     _exit(1);
   };
@@ -212,11 +460,11 @@ void StubTree::zombie_main(int z) {
   pid_t pid = static_cast<pid_t>(e.pid());
   if (e.sid() == e.pid() && setsid() < 0) fail("setsid", errno);
   arrive(ctl_->created);
-  while (ctl_->phase.load() < 1) futex_wait(&ctl_->phase, 0);
+  while (word(ctl_->phase).load() < 1) futex_wait(&ctl_->phase, 0);
   pid_t pgid = static_cast<pid_t>(e.pgid());
   if (pgid == pid && getpgrp() != pid && setpgid(0, 0) < 0) fail("setpgid (leader)", errno);
   arrive(ctl_->grouped);
-  while (ctl_->phase.load() < 2) futex_wait(&ctl_->phase, 1);
+  while (word(ctl_->phase).load() < 2) futex_wait(&ctl_->phase, 1);
   if (pgid != pid && getpgrp() != pgid && setpgid(0, pgid) < 0) fail("join process group", errno);
   arrive(ctl_->joined);
   arrive(ctl_->ready);
@@ -234,12 +482,11 @@ void StubTree::zombie_main(int z) {
   _exit(WEXITSTATUS(st));
 }
 
-void StubTree::arrive(std::atomic<int>& c) {
+void StubTree::arrive(int32_t& c) {
   // Only the last one wakes the controller: each wake-up is a context switch,
   // and a hundred of them per phase showed up in the fork step. (A failure
   // wakes it at once, see fail_wake.)
-  int n = static_cast<int>(plan_.tasks.size() + plan_.zombies.size());
-  if (c.fetch_add(1) + 1 >= n) futex_wake(&c);
+  if (word(c).fetch_add(1) + 1 >= ctl_->n_all) futex_wake(&c);
 }
 
 void StubTree::fail_wake() {
@@ -247,19 +494,24 @@ void StubTree::fail_wake() {
   for (auto* c : {&ctl_->created, &ctl_->grouped, &ctl_->joined, &ctl_->ready}) futex_wake(c);
 }
 
-void StubTree::wait_counter(std::atomic<int>& c, int want, int timeout_ms, const char* what) {
+void StubTree::wait_counter(int32_t& c, int want, int timeout_ms, const char* what) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   for (;;) {
-    int f = ctl_->failed.load();
+    int f = word(ctl_->failed).load();
     if (f) {
-      for (size_t i = 0; i < plan_.tasks.size() + plan_.zombies.size(); i++)
-        if (ctl_->slots[i].error[0])
-          throw Error(i < plan_.tasks.size()
-                          ? strfmt("pid %d: %s", plan_.tasks[i].pid(), ctl_->slots[i].error)
-                          : std::string(ctl_->slots[i].error));
+      for (size_t i = 0; i < plan_.tasks.size() + plan_.zombies.size(); i++) {
+        const ckpt_stub_slot& sl = slot(i);
+        if (!sl.error[0]) continue;
+        std::string msg(sl.error, strnlen(sl.error, sizeof sl.error));
+        if (sl.err) msg += std::string(": ") + strerror(sl.err);
+        if (i >= plan_.tasks.size() && freestanding_)
+          msg = strfmt("zombie %u: %s", plan_.zombies[i - plan_.tasks.size()].pid(), msg.c_str());
+        throw Error(i < plan_.tasks.size() ? strfmt("pid %d: %s", plan_.tasks[i].pid(), msg.c_str())
+                                           : msg);
+      }
       throw Error(strfmt("restore stub %d failed", f));
     }
-    int v = c.load();
+    int v = word(c).load();
     if (v >= want) return;
     int st;
     if (root_ > 0 && waitpid(root_, &st, WNOHANG) == root_) {
@@ -273,7 +525,7 @@ void StubTree::wait_counter(std::atomic<int>& c, int want, int timeout_ms, const
 }
 
 void StubTree::raise_phase(int p) {
-  ctl_->phase.store(p);
+  word(ctl_->phase).store(p);
   futex_wake(&ctl_->phase);
 }
 
@@ -294,34 +546,46 @@ void StubTree::create(int timeout_ms) {
   try {
     if (opts_.on_root) opts_.on_root(r);
   } catch (...) {
-    ctl_->root_go.store(-1);
+    word(ctl_->root_go).store(-1);
     futex_wake(&ctl_->root_go);
     throw;
   }
-  ctl_->root_go.store(1);
+  word(ctl_->root_go).store(1);
   futex_wake(&ctl_->root_go);
   if (opts_.before_fork) {
     try {
       wait_counter(ctl_->root_ns, 1, timeout_ms, "setting up the root's namespaces");
       opts_.before_fork(r);
     } catch (...) {
-      ctl_->fork_go.store(-1);
+      word(ctl_->fork_go).store(-1);
       futex_wake(&ctl_->fork_go);
       throw;
     }
-    ctl_->fork_go.store(1);
+    word(ctl_->fork_go).store(1);
     futex_wake(&ctl_->fork_go);
   }
   wait_counter(ctl_->created, n, timeout_ms, "creating processes");
-  raise_phase(1);
-  wait_counter(ctl_->grouped, n, timeout_ms, "making process groups");
-  raise_phase(2);
-  wait_counter(ctl_->joined, n, timeout_ms, "joining process groups");
+  if (int r = word(ctl_->clone_retries).load())
+    LOG_DEBUG("restore stubs: %d clone3 calls met a pid not yet free", r);
+  if (freestanding_) check_exec_kept_creds();
+  if (!ctl_->groups_inherited) {
+    raise_phase(1);
+    wait_counter(ctl_->grouped, n, timeout_ms, "making process groups");
+    raise_phase(2);
+    wait_counter(ctl_->joined, n, timeout_ms, "joining process groups");
+  }
   if (opts_.root_ns_flags & CLONE_NEWPID) find_host_pids();
 }
 
 void StubTree::install_files(int timeout_ms) {
   int n = static_cast<int>(plan_.tasks.size() + plan_.zombies.size());
+  if (freestanding_) {
+    // The holder's numbers of the descriptions, now that they are open.
+    auto* fds = reinterpret_cast<ckpt_stub_fd*>(reinterpret_cast<char*>(ctl_) + ctl_->fds_off);
+    size_t total = 0;
+    for (const auto& t : plan_.tasks) total += static_cast<size_t>(t.fds.fds_size());
+    for (size_t i = 0; i < total; i++) fds[i].holder = files_.holder_fd(fds[i].desc);
+  }
   raise_phase(3);
   wait_counter(ctl_->ready, n, timeout_ms, "opening files");
 }

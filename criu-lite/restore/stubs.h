@@ -2,26 +2,39 @@
 //
 // The controller forks the root with clone3(set_tid) and each stub forks its
 // own children the same way, so every process gets its old pid and parent.
-// Stubs are copies of ckpt and run ordinary code for what ordinary code can
-// do from the inside: sessions, process groups, the fd table, umask, cwd.
-// Then they park in pause(); the controller seizes them and rebuilds each
-// address space through remote syscalls (restore.cc).
+// Stubs run ordinary code for what ordinary code can do from the inside:
+// sessions, process groups, the fd table, umask, cwd. Then they park in
+// pause(); the controller seizes them and rebuilds each address space
+// through remote syscalls (restore.cc).
 //
-// Stubs and controller meet in a shared anonymous mapping (StubControl):
-// phase numbers the controller raises, counters the stubs bump, and one slot
-// per task where a stub that fails writes why.
+// Two kinds of stub, chosen per restore:
+//   freestanding  the root stub, once in the tree's namespaces (in_root),
+//                 executes a program of a few pages without libc
+//                 (criu-lite/stub/stub.c, embedded in ckpt, run from a
+//                 memfd) that forks the rest of the tree from a plan in
+//                 shared memory. Every stub is then a copy of that small
+//                 process: cheap to fork and to rebuild (docs/performance.md).
+//   copies of ckpt  the C++ code below runs in every stub. Needed when a
+//                 stub must run ckpt's code: controlling terminals, files
+//                 the process opens itself or finishes itself (fd_kind.h:
+//                 FdKind::runs_in_stub), or credentials an exec would change.
+//
+// Stubs and controller meet in a shared memfd (restore/stub_plan.h): phase
+// numbers the controller raises, counters the stubs bump, one slot per task
+// where a stub that fails writes why, and the freestanding stub's plan.
 #pragma once
 
 #include <sys/types.h>
 
-#include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <string>
 
 #include "objects/files.h"
 #include "objects/tty.h"
 #include "restore/plan.h"
+#include "restore/stub_plan.h"
 #include "sys/fd.h"
 
 namespace ckpt {
@@ -61,28 +74,46 @@ class StubTree {
   void install_files(int timeout_ms);
   // ckpt's pid of the root (its pid in the tree's namespace is plan's).
   pid_t root_pid() const;
+  // The stubs are the freestanding program, not copies of ckpt.
+  bool freestanding() const { return freestanding_; }
+  // After install_files(): the address of a syscall instruction in the
+  // [vdso] of the stub of plan task idx, where remote syscalls enter the
+  // kernel (sys/remote.h). Copies of ckpt have ckpt's [vdso]; a
+  // freestanding stub has the one its execve placed, or the dumped one if
+  // it could move it there (then the rebuild finds it in place).
+  uint64_t syscall_ip(size_t idx) const;
   // The tree now belongs to the restored program.
   void release() { released_ = true; }
   // Kills every stub (used on failure) and waits for the pids to be free.
   void kill_all();
 
  private:
-  struct Control;
   [[noreturn]] void stub_main(int idx);
+  void exec_freestanding();  // returns only if it failed (errno)
   [[noreturn]] void zombie_main(int z);
-  void wait_counter(std::atomic<int>& c, int want, int timeout_ms, const char* what);
-  void arrive(std::atomic<int>& c);  // a stub is done with a phase
+  void wait_counter(int32_t& c, int want, int timeout_ms, const char* what);
+  void arrive(int32_t& c);  // a stub is done with a phase
   void fail_wake();
   void raise_phase(int p);
 
   void find_host_pids();
+  // Why this tree needs copies of ckpt as stubs ("" if it does not).
+  std::string needs_copies() const;
+  // Sizes the control block, and for freestanding stubs writes the plan.
+  size_t layout(ckpt_stub_control& hdr, bool with_plan);
+  void write_plan();
+  void check_exec_kept_creds() const;
+  ckpt_stub_slot& slot(size_t i) const;
 
   RestorePlan& plan_;
   const FileTable& files_;
   StubOptions opts_;
   UniqueFd holder_;  // pidfd of this process, inherited by the stubs
-  Control* ctl_ = nullptr;
+  UniqueFd ctl_fd_;  // memfd of the control block (stub_plan.h)
+  ckpt_stub_control* ctl_ = nullptr;
   size_t ctl_size_ = 0;
+  bool freestanding_ = false;
+  UniqueFd program_;  // memfd holding the freestanding stub's program
   pid_t root_ = -1;
   bool released_ = false;
 };

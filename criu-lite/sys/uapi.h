@@ -62,6 +62,12 @@ struct pm_scan_arg {
 #define MADV_POPULATE_WRITE 23
 #endif
 
+// --- memfd_create(MFD_EXEC): Linux 6.3; without it a memfd may be made
+// non-executable by vm.memfd_noexec -----------------------------------------
+#ifndef MFD_EXEC
+#define MFD_EXEC 0x0010U
+#endif
+
 // --- PTRACE_GET_RSEQ_CONFIGURATION's result: Linux 5.13 (the request is
 // in glibc's <sys/ptrace.h>; the struct is only in linux/ptrace.h, which
 // clashes with glibc's header) -------------------------------------------

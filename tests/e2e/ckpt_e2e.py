@@ -474,6 +474,8 @@ class Workload:
         # compared by the ids inside it, and the root's host pid changes
         # with each restore.
         self.pidns = False
+        # The restore stubs its restores must use (STUBS), None: not checked.
+        self.expect_stubs = None
 
     # -- lifecycle --
 
@@ -840,12 +842,34 @@ def dump_and_check_gone(env, wl, label):
     return before, stable, transient, img, tasks
 
 
+# The restore stubs a workload's tree gets (restore/stubs.h): the
+# freestanding program for plain trees, copies of ckpt where a stub must run
+# ckpt's own code (epoll watches, terminals). Read from the restore's -v log.
+STUBS = {
+    "tree": "freestanding", "pipes": "freestanding", "zombie": "freestanding",
+    "files": "freestanding", "unix": "freestanding",
+    "evfds": "copies of ckpt", "pty": "copies of ckpt", "memory": "copies of ckpt",
+}
+
+
+def check_stubs(wl, res, what):
+    if not wl.expect_stubs or not res.log_path:
+        return
+    m = re.search(r"restore stubs: (freestanding|copies of ckpt)[^\n]*", read_text(res.log_path, ""))
+    if not m:
+        raise Failure(f"{what}: the restore's log does not say which stubs it used")
+    if m.group(1) != wl.expect_stubs:
+        raise Failure(f"{what}: the restore used {m.group(0)!r}, expected {wl.expect_stubs}")
+    note(f"  {m.group(0)}")
+
+
 def restore_and_check(env, wl, img, before, stable, transient, label, first, extra=()):
     """Restore, compare /proc with before, check the log resumes at `first`
     (an int for exactly, a (lo, hi) pair for a range)."""
     offset = wl.log().end
     res = env.ckpt.restore(wl, img, extra=extra)
     require_restore_ok(res, wl, f"{label}: restore")
+    check_stubs(wl, res, f"{label}: restore")
     wl.compare(before, stable, transient, f"{label}: after restore")
     if isinstance(first, tuple):
         vals = wl.wait_progress(offset, PROGRESS_STEP, f"{label}: after restore",
@@ -894,6 +918,7 @@ def leave_running_cycle(env, wl, label, wait_vanish):
 
 def sc_workload(env, name):
     wl = env.start(name)
+    wl.expect_stubs = STUBS.get(wl.name)
     for i in range(env.iters):
         cycle(env, wl, f"iter{i + 1}")
     wl.watch()
@@ -905,6 +930,7 @@ def sc_pidns(env):
     wl = Workload(env, env.workload_override or "tree")
     env.workloads.append(wl)
     wl.pidns = True
+    wl.expect_stubs = STUBS.get(wl.name)
     wl.start(prefix=("unshare", "--pid", "--fork", "setsid"))
     for i in range(env.iters):
         cycle(env, wl, f"iter{i + 1}")

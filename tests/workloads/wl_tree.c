@@ -7,6 +7,7 @@
  *   +- B   setpgid(0, 0): leads a new group in R's session
  *   |  +- B1   forked into B's group (joins it)
  *   +- C   stays in R's group
+ *   +- D   joins B's group (one it was not born in), once B made it
  *
  * Every process checks continuously that getppid(), getpgrp() and getsid(0)
  * are what setup made them, and that its children are alive and not zombies
@@ -19,8 +20,8 @@
 #include <stdatomic.h>
 #include <sys/mman.h>
 
-enum { R, A, A1, B, B1, C, NPROC };
-static const char *const role_name[NPROC] = { "R", "A", "A1", "B", "B1", "C" };
+enum { R, A, A1, B, B1, C, D, NPROC };
+static const char *const role_name[NPROC] = { "R", "A", "A1", "B", "B1", "C", "D" };
 
 struct slot {
 	_Atomic uint64_t beat;
@@ -32,7 +33,7 @@ static struct wl_ready ready;
 
 struct expect {
 	pid_t ppid, pgid, sid;
-	pid_t children[3];
+	pid_t children[4];
 	int nchildren;
 };
 
@@ -109,6 +110,22 @@ static void child_c(int role)
 	member_loop(role, &e);
 }
 
+static void child_d(int role)
+{
+	/* B's group exists once B ran its setpgid. */
+	pid_t pb;
+	double deadline = wl_now() + 15.0;
+	while ((pb = atomic_load(&slots[B].pid)) == 0 || getpgid(pb) != pb) {
+		if (wl_now() > deadline)
+			wl_fail("D: B's group did not appear");
+		wl_sleep_ms(5);
+	}
+	if (setpgid(0, pb) < 0)
+		wl_fail("D: setpgid(0, %d): %s", (int)pb, strerror(errno));
+	struct expect e = { .ppid = getppid(), .pgid = pb, .sid = getsid(0) };
+	member_loop(role, &e);
+}
+
 int main(int argc, char **argv)
 {
 	wl_init(argc, argv, 0);
@@ -123,6 +140,7 @@ int main(int argc, char **argv)
 	e.children[e.nchildren++] = spawn(child_a, A);
 	e.children[e.nchildren++] = spawn(child_b, B);
 	e.children[e.nchildren++] = spawn(child_c, C);
+	e.children[e.nchildren++] = spawn(child_d, D);
 	wl_ready_wait(&ready, NPROC - 1);
 
 	/* Cross-check the layout once everyone is set up. */
@@ -134,6 +152,9 @@ int main(int argc, char **argv)
 	pid_t pb1 = atomic_load(&slots[B1].pid);
 	if (getpgid(pb1) != pb)
 		wl_fail("B1 %d: pgid %d, expected B's group %d", (int)pb1, (int)getpgid(pb1), (int)pb);
+	pid_t pd = atomic_load(&slots[D].pid);
+	if (getpgid(pd) != pb)
+		wl_fail("D %d: pgid %d, expected B's group %d", (int)pd, (int)getpgid(pd), (int)pb);
 	wl_log("ready");
 
 	struct wl_clock clk;
