@@ -133,10 +133,12 @@ class Coverage {
 };
 
 // Post-copy: the stopped tree's private memory, sent on request and pushed
-// in address order behind.
+// in address order behind (the progress bar follows the push: it goes
+// through every page).
 class PageServer {
  public:
-  PageServer(Channel& ch, const DumpContext& ctx, const LocalImages& maps) : ch_(ch) {
+  PageServer(Channel& ch, const DumpContext& ctx, const LocalImages& maps, Progress* progress)
+      : ch_(ch), progress_(progress) {
     for (const auto& t : ctx.tasks) {
       std::string id = std::to_string(t->vpid);
       std::string name = image::pagemap_name(id);
@@ -163,6 +165,7 @@ class PageServer {
     requested_ += n;
   }
   void start_push() {
+    if (progress_) progress_->start("post-copy", total_);
     pusher_ = std::thread([this] {
       try {
         for (const auto& [id, sp] : spaces_)
@@ -171,6 +174,7 @@ class PageServer {
               uint64_t n = std::min(kPushPages, npages - i);
               send(id, sp.pid, vaddr + i * kPage, n, 0);
               pushed_ += n;
+              if (progress_) progress_->advance(n);
             }
       } catch (const Error& e) {
         // The connection is gone: the main thread sees it too.
@@ -180,7 +184,9 @@ class PageServer {
   }
   void stop() {
     stop_ = true;
-    if (pusher_.joinable()) pusher_.join();
+    if (!pusher_.joinable()) return;
+    pusher_.join();
+    if (progress_) progress_->finish();
   }
 
  private:
@@ -203,6 +209,7 @@ class PageServer {
     ch_.send(e, buf.data(), buf.size());
   }
   Channel& ch_;
+  Progress* progress_;  // touched by the pusher only, between start and finish
   std::map<std::string, Space> spaces_;
   uint64_t total_ = 0;
   std::atomic<uint64_t> pushed_{0}, requested_{0};
@@ -360,7 +367,7 @@ MigrateResult migrate(const MigrateRequest& req) {
     fin.bytes = ch.bytes_sent() - wire0;
     ch.send(control("final", set, freeze_rt));
     std::optional<PageServer> pages;
-    if (req.mode == Mode::kPostcopy) pages.emplace(ch, ctx, maps);
+    if (req.mode == Mode::kPostcopy) pages.emplace(ch, ctx, maps, req.progress);
     bool resumed = false, done = req.mode != Mode::kPostcopy;
     auto deadline = Clock::now() + std::chrono::milliseconds(kResumeTimeoutMs);
     while (!resumed || !done) {
