@@ -174,6 +174,10 @@ std::string receive_one(Channel& ch, const ReceiveRequest& req) {
            mode_name(mode));
   SetReceiver rx(ch.peer());
   std::string name;
+  // A container's cgroup, made while the source dumps its last round (a few
+  // ms of mkdir the stopped tree does not wait for); removed again if the
+  // restore does not take it over.
+  std::optional<cgroup::Cgroup> cg_made;
   std::shared_ptr<MemSource> final;
   uint32_t rounds = 0;
   while (!final) {
@@ -195,6 +199,14 @@ std::string receive_one(Channel& ch, const ReceiveRequest& req) {
       // the tree is stopped.
       container::prepare_restore(name);
       LOG_DEBUG("container %s: leftovers removed", name.c_str());
+    } else if (c.what() == "stopping") {
+      if (!name.empty() && !cg_made) {
+        try {
+          cg_made = cgroup::Cgroup::create(name);
+        } catch (const Error& e) {
+          LOG_DEBUG("container %s: cgroup not made ahead: %s", name.c_str(), e.what());
+        }
+      }
     } else if (c.what() == "round") {
       rounds++;
       LOG_DEBUG("pre-copy round %u: set %llu, %llu pages", rounds,
@@ -229,6 +241,7 @@ std::string receive_one(Channel& ch, const ReceiveRequest& req) {
   rr.lazy = &pager;
   if (!name.empty()) {
     rr.cgroup_name = name;
+    if (cg_made) rr.cgroup_made = &*cg_made;
   }
   uint64_t restore_us = 0;
   rr.on_running = [&](const RestoreResult& r) {

@@ -359,7 +359,11 @@ MigrateResult migrate(const MigrateRequest& req) {
   r.progress = req.mode == Mode::kStopAndCopy ? req.progress : nullptr;
   build_on_previous(r);
   uint64_t freeze_rt = realtime_us();
-  r.before_stop = [&] { freeze_rt = realtime_us(); };
+  // The destination makes what it can while this side dumps (its cgroup).
+  r.before_stop = [&] {
+    freeze_rt = realtime_us();
+    ch.send(control("stopping", set));
+  };
   auto rt0 = Clock::now();
   uint64_t wire0 = ch.bytes_sent();
   RoundStats fin;

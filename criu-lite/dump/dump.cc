@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <chrono>
 #include <optional>
+#include <thread>
 
 #include "dump/seize.h"
 #include "image/crc32c.h"
@@ -135,6 +136,25 @@ struct TrackersGuard {
 // Makes the lock's table in the namespace the root's connections live in,
 // while the tree still runs (NetLock::prepare): what is left for the stop is
 // adding the rules. Best effort: if it fails, the stop makes it all.
+// Whether pid has exited: gone, or a zombie its parent has not reaped yet.
+// A task in the middle of exiting has lost its memory before it is a
+// zombie: what failed on it may have failed for that, so it is given a
+// moment to become one.
+bool exited(pid_t pid) {
+  for (int i = 0; i < 40; i++) {
+    if (kill(pid, 0) != 0) return errno == ESRCH;
+    std::string text;
+    if (!try_read_file(strfmt("/proc/%d/stat", pid), &text)) return true;
+    try {
+      char state = proc::parse_stat(text).state;
+      if (state == 'Z' || state == 'X') return true;
+    } catch (const Error&) {
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
+
 // Whether a network namespace (open) is not ckpt's.
 bool other_netns(int ns) {
   struct stat theirs {
@@ -305,9 +325,10 @@ DumpResult dump_tree(const DumpRequest& req) {
         try {
           in_context(strfmt("pid %d", t->pid), [&] { dump_pages(ctx, *t); });
         } catch (const Error& e) {
-          // It may have exited since it ran again: the next round has one
-          // process fewer. Anything else is an error.
-          if (kill(t->pid, 0) == 0 || errno != ESRCH) throw;
+          // It may have exited since it ran again (gone, or a zombie its
+          // parent has not reaped yet): the next round has one process
+          // fewer. Anything else is an error.
+          if (!exited(t->pid)) throw;
           LOG_DEBUG("pid %d exited during the pre-copy round", t->pid);
         }
       }

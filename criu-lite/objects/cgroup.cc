@@ -38,4 +38,8 @@ cgroup::Cgroup restore_cgroup(const std::string& name, const img::CgroupImage& i
   });
 }
 
+void restore_cgroup_limits(cgroup::Cgroup& cg, const img::CgroupImage& img) {
+  in_context("restore cgroup limits", [&] { cg.set_limits(from_image(img)); });
+}
+
 }  // namespace ckpt

@@ -17,6 +17,8 @@ img::CgroupImage dump_cgroup(const cgroup::Cgroup& cg);
 // release() it once the restored tree is attached and running, or it is
 // removed when it goes out of scope.
 cgroup::Cgroup restore_cgroup(const std::string& name, const img::CgroupImage& img);
+// The limits alone, for a cgroup made already.
+void restore_cgroup_limits(cgroup::Cgroup& cg, const img::CgroupImage& img);
 
 // Conversions, for callers that keep limits in their own records.
 img::CgroupImage to_image(const cgroup::Limits& l);

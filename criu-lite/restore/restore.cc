@@ -280,7 +280,12 @@ RestoreResult restore_tree(const RestoreRequest& req) {
   sopts.root_ns_flags = namespace_clone_flags(plan.inv.namespaces());
   sopts.on_root = [&](pid_t root) {
     if (!req.cgroup_name.empty()) {
-      cg = restore_cgroup(req.cgroup_name, namespaces.images.cgroup());
+      if (req.cgroup_made) {
+        cg.emplace(std::move(*req.cgroup_made));
+        restore_cgroup_limits(*cg, namespaces.images.cgroup());
+      } else {
+        cg = restore_cgroup(req.cgroup_name, namespaces.images.cgroup());
+      }
       cg->attach(root);
     }
     // Locked while it still holds nothing but lo: once its address is up,

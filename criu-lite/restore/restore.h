@@ -15,6 +15,7 @@
 #include "container.pb.h"
 #include "image/image_io.h"
 #include "objects/netns.h"
+#include "sys/cgroup.h"
 
 #include "objects/progress.h"
 
@@ -41,6 +42,10 @@ struct RestoreRequest {
   // Put the tree in a new cgroup of this name, with the limits the images
   // saved (restore --container).
   std::string cgroup_name;
+  // That cgroup, made ahead by the caller (cgroup::Cgroup::create of
+  // cgroup_name; a migration's destination makes it while the source
+  // dumps): the restore takes it over, sets its limits, puts the tree in it.
+  cgroup::Cgroup* cgroup_made = nullptr;
   // --net: where a recreated network namespace's veth peers go.
   NetRestoreOptions net;
   // Called once the tree runs (before waiting for the root without -d).
