@@ -153,6 +153,12 @@ int cmd_check(const Args& args) {
            return false;
          }
        }},
+      {"executable memfds", "restore (freestanding stubs; else copies of ckpt, slower)", false,
+       [] {
+         // vm.memfd_noexec=2 forbids them; kernels before 6.3 lack the knob.
+         std::string v;
+         return !try_read_file("/proc/sys/vm/memfd_noexec", &v) || v.rfind("2", 0) != 0;
+       }},
       {"TCP_REPAIR", "dump/restore --tcp-established", false, tcp_repair::available},
       {"TCP accept queue refill (BPF)", "connections queued on a listener", false,
        [] { return acceptq::available(); }},
