@@ -16,6 +16,7 @@
 #include "migrate/transport.h"
 #include "objects/lazy_pages.h"
 #include "restore/restore.h"
+#include "sys/cancel.h"
 #include "sys/cgroup.h"
 #include "sys/error.h"
 #include "sys/log.h"
@@ -182,8 +183,15 @@ std::string receive_one(Channel& ch, const ReceiveRequest& req) {
   uint32_t rounds = 0;
   while (!final) {
     Frame f;
-    if (!rx.recv(ch, f, kIdleTimeoutMs))
-      throw Error(strfmt("nothing from %s for %d s", ch.peer().c_str(), kIdleTimeoutMs / 1000));
+    // Until the tree stops on the source, Ctrl-C here only ends the
+    // migration (the source carries on when the connection goes).
+    int idle_ms = 0;
+    while (!rx.recv(ch, f, 250)) {
+      cancel::check();
+      idle_ms += 250;
+      if (idle_ms >= kIdleTimeoutMs)
+        throw Error(strfmt("nothing from %s for %d s", ch.peer().c_str(), kIdleTimeoutMs / 1000));
+    }
     if (rx.feed(f)) {
       // Each set is acknowledged once in: the source starts its next round
       // (or stops the tree) only when nothing is left in the pipe.

@@ -12,11 +12,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 
 #include "migrate/sha256.h"
+#include "sys/cancel.h"
 #include "sys/error.h"
 
 namespace ckpt::migrate {
@@ -370,9 +372,18 @@ Listener Listener::bind(const std::string& addr_port) {
 }
 
 Channel Listener::accept(int timeout_ms) {
-  if (!wait_fd(sock_.get(), POLLIN, timeout_ms))
-    throw Error(strfmt("no connection on %s within %g s", address().c_str(), timeout_ms / 1000.0),
-                ETIMEDOUT);
+  // In slices, so that Ctrl-C or SIGTERM ends a listener that waits (the
+  // handlers only set a flag, and poll is restarted after them).
+  constexpr int kSliceMs = 250;
+  for (int waited = 0;;) {
+    cancel::check();
+    int slice = timeout_ms < 0 ? kSliceMs : std::min(kSliceMs, timeout_ms - waited);
+    if (wait_fd(sock_.get(), POLLIN, slice)) break;
+    waited += slice;
+    if (timeout_ms >= 0 && waited >= timeout_ms)
+      throw Error(strfmt("no connection on %s within %g s", address().c_str(), timeout_ms / 1000.0),
+                  ETIMEDOUT);
+  }
   sockaddr_storage ss{};
   socklen_t sl = sizeof ss;
   int fd = retry_eintr(

@@ -248,6 +248,19 @@ def sc_failures(env):
         good = write_key(c, "good", "the right key")
         bad = write_key(c, "bad", "a wrong key")
 
+        # A listening receiver ends on SIGTERM (and Ctrl-C), with a clear line.
+        recv_log = os.path.join(c.tmp, "receive-term.log")
+        recv = c.spawn(["receive", "--listen", f"10.77.0.2:{PORT}", "--once"], "hostB", recv_log)
+        h.wait_for("receive to listen", lambda: "listening" in h.read_text(recv_log, ""), 10)
+        recv.send_signal(signal.SIGTERM)
+        try:
+            rc = recv.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            raise Failure("ckpt receive did not end on SIGTERM while listening")
+        if rc == 0 or "interrupted" not in h.read_text(recv_log, ""):
+            raise Failure(f"receive on SIGTERM: exit {rc}, {h.read_text(recv_log, '')!r}")
+        note("  a listening receiver ends on SIGTERM")
+
         # A wrong key: both ends refuse, nothing moves.
         recv_log = os.path.join(c.tmp, "receive-key.log")
         recv = c.spawn(["receive", "--listen", f"10.77.0.2:{PORT}", "--once", "--psk-file", good,
