@@ -39,15 +39,6 @@ constexpr uint64_t kPage = 4096;
 // source that is gone.
 constexpr int kIdleTimeoutMs = 600000;
 
-mig::Envelope control(const std::string& what, uint64_t a = 0, uint64_t b = 0) {
-  mig::Envelope e;
-  auto* c = e.mutable_control();
-  c->set_what(what);
-  c->set_a(a);
-  c->set_b(b);
-  return e;
-}
-
 // Post-copy: pages as they come from the source (pushed, or asked for by a
 // fault), kept until the pager has put them everywhere.
 class RemotePages : public PageSource {
@@ -268,12 +259,7 @@ std::string receive_one(Channel& ch, const ReceiveRequest& req) {
   } catch (const Error& e) {
     // Told before the page stream is shut down: the source then gives its
     // tree back to its own host at once.
-    mig::Envelope fail;
-    fail.mutable_fail()->set_error(e.what());
-    try {
-      ch.send(fail);
-    } catch (const Error&) {
-    }
+    ch.try_send_fail(e.what());
     throw;
   }
   // Undoes this side if the source takes its tree back (it gave up waiting
@@ -346,12 +332,7 @@ int receive(const ReceiveRequest& req) {
       rc = 0;
     } catch (const Error& e) {
       LOG_ERROR("migration from %s failed: %s", ch.peer().c_str(), e.what());
-      try {
-        mig::Envelope f;
-        f.mutable_fail()->set_error(e.what());
-        ch.send(f);
-      } catch (const Error&) {
-      }
+      ch.try_send_fail(e.what());
       rc = 1;
     }
   } while (!req.once);

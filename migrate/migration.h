@@ -83,9 +83,6 @@ struct ReceiveRequest {
 // the last migration failed.
 int receive(const ReceiveRequest& req);
 
-// CLOCK_REALTIME in microseconds (downtime spans two hosts' clocks).
-uint64_t realtime_us();
-
 // The table printed at the end of ckpt migrate.
 std::string format_table(const MigrateResult& r, Mode mode);
 

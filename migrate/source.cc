@@ -1,11 +1,8 @@
 // ckpt migrate: the source side (see migration.h for the conversation).
-#include <sys/uio.h>
-#include <time.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <cstring>
 #include <map>
 #include <optional>
 #include <thread>
@@ -40,30 +37,10 @@ uint64_t us_since(Clock::time_point t) {
       std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t).count());
 }
 
-mig::Envelope control(const std::string& what, uint64_t a = 0, uint64_t b = 0,
-                      const std::string& text = "") {
-  mig::Envelope e;
-  auto* c = e.mutable_control();
-  c->set_what(what);
-  c->set_a(a);
-  c->set_b(b);
-  c->set_text(text);
-  return e;
-}
-
 // Images held in memory on the source: the pagemaps of a post-copy dump,
 // whose lazy runs are the pages still to send.
 class LocalImages : public image::ImageSource {
  public:
-  class StringBlob : public image::Blob {
-   public:
-    explicit StringBlob(std::string s) : s_(std::move(s)) {}
-    const uint8_t* data() const override { return reinterpret_cast<const uint8_t*>(s_.data()); }
-    size_t size() const override { return s_.size(); }
-
-   private:
-    std::string s_;
-  };
   std::map<std::string, std::shared_ptr<const image::Blob>> images;
   std::shared_ptr<const image::Blob> open(const std::string& name) const override {
     auto it = images.find(name);
@@ -81,8 +58,7 @@ class KeepPagemaps : public image::ImageSink {
   void put(const std::string& name, const void* data, size_t len) override {
     out_.put(name, data, len);
     if (name.rfind("pagemap-", 0) == 0)
-      keep_.images[name] = std::make_shared<LocalImages::StringBlob>(
-          std::string(static_cast<const char*>(data), len));
+      keep_.images[name] = image::make_blob(std::string(static_cast<const char*>(data), len));
   }
   std::unique_ptr<image::StreamWriter> open_stream(const std::string& name) override {
     return out_.open_stream(name);
@@ -92,6 +68,16 @@ class KeepPagemaps : public image::ImageSink {
  private:
   image::ImageSink& out_;
   LocalImages& keep_;
+};
+
+// Where one round's images go: on the wire as set `set` (built on the set
+// before it), with a copy of its pagemaps kept here.
+struct RoundSink {
+  RoundSink(Channel& ch, uint32_t set)
+      : net(ch, set, set > 1 ? std::optional<uint32_t>(set - 1) : std::nullopt), keep(net, maps) {}
+  NetSink net;
+  LocalImages maps;
+  KeepPagemaps keep;
 };
 
 // Which pages the previous round holds, per task: every run of its
@@ -217,6 +203,19 @@ class PageServer {
   std::thread pusher_;
 };
 
+// One round's line of the table; wire_bytes: what it put on the wire.
+RoundStats round_stats(const DumpResult& d, uint32_t round, uint64_t wire_bytes, uint64_t us) {
+  RoundStats rs;
+  rs.round = round;
+  rs.pages = d.stats.pages;
+  rs.raw_bytes = d.stats.pages * kPage;
+  rs.stored_bytes = d.stats.page_bytes;
+  rs.bytes = wire_bytes;
+  rs.us = us;
+  rs.frozen_us = d.frozen_us;
+  return rs;
+}
+
 // Waits until the destination has the whole set: what the next round
 // measures and what the stopped tree waits for is then only its own data.
 void wait_ack(Channel& ch, uint32_t set) {
@@ -231,12 +230,6 @@ void wait_ack(Channel& ch, uint32_t set) {
 }
 
 }  // namespace
-
-uint64_t realtime_us() {
-  timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000u + static_cast<uint64_t>(ts.tv_nsec) / 1000u;
-}
 
 Mode parse_mode(const std::string& s) {
   if (s == "precopy" || s == "pre-copy") return Mode::kPrecopy;
@@ -306,11 +299,9 @@ MigrateResult migrate(const MigrateRequest& req) {
     uint64_t prev_pages = UINT64_MAX;
     for (int round = 0; round < req.max_rounds; round++) {
       set++;
-      NetSink sink(ch, set, set > 1 ? std::optional<uint32_t>(set - 1) : std::nullopt);
-      LocalImages maps;
-      KeepPagemaps keep(sink, maps);
+      RoundSink out(ch, set);
       DumpRequest r = base;
-      r.sink = &keep;
+      r.sink = &out.keep;
       r.trackers = &trackers;
       // The tree stops only to (re)arm tracking; its pages are copied as it
       // runs on.
@@ -321,16 +312,10 @@ MigrateResult migrate(const MigrateRequest& req) {
       uint64_t wire0 = ch.bytes_sent();
       DumpResult d = in_context(strfmt("pre-copy round %d", round), [&] { return dump_tree(r); });
       parent_id = d.checkpoint_id;
-      covered.load(maps);
+      covered.load(out.maps);
       wait_ack(ch, set);
-      RoundStats rs;
-      rs.round = static_cast<uint32_t>(round);
-      rs.pages = d.stats.pages;
-      rs.raw_bytes = d.stats.pages * kPage;
-      rs.stored_bytes = d.stats.page_bytes;
-      rs.bytes = ch.bytes_sent() - wire0;
-      rs.us = us_since(rt0);
-      rs.frozen_us = d.frozen_us;
+      RoundStats rs =
+          round_stats(d, static_cast<uint32_t>(round), ch.bytes_sent() - wire0, us_since(rt0));
       res.rounds.push_back(rs);
       ch.send(control("round", set, d.stats.pages));
       LOG_INFO("pre-copy round %d: %llu pages, %.1f MiB in %.0f ms", round,
@@ -350,11 +335,9 @@ MigrateResult migrate(const MigrateRequest& req) {
   // The last round: the tree stops, and stays stopped until the
   // destination runs it (or fails: then it carries on here).
   set++;
-  NetSink sink(ch, set, set > 1 ? std::optional<uint32_t>(set - 1) : std::nullopt);
-  LocalImages maps;
-  KeepPagemaps keep(sink, maps);
+  RoundSink out(ch, set);
   DumpRequest r = base;
-  r.sink = &keep;
+  r.sink = &out.keep;
   r.opts.lazy_pages = req.mode == Mode::kPostcopy;
   r.progress = req.mode == Mode::kStopAndCopy ? req.progress : nullptr;
   build_on_previous(r);
@@ -366,12 +349,12 @@ MigrateResult migrate(const MigrateRequest& req) {
   };
   auto rt0 = Clock::now();
   uint64_t wire0 = ch.bytes_sent();
-  RoundStats fin;
+  uint64_t final_bytes = 0;  // the set, not the pages pushed after the resume
   r.after_commit = [&](const DumpContext& ctx) {
-    fin.bytes = ch.bytes_sent() - wire0;
+    final_bytes = ch.bytes_sent() - wire0;
     ch.send(control("final", set, freeze_rt));
     std::optional<PageServer> pages;
-    if (req.mode == Mode::kPostcopy) pages.emplace(ch, ctx, maps, req.progress);
+    if (req.mode == Mode::kPostcopy) pages.emplace(ch, ctx, out.maps, req.progress);
     bool resumed = false, done = req.mode != Mode::kPostcopy;
     auto deadline = Clock::now() + std::chrono::milliseconds(kResumeTimeoutMs);
     while (!resumed || !done) {
@@ -416,22 +399,13 @@ MigrateResult migrate(const MigrateRequest& req) {
     } catch (const Error& e) {
       // The tree carries on here (the dump thawed it): the destination
       // must not keep a copy running.
-      try {
-        mig::Envelope f;
-        f.mutable_fail()->set_error(e.what());
-        ch.send(f);
-      } catch (const Error&) {
-      }
+      ch.try_send_fail(e.what());
       throw;
     }
   });
-  fin.round = static_cast<uint32_t>(res.rounds.size());
+  RoundStats fin =
+      round_stats(d, static_cast<uint32_t>(res.rounds.size()), final_bytes, us_since(rt0));
   fin.final = true;
-  fin.pages = d.stats.pages;
-  fin.raw_bytes = d.stats.pages * kPage;
-  fin.stored_bytes = d.stats.page_bytes;
-  fin.us = us_since(rt0);
-  fin.frozen_us = d.frozen_us;
   res.rounds.push_back(fin);
   // The destination owns the container now: what is left of it here goes.
   if (ct) {

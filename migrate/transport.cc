@@ -135,12 +135,6 @@ void set_nodelay(int fd, const std::string& peer) {
     throw_errno("TCP_NODELAY on the connection to " + peer);
 }
 
-uint64_t realtime_us() {
-  timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return uint64_t(ts.tv_sec) * 1'000'000 + uint64_t(ts.tv_nsec) / 1000;
-}
-
 std::string digest_bytes(const Digest& d) {
   return std::string(reinterpret_cast<const char*>(d.data()), d.size());
 }
@@ -371,6 +365,31 @@ Listener Listener::bind(const std::string& addr_port) {
   });
 }
 
+uint64_t realtime_us() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return uint64_t(ts.tv_sec) * 1'000'000 + uint64_t(ts.tv_nsec) / 1000;
+}
+
+mig::Envelope control(const std::string& what, uint64_t a, uint64_t b, const std::string& text) {
+  mig::Envelope e;
+  auto* c = e.mutable_control();
+  c->set_what(what);
+  c->set_a(a);
+  c->set_b(b);
+  c->set_text(text);
+  return e;
+}
+
+void Channel::try_send_fail(const std::string& why) {
+  mig::Envelope e;
+  e.mutable_fail()->set_error(why);
+  try {
+    send(e);
+  } catch (const Error&) {
+  }
+}
+
 Channel Listener::accept(int timeout_ms) {
   // In slices, so that Ctrl-C or SIGTERM ends a listener that waits (the
   // handlers only set a flag, and poll is restarted after them).
@@ -442,12 +461,7 @@ PeerInfo handshake(Channel& ch, const mig::Hello& mine_in, const std::string& ke
 
   // Tells the peer why we stop; it may be gone already, so errors are ignored.
   auto fail = [&](const std::string& why, const std::string& error) {
-    mig::Envelope e;
-    e.mutable_fail()->set_error(why);
-    try {
-      ch.send(e);
-    } catch (const Error&) {
-    }
+    ch.try_send_fail(why);
     throw Error(error);
   };
   // The next message, which must be of kind `want`.

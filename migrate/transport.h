@@ -60,12 +60,15 @@ class Channel {
   uint64_t bytes_received() const { return received_.load(std::memory_order_relaxed); }
   // shutdown(SHUT_RDWR): wakes a recv() blocked in another thread.
   void shutdown();
+  // Sends Fail{why} if it still can: the peer may be gone already, so a
+  // send error is ignored.
+  void try_send_fail(const std::string& why);
 
  private:
   void read_exact(void* buf, size_t len, size_t got_before, size_t frame_len);
   UniqueFd sock_;
   std::string peer_;
-  std::string hdr_buf_;  // recv() only
+  std::string hdr_buf_;                                 // recv() only
   size_t body_left_ = 0, frame_len_ = 0, body_at_ = 0;  // between recv_header and recv_body
   std::mutex send_mu_;
   std::atomic<uint64_t> sent_{0}, received_{0};
@@ -84,6 +87,13 @@ class Listener {
  private:
   UniqueFd sock_;
 };
+
+// CLOCK_REALTIME in microseconds (a downtime spans two hosts' clocks).
+uint64_t realtime_us();
+
+// A Control message (what the `what`s mean: proto/migrate.proto).
+mig::Envelope control(const std::string& what, uint64_t a = 0, uint64_t b = 0,
+                      const std::string& text = "");
 
 // Reads a key file: non-empty, at most 4096 bytes, one trailing newline
 // dropped; Error naming the file otherwise.

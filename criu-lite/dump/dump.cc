@@ -133,9 +133,6 @@ struct TrackersGuard {
   }
 };
 
-// Makes the lock's table in the namespace the root's connections live in,
-// while the tree still runs (NetLock::prepare): what is left for the stop is
-// adding the rules. Best effort: if it fails, the stop makes it all.
 // Whether pid has exited: gone, or a zombie its parent has not reaped yet.
 // A task in the middle of exiting has lost its memory before it is a
 // zombie: what failed on it may have failed for that, so it is given a
@@ -164,6 +161,9 @@ bool other_netns(int ns) {
   return theirs.st_ino != ours.st_ino || theirs.st_dev != ours.st_dev;
 }
 
+// Makes the lock's table in the namespace the root's connections live in,
+// while the tree still runs (NetLock::prepare): what is left for the stop is
+// adding the rules. Best effort: if it fails, the stop makes it all.
 void prepare_lock(pid_t root, NetLock* lock) {
   try {
     UniqueFd ns = open_or_throw(strfmt("/proc/%d/ns/net", root), O_RDONLY | O_CLOEXEC);

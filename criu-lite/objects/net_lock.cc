@@ -3,16 +3,15 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <sched.h>
 #include <sys/stat.h>
 
-#include <exception>
+#include <functional>
 #include <string_view>
-#include <thread>
 
 #include "image/record_file.h"
 #include "sys/error.h"
 #include "sys/log.h"
+#include "sys/netns_exec.h"
 #include "sys/nft.h"
 
 namespace ckpt {
@@ -30,25 +29,12 @@ const char* proto_name(uint32_t p) {
   return p == IPPROTO_UDP ? "udp" : "tcp";
 }
 
-// Runs f in a thread that joined the network namespace netns_fd (-1: ours):
-// setns changes only the calling thread, so ckpt's own stays where it is.
-template <class F>
-void in_netns(int netns_fd, F&& f) {
-  if (netns_fd < 0) {
+// Runs f in the network namespace netns_fd (-1: ours, on this thread).
+void in_netns(int netns_fd, const std::function<void()>& f) {
+  if (netns_fd < 0)
     f();
-    return;
-  }
-  std::exception_ptr err;
-  std::thread t([&] {
-    try {
-      if (setns(netns_fd, CLONE_NEWNET) != 0) throw_errno("setns into the network namespace");
-      f();
-    } catch (...) {
-      err = std::current_exception();
-    }
-  });
-  t.join();
-  if (err) std::rethrow_exception(err);
+  else
+    run_in_netns(netns_fd, f);
 }
 
 std::string chains(const std::string& t) {

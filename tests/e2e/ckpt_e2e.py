@@ -1577,6 +1577,20 @@ def tcp_cycle(env, wl, net, clients, label, before_dump=None, key="progress"):
     return img
 
 
+def tcp_dump_leave_running(env, wl, net):
+    """dump --leave-running --tcp-established of wl: it must succeed, leave
+    no network lock, and leave the workload unharmed. Returns the images."""
+    before, stable, transient = wl.sample()
+    log = wl.log()
+    img = wl.new_dir("leave-running")
+    res = env.ckpt.dump(wl, img, leave_running=True, extra=TCP_FLAG)
+    require_dump_ok(res, img, "dump --leave-running")
+    if net.lock_exists(wl.root):
+        raise Failure(f"network lock ckpt_lock_{wl.root} left after dump --leave-running")
+    check_unharmed(wl, before, stable, transient, snapshot_tasks(before), log, "leave-running")
+    return img
+
+
 def sc_tcp(env):
     """IPv4 and IPv6 connections of a server survive dump, 1 s away, restore;
     then a failed dump and a dump --leave-running leave them unharmed."""
@@ -1604,14 +1618,7 @@ def sc_tcp(env):
     for c in clients:
         c.wait_more(c.count(), 20)
     # --leave-running: the connections leave repair mode and are unlocked.
-    before, stable, transient = wl.sample()
-    log = wl.log()
-    img = wl.new_dir("leave-running")
-    res = env.ckpt.dump(wl, img, leave_running=True, extra=TCP_FLAG)
-    require_dump_ok(res, img, "dump --leave-running")
-    if net.lock_exists(wl.root):
-        raise Failure(f"network lock ckpt_lock_{wl.root} left after dump --leave-running")
-    check_unharmed(wl, before, stable, transient, snapshot_tasks(before), log, "leave-running")
+    tcp_dump_leave_running(env, wl, net)
     for c in clients:
         c.wait_more(c.count(), 20)
     wl.watch(3)
@@ -1745,14 +1752,7 @@ def sc_tcp_acceptq(env):
         time.sleep(0.05)
     time.sleep(0.3)  # each client's first message sits in its connection
     # --leave-running: the queues are taken apart and put back at once.
-    before, stable, transient = wl.sample()
-    log = wl.log()
-    img = wl.new_dir("leave-running")
-    res = env.ckpt.dump(wl, img, leave_running=True, extra=TCP_FLAG)
-    require_dump_ok(res, img, "dump --leave-running")
-    if net.lock_exists(wl.root):
-        raise Failure(f"network lock ckpt_lock_{wl.root} left after dump --leave-running")
-    check_unharmed(wl, before, stable, transient, snapshot_tasks(before), log, "leave-running")
+    img = tcp_dump_leave_running(env, wl, net)
     if queues() != (2, 1):
         raise Failure(f"accept queues after dump --leave-running: {queues()}, expected (2, 1)")
     files = show_json(env, img, "files.img")
