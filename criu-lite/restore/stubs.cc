@@ -96,7 +96,14 @@ StubTree::StubTree(RestorePlan& plan, const FileTable& files, StubOptions opts)
   ctl_ = static_cast<ckpt_stub_control*>(p);
   *ctl_ = hdr;
   if (freestanding_) {
-    write_plan();
+    // The destructor does not run for a constructor that throws: the
+    // mapping goes here (ckpt receive lives on after a failed restore).
+    try {
+      write_plan();
+    } catch (...) {
+      munmap(ctl_, ctl_size_);
+      throw;
+    }
     LOG_DEBUG("restore stubs: freestanding (%zu processes%s)", plan.tasks.size(),
               ctl_->groups_inherited ? "" : ", process groups joined in phases");
   }
