@@ -28,6 +28,7 @@
 #include "objects/net_lock.h"
 #include "objects/pstree.h"
 #include "objects/task_core.h"
+#include "objects/vma_flags.h"
 #include "sys/cancel.h"
 #include "sys/cgroup.h"
 #include "sys/cpu.h"
@@ -233,6 +234,8 @@ DumpResult dump_tree(const DumpRequest& req) {
       }
     }
   } thaw_cg;
+  // Loaded and checked once per ckpt, while the tree still runs.
+  vma_flags::prepare();
   if (req.opts.tcp_established && !req.opts.pages_only) prepare_lock(req.pid, &net_lock);
   if (req.before_stop) req.before_stop();
   if (cg) {
@@ -284,7 +287,7 @@ DumpResult dump_tree(const DumpRequest& req) {
   if (req.container) {
     *ns_extra.mutable_container() = *req.container;
   }
-  for (auto& t : ctx.tasks) ctx.pages_estimate += estimate_pages(t->vmas);
+  for (auto& t : ctx.tasks) ctx.pages_estimate += estimate_pages(t->status);
 
   // Pages written since the last dump, as dirty tracking saw them; this
   // also protects them again, so tracking restarts from this dump.

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "objects/thread.h"
+#include "objects/vma_flags.h"
 #include "sys/cancel.h"
 #include "sys/cpu.h"
 #include "sys/error.h"
@@ -114,7 +115,11 @@ void prepare_tasks(DumpContext& ctx) {
           if (ptrace(PTRACE_SETOPTIONS, tr.tid(), nullptr,
                      kSeizeOptions | PTRACE_O_SUSPEND_SECCOMP) != 0)
             throw_errno(strfmt("tid %d: PTRACE_O_SUSPEND_SECCOMP (needs CAP_SYS_ADMIN)", tr.tid()));
-      t.vmas = proc::read_smaps(t.pid);
+      // Without walking every page if the kernel lets us (vma_flags.h).
+      if (auto v = vma_flags::read(t.pid))
+        t.vmas = std::move(*v);
+      else
+        t.vmas = proc::read_smaps(t.pid);
       for (const auto& v : t.vmas)
         if (v.path == "[vdso]") t.vdso_base = v.start;
       if (!t.vdso_base) throw Error("the process has no [vdso] mapping");

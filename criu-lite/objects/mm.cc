@@ -332,10 +332,8 @@ void dump_shmem(DumpContext& ctx, DumpTask& t, const proc::Vma& v, const img::Vm
 
 }  // namespace
 
-uint64_t estimate_pages(const std::vector<proc::Vma>& vmas) {
-  uint64_t kb = 0;
-  for (const auto& v : vmas) kb += v.anonymous_kb + v.swap_kb;
-  return kb / 4;
+uint64_t estimate_pages(const proc::Status& status) {
+  return (status.rss_anon_kb + status.swap_kb) / 4;
 }
 
 namespace {

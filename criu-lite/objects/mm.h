@@ -26,8 +26,9 @@ void dump_mm(DumpContext& ctx, DumpTask& t, bool pages_only = false);
 // before, has it in the next round either way.
 void dump_pages(DumpContext& ctx, DumpTask& t);
 
-// Pages a task's VMAs hold, estimated from smaps (for the progress bar).
-uint64_t estimate_pages(const std::vector<proc::Vma>& vmas);
+// Pages a task holds (anonymous, in memory or swapped), for the progress
+// bar: its memory counters, which cost nothing to read (smaps walks pages).
+uint64_t estimate_pages(const proc::Status& status);
 
 // Shared anonymous objects are rebuilt once by the controller, which keeps
 // them mapped; each task then maps them through /proc/SELF/map_files.

@@ -21,6 +21,7 @@
 #include "objects/inet_sockets.h"
 #include "objects/net_lock.h"
 #include "sys/bpf.h"
+#include "sys/bpf_asm.h"
 #include "sys/error.h"
 #include "sys/log.h"
 #include "sys/ns_thread.h"
@@ -46,58 +47,7 @@ struct Slot {
 static_assert(sizeof(bpf_sock_tuple) == 36, "bpf_sock_tuple");
 static_assert(offsetof(Slot, attrs) == 36 && offsetof(Slot, result) == 56, "Slot layout");
 
-// ---- a tiny assembler for the program ----
-bpf_insn insn(uint8_t code, uint8_t dst, uint8_t src, int16_t off, int32_t imm) {
-  bpf_insn i{};
-  i.code = code;
-  i.dst_reg = dst & 0xf;
-  i.src_reg = src & 0xf;
-  i.off = off;
-  i.imm = imm;
-  return i;
-}
-
-class Asm {
- public:
-  void mov(uint8_t d, uint8_t s) { emit(insn(BPF_ALU64 | BPF_MOV | BPF_X, d, s, 0, 0)); }
-  void movi(uint8_t d, int32_t imm) { emit(insn(BPF_ALU64 | BPF_MOV | BPF_K, d, 0, 0, imm)); }
-  void addi(uint8_t d, int32_t imm) { emit(insn(BPF_ALU64 | BPF_ADD | BPF_K, d, 0, 0, imm)); }
-  void ldxw(uint8_t d, uint8_t s, int16_t off) {
-    emit(insn(BPF_LDX | BPF_MEM | BPF_W, d, s, off, 0));
-  }
-  void stw(uint8_t d, int16_t off, int32_t imm) {
-    emit(insn(BPF_ST | BPF_MEM | BPF_W, d, 0, off, imm));
-  }
-  void stxw(uint8_t d, int16_t off, uint8_t s) {
-    emit(insn(BPF_STX | BPF_MEM | BPF_W, d, s, off, 0));
-  }
-  void ld_map(uint8_t d, int fd) {
-    emit(insn(BPF_LD | BPF_DW | BPF_IMM, d, BPF_PSEUDO_MAP_FD, 0, fd));
-    emit(insn(0, 0, 0, 0, 0));
-  }
-  void call(int32_t helper) { emit(insn(BPF_JMP | BPF_CALL, 0, 0, 0, helper)); }
-  void kcall(uint32_t btf_id) {
-    emit(insn(BPF_JMP | BPF_CALL, 0, BPF_PSEUDO_KFUNC_CALL, 0, static_cast<int32_t>(btf_id)));
-  }
-  void exit() { emit(insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0)); }
-  // Conditional jumps to a label defined later.
-  void jnei(uint8_t d, int32_t imm, int label) { jump(BPF_JNE, d, imm, label); }
-  void jeqi(uint8_t d, int32_t imm, int label) { jump(BPF_JEQ, d, imm, label); }
-  void label(int l) {
-    for (auto& [at, target] : fixups_)
-      if (target == l) code_[at].off = static_cast<int16_t>(code_.size() - at - 1);
-  }
-  const std::vector<bpf_insn>& code() const { return code_; }
-
- private:
-  void emit(bpf_insn i) { code_.push_back(i); }
-  void jump(uint8_t op, uint8_t d, int32_t imm, int l) {
-    fixups_.push_back({code_.size(), l});
-    emit(insn(BPF_JMP | op | BPF_K, d, 0, 0, imm));
-  }
-  std::vector<bpf_insn> code_;
-  std::vector<std::pair<size_t, int>> fixups_;
-};
+using bpf::Asm;
 
 // The tcx program: a packet with our mark whose tuple leads to a listener
 // gets a request socket built from the map's attributes; anything else goes

@@ -295,6 +295,11 @@ Status parse_status_named(std::string_view text, const std::string& what) {
       num(&st.seccomp);
     } else if (key == "Seccomp_filters") {
       num(&st.seccomp_filters);
+    } else if (key == "RssAnon" || key == "VmSwap") {
+      std::string_view rest = val;
+      std::string_view n = next_token(&rest);
+      if (!to_num(n, key == "RssAnon" ? &st.rss_anon_kb : &st.swap_kb) || trim(rest) != "kB")
+        bad();
     }
   }
   static constexpr std::pair<unsigned, const char*> kRequired[] = {

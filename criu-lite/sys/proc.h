@@ -53,6 +53,7 @@ struct Status {
   int no_new_privs = 0;
   int seccomp = 0;
   int seccomp_filters = 0;
+  uint64_t rss_anon_kb = 0, swap_kb = 0;  // RssAnon, VmSwap
 };
 Status parse_status(std::string_view text);
 Status read_status(pid_t pid);

@@ -86,5 +86,22 @@ TEST(Btf, KernelHasTheKfuncs) {
   EXPECT_FALSE(bpf::kernel_func_id("ckpt_no_such_function").has_value());
 }
 
+TEST(Btf, KernelStructMembers) {
+  auto btf = bpf::Btf::kernel();
+  if (!btf) GTEST_SKIP() << "no kernel BTF";
+  auto vma = btf->find(BTF_KIND_STRUCT, "vm_area_struct");
+  ASSERT_TRUE(vma.has_value());
+  // vm_start sits in an anonymous struct inside an anonymous union,
+  // vm_flags in an anonymous union.
+  auto start = btf->member(*vma, "vm_start"), end = btf->member(*vma, "vm_end"),
+       flags = btf->member(*vma, "vm_flags");
+  ASSERT_TRUE(start && end && flags);
+  EXPECT_EQ(start->size, 8u);
+  EXPECT_EQ(end->offset, start->offset + 8);
+  EXPECT_EQ(flags->size, 8u);
+  EXPECT_GT(flags->offset, end->offset);
+  EXPECT_FALSE(btf->member(*vma, "no_such_member").has_value());
+}
+
 }  // namespace
 }  // namespace ckpt
