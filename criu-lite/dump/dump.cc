@@ -236,6 +236,14 @@ DumpResult dump_tree(const DumpRequest& req) {
   } thaw_cg;
   // Loaded and checked once per ckpt, while the tree still runs.
   vma_flags::prepare();
+  // The network namespace is read beside everything else once the tree is
+  // stopped (objects/namespaces.h); its reader gets ready now.
+  // detect_namespaces() below confirms it is the tree's own.
+  NetnsDump netns_dump;
+  if (!req.opts.pages_only) {
+    UniqueFd ns(open(strfmt("/proc/%d/ns/net", req.pid).c_str(), O_RDONLY | O_CLOEXEC));
+    if (ns && other_netns(ns.get())) netns_dump.prepare(std::move(ns));
+  }
   if (req.opts.tcp_established && !req.opts.pages_only) prepare_lock(req.pid, &net_lock);
   if (req.before_stop) req.before_stop();
   if (cg) {
@@ -258,10 +266,6 @@ DumpResult dump_tree(const DumpRequest& req) {
     cg->thaw();
   }
   auto frozen_at = Clock::now();
-  // The network namespace is read beside everything else from now on
-  // (objects/namespaces.h); detect_namespaces() below confirms it is the
-  // tree's own.
-  NetnsDump netns_dump;
   if (!req.opts.pages_only) {
     UniqueFd ns = open_or_throw(strfmt("/proc/%d/ns/net", req.pid), O_RDONLY | O_CLOEXEC);
     if (other_netns(ns.get())) netns_dump.start(std::move(ns));

@@ -13,6 +13,7 @@
 #include "sys/error.h"
 #include "sys/fd.h"
 #include "sys/log.h"
+#include "sys/netlink.h"
 
 namespace ckpt {
 
@@ -89,23 +90,63 @@ uint64_t namespace_clone_flags(const img::Namespaces& ns) {
 }
 
 NetnsDump::~NetnsDump() {
-  if (thread_.joinable()) thread_.join();
+  stop_thread();
 }
 
-void NetnsDump::start(UniqueFd netns) {
+void NetnsDump::stop_thread() {
+  if (!thread_.joinable()) return;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (go_ == 0) go_ = -1;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+void NetnsDump::prepare(UniqueFd netns) {
   ns_ = std::move(netns);
+  go_ = 0;
+  error_ = nullptr;
   thread_ = std::thread([this] {
     try {
+      // The veth peers are in our namespace: the socket for them is opened
+      // before the thread leaves it. The thread ends inside the tree's.
+      nl::Sock host_sk = nl::connect_route();
+      if (setns(ns_.get(), CLONE_NEWNET) != 0)
+        throw_errno("network namespace: setns into the tree's");
+      NetnsReader reader;
+      {
+        std::unique_lock<std::mutex> l(mu_);
+        cv_.wait(l, [this] { return go_ != 0; });
+        if (go_ < 0) return;
+      }
       log::StepTimer st("network namespace (beside the tasks)");
-      result_ = dump_netns(ns_.get());
+      result_ = reader.read(host_sk.get());
     } catch (...) {
       error_ = std::current_exception();
     }
   });
 }
 
+void NetnsDump::start(UniqueFd netns) {
+  struct stat a {
+  }, b{};
+  bool same = ns_ && fstat(ns_.get(), &a) == 0 && fstat(netns.get(), &b) == 0 &&
+              a.st_ino == b.st_ino && a.st_dev == b.st_dev;
+  if (!same) {
+    stop_thread();
+    prepare(std::move(netns));
+  }
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    go_ = 1;
+  }
+  cv_.notify_all();
+  started_ = true;
+}
+
 img::NetNs NetnsDump::take() {
-  if (!thread_.joinable()) throw Error("the network namespace was not read");
+  if (!started_ || !thread_.joinable()) throw Error("the network namespace was not read");
   thread_.join();
   if (error_) std::rethrow_exception(error_);
   return std::move(result_);

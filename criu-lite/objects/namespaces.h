@@ -4,8 +4,10 @@
 // refused, naming the task and the kind.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <exception>
+#include <mutex>
 #include <thread>
 
 #include "image/image_io.h"
@@ -28,24 +30,32 @@ uint64_t namespace_clone_flags(const img::Namespaces& ns);
 
 constexpr const char* kNamespacesImage = "namespaces.img";
 
-// Dump, the tree frozen: the network namespace is read on a thread of its
-// own while the tasks are dumped (nothing in it changes while the tree is
-// stopped, and it is the slowest namespace: sysctls, firewall). Started by
-// start_netns_dump() (no thread without a namespace of its own); its result
-// is waited for by dump_namespaces.
+// Dump: the network namespace is read on a thread of its own while the
+// tasks are dumped (nothing in it changes while the tree is stopped, and it
+// is the slowest namespace: sysctls, firewall). prepare(), while the tree
+// still runs, starts the thread: it enters the namespace and opens what it
+// will read (NetnsReader). start(), once the tree is stopped, lets it read
+// (or starts it then, if the root has changed namespace meanwhile or
+// nothing was prepared). dump_namespaces waits for the result.
 class NetnsDump {
  public:
   NetnsDump() = default;
   NetnsDump(const NetnsDump&) = delete;  // the thread holds this
   NetnsDump& operator=(const NetnsDump&) = delete;
-  ~NetnsDump();                // waits for the thread
-  void start(UniqueFd netns);  // /proc/ROOT/ns/net
-  bool started() const { return thread_.joinable(); }
+  ~NetnsDump();                  // a prepared thread that never started ends; waits for it
+  void prepare(UniqueFd netns);  // /proc/ROOT/ns/net
+  void start(UniqueFd netns);    // the same, opened again after the stop
+  bool started() const { return started_; }
   img::NetNs take();  // waits; rethrows its error
 
  private:
+  void stop_thread();
   UniqueFd ns_;
   std::thread thread_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int go_ = 0;  // 1: read; -1: end without reading
+  bool started_ = false;
   img::NetNs result_;
   std::exception_ptr error_;
 };

@@ -56,36 +56,52 @@ void prepare_netns_dump() {
   in_context("network namespace: a fresh one for its defaults", [&] { make_fresh(f); });
 }
 
-img::NetNs dump_netns(int netns_fd) {
+struct NetnsReader::Parts {
+  nl::Sock sk = nl::connect_route();
+  NftCtx nft;
+  netns::SysctlFiles sysctls;
+};
+
+NetnsReader::NetnsReader() {
+  in_context("network namespace", [&] {
+    Fresh& f = fresh();
+    {
+      std::lock_guard<std::mutex> lk(f.mu);
+      make_fresh(f);
+    }
+    p_ = std::make_unique<Parts>();
+  });
+}
+
+NetnsReader::~NetnsReader() = default;
+
+img::NetNs NetnsReader::read(nl_sock* host_sk) {
   return in_context("network namespace", [&] {
     img::NetNs ns;
     Fresh& f = fresh();
     std::lock_guard<std::mutex> fresh_lk(f.mu);
     make_fresh(f);
-    const auto& fresh_links = f.links;
-    const auto& fresh_sysctls = f.sysctls;
+    std::vector<netns::VethRef> veths = netns::dump_links(p_->sk.get(), f.links, &ns);
+    netns::dump_addresses(p_->sk.get(), &ns);
+    netns::dump_routes(p_->sk.get(), &ns);
+    netns::dump_rules(p_->sk.get(), &ns);
+    netns::dump_neighbours(p_->sk.get(), &ns);
+    {
+      log::StepTimer st("netns firewall");
+      netns::dump_firewall_in_ns(p_->nft, &ns);
+    }
     std::map<std::string, std::string> sysctls;
-
-    std::vector<netns::VethRef> veths;
-    run_in_netns(netns_fd, [&] {
-      nl::Sock sk = nl::connect_route();
-      veths = netns::dump_links(sk.get(), fresh_links, &ns);
-      netns::dump_addresses(sk.get(), &ns);
-      netns::dump_routes(sk.get(), &ns);
-      netns::dump_rules(sk.get(), &ns);
-      netns::dump_neighbours(sk.get(), &ns);
-      {
-        log::StepTimer st("netns firewall");
-        netns::dump_firewall_in_ns(&ns);
-      }
+    {
       log::StepTimer st("netns sysctls");
-      sysctls = netns::read_sysctls_in_ns();
-    });
-    netns::pick_sysctls(sysctls, fresh_sysctls, &ns);
-
-    // The veth peers are in our namespace: this thread's.
-    nl::Sock host_sk = nl::connect_route();
-    netns::dump_veth_peers(host_sk.get(), veths, &ns);
+      if (!p_->sysctls.read(&sysctls)) {
+        LOG_DEBUG(
+            "netns: sysctls read one by one (%s)",
+            p_->sysctls.size() ? "entries came or went since they were opened" : "not kept open");
+        sysctls = netns::read_sysctls_in_ns();
+      }
+    }
+    netns::pick_sysctls(sysctls, f.sysctls, &ns);
+    netns::dump_veth_peers(host_sk, veths, &ns);
 
     // A ruleset proved to load once loads again.
     if (ns.nftables() != f.checked_ruleset) {
@@ -97,6 +113,14 @@ img::NetNs dump_netns(int netns_fd) {
               ns.neighbours_size(), ns.sysctls_size(), ns.dev_sysctls_size());
     return ns;
   });
+}
+
+img::NetNs dump_netns(int netns_fd) {
+  // The veth peers are in our namespace: this thread's.
+  nl::Sock host_sk = nl::connect_route();
+  img::NetNs ns;
+  run_in_netns(netns_fd, [&] { ns = NetnsReader().read(host_sk.get()); });
+  return ns;
 }
 
 namespace {

@@ -15,10 +15,13 @@
 // the calling thread never changes namespace.
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "image/image_io.h"
 #include "netns.pb.h"
+
+struct nl_sock;
 
 namespace ckpt {
 
@@ -55,6 +58,25 @@ NetRestoreOptions parse_net_options(const std::string& spec);
 // a route through a nexthop object, a veth whose peer is not in our
 // namespace, an nftables ruleset that would not load back, ...).
 img::NetNs dump_netns(int netns_fd);
+// dump_netns in two steps, for a dump that can begin before its tree stops
+// (NetnsDump, objects/namespaces.h). Made on a thread inside the namespace
+// while the tree still runs, it opens what the read needs: a netlink
+// socket, an nftables context, every sysctl file (whose lookups are two
+// thirds of reading them), and the scratch namespace's defaults. read(), on
+// the same thread once the tree is stopped, reads. host_sk: a route socket
+// of the namespace holding the veth peers.
+class NetnsReader {
+ public:
+  NetnsReader();
+  ~NetnsReader();
+  NetnsReader(const NetnsReader&) = delete;
+  NetnsReader& operator=(const NetnsReader&) = delete;
+  img::NetNs read(nl_sock* host_sk);
+
+ private:
+  struct Parts;
+  std::unique_ptr<Parts> p_;
+};
 // Does now what the first dump_netns of this process would do first (make
 // a scratch namespace and read its defaults, ~10-20 ms), for callers that
 // know a dump is coming while the tree still runs (a migration).

@@ -65,8 +65,7 @@ void restore_legacy(const LegacyFamily& f, const std::string& rules) {
 
 }  // namespace
 
-void dump_firewall_in_ns(img::NetNs* ns) {
-  NftCtx nft;
+void dump_firewall_in_ns(NftCtx& nft, img::NetNs* ns) {
   // A dump with --tcp-established has locked the namespace by now.
   ns->set_nftables(without_lock_tables(nft.run("list ruleset")));
   ns->set_iptables_legacy(in_context("iptables", [] { return dump_legacy(kLegacy[0]); }));

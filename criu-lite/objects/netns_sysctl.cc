@@ -3,9 +3,12 @@
 // thread inside the namespace (sys/netns_exec.h).
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <memory>
 #include <set>
@@ -128,6 +131,98 @@ std::map<std::string, std::string> read_sysctls_in_ns() {
     if (dir) walk(dir.get(), d, false, &out);  // else a protocol this kernel lacks
   }
   return out;
+}
+
+namespace {
+
+// The entries of an open directory, from its start (it may have been read
+// before), sorted; subdirectories end in '/'. False if it cannot be read.
+bool list_dir(int fd, std::vector<std::string>* names) {
+  names->clear();
+  if (lseek(fd, 0, SEEK_SET) < 0) return false;
+  alignas(8) char buf[8192];
+  for (;;) {
+    ssize_t n = getdents64(fd, buf, sizeof buf);
+    if (n < 0) return false;
+    if (n == 0) break;
+    for (ssize_t off = 0; off < n;) {
+      auto* e = reinterpret_cast<dirent64*>(buf + off);
+      off += e->d_reclen;
+      std::string name = e->d_name;
+      if (name == "." || name == "..") continue;
+      names->push_back(e->d_type == DT_DIR ? name + "/" : name);
+    }
+  }
+  std::sort(names->begin(), names->end());
+  return true;
+}
+
+}  // namespace
+
+SysctlFiles::SysctlFiles() {
+  // Hundreds of files (130 per device): ckpt may keep as many as its hard
+  // limit allows.
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  for (const char* d : kDirs) {
+    UniqueFd dir = netns::open_dir(d);
+    if (dir) open_dir(std::move(dir), d);
+  }
+  if (!ok_) {
+    files_.clear();
+    dirs_.clear();
+  }
+}
+
+void SysctlFiles::open_dir(UniqueFd dir, const std::string& rel) {
+  Dir d{rel, std::move(dir), {}};
+  if (!list_dir(d.fd.get(), &d.names)) {
+    ok_ = false;
+    return;
+  }
+  int fd = d.fd.get();
+  std::vector<std::string> names = d.names;
+  dirs_.push_back(std::move(d));
+  for (const std::string& n : names) {
+    if (!ok_) return;
+    if (n.back() == '/') {
+      std::string name = n.substr(0, n.size() - 1);
+      UniqueFd sub(openat(fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      if (!sub) {
+        ok_ = false;
+        return;
+      }
+      open_dir(std::move(sub), rel + "/" + name);
+      continue;
+    }
+    // As walk(): read-write entries only.
+    UniqueFd f(openat(fd, n.c_str(), O_RDWR | O_CLOEXEC));
+    if (f)
+      files_.emplace_back(rel + "/" + n, std::move(f));
+    else if (errno == EMFILE || errno == ENFILE)
+      ok_ = false;
+  }
+}
+
+bool SysctlFiles::read(std::map<std::string, std::string>* out) const {
+  if (dirs_.empty()) return false;
+  std::vector<std::string> names;
+  for (const Dir& d : dirs_)
+    if (!list_dir(d.fd.get(), &names) || names != d.names) return false;
+  out->clear();
+  char buf[4096];
+  for (const auto& [path, fd] : files_) {
+    // At offset 0 a sysctl file shows its value as of now.
+    ssize_t n = pread(fd.get(), buf, sizeof buf, 0);
+    if (n < 0) continue;  // as read_value: not readable now
+    std::string v(buf, static_cast<size_t>(n));
+    while (!v.empty() && v.back() == '\n') v.pop_back();
+    (*out)[path] = std::move(v);
+  }
+  return true;
 }
 
 void pick_sysctls(const std::map<std::string, std::string>& now,

@@ -295,8 +295,8 @@ RestoreResult restore_tree(const RestoreRequest& req) {
       in_context("network lock",
                  [&] { net_lock.lock_netns(tree_netns.get(), saved_lock.table()); });
     }
-    restore_namespaces(root, namespaces, src);
   };
+  sopts.beside_root = [&](pid_t root) { restore_namespaces(root, namespaces, src); };
   sopts.in_root = [&] { restore_namespaces_in_root(namespaces, src); };
   // Sockets, paths and ptys belong to the tree's namespaces.
   int enter = (plan.inv.namespaces().net() ? CLONE_NEWNET : 0) |

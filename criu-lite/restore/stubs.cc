@@ -559,6 +559,7 @@ void StubTree::create(int timeout_ms) {
   }
   word(ctl_->root_go).store(1);
   futex_wake(&ctl_->root_go);
+  if (opts_.beside_root) opts_.beside_root(r);
   if (opts_.before_fork) {
     try {
       wait_counter(ctl_->root_ns, 1, timeout_ms, "setting up the root's namespaces");

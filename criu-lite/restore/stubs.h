@@ -47,6 +47,11 @@ struct StubOptions {
   // it forks the rest: configure its new namespaces, move it into its
   // cgroup. Throws to fail.
   std::function<void(pid_t host_pid)> on_root;
+  // Runs in ckpt right after on_root, while the root runs in_root and forks
+  // the rest: what fills the new namespaces from outside (links, addresses,
+  // host name, IPC objects), which the stubs need only once their files are
+  // opened. Throws to fail (the stubs are killed).
+  std::function<void(pid_t host_pid)> beside_root;
   // Runs in the root stub, in its new namespaces, before it forks the rest
   // of the tree (the mounts of a new mount namespace). Throws to fail.
   std::function<void()> in_root;
