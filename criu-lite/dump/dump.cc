@@ -29,6 +29,7 @@
 #include "objects/pstree.h"
 #include "objects/task_core.h"
 #include "objects/vma_flags.h"
+#include "sys/affinity.h"
 #include "sys/cancel.h"
 #include "sys/cgroup.h"
 #include "sys/cpu.h"
@@ -274,10 +275,12 @@ DumpResult dump_tree(const DumpRequest& req) {
   LOG_DEBUG("seized %zu processes", ctx.tasks.size());
   fault::point("dump-after-seize");
 
+  // The tree's threads are driven from this thread's CPU (prepare_tasks).
+  affinity::PinHere pin;
   // Registers, signal masks, remote syscall engines.
   {
     log::StepTimer st("prepare");
-    prepare_tasks(ctx);
+    prepare_tasks(ctx, pin.cpu());
     map_namespace_pids(ctx);
   }
   img::Namespaces namespaces = detect_namespaces(ctx);

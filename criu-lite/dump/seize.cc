@@ -14,6 +14,7 @@
 
 #include "objects/thread.h"
 #include "objects/vma_flags.h"
+#include "sys/affinity.h"
 #include "sys/cancel.h"
 #include "sys/cpu.h"
 #include "sys/error.h"
@@ -94,7 +95,7 @@ void seize_tree(DumpContext& ctx, pid_t root) {
   }
 }
 
-void prepare_tasks(DumpContext& ctx) {
+void prepare_tasks(DumpContext& ctx, int cpu) {
   uint64_t vdso_off = cpu::vdso_syscall_offset();
   for (auto& tp : ctx.tasks) {
     DumpTask& t = *tp;
@@ -129,6 +130,14 @@ void prepare_tasks(DumpContext& ctx) {
       }
       // Signals arriving while we drive the threads stay pending.
       for (auto& tr : t.threads) tr.set_sigmask(~0ULL);
+      // A thread resumed for a remote syscall onto an idle CPU of this VM
+      // takes 1-8 ms to run its first instruction (the CPU has to be woken);
+      // on ckpt's own CPU it runs as soon as ckpt waits for it.
+      if (cpu >= 0)
+        for (auto& tr : t.threads) {
+          std::string was = affinity::get(tr.tid());
+          t.affinities.push_back(affinity::set(tr.tid(), affinity::only(cpu)) ? was : "");
+        }
       t.remote = std::make_unique<RemoteThread>(t.threads[0], t.vdso_base + vdso_off);
       t.scratch = RemoteScratch(*t.remote, 4096 * 4);
     });
@@ -193,6 +202,9 @@ void thaw_tasks(DumpContext& ctx) {
       if (!tr.attached()) continue;
       try {
         if (i < t.sigmasks.size()) tr.set_sigmask(t.sigmasks[i]);
+        if (i < t.affinities.size() && !t.affinities[i].empty() &&
+            !affinity::set(tr.tid(), t.affinities[i]))
+          LOG_WARN("tid %d: its CPU affinity could not be put back", tr.tid());
         if (i < t.regs.size()) tr.set_regs(t.regs[i]);
         ptrace(PTRACE_SETOPTIONS, tr.tid(), nullptr, kSeizeOptions);  // seccomp back on
         tr.detach();

@@ -60,6 +60,9 @@ struct DumpTask {
   // so that an interrupted syscall is re-run (see thread.cc).
   std::vector<Regs> regs;
   std::vector<uint64_t> sigmasks;  // as found, restored on --leave-running
+  // Each thread's CPU affinity before the dump pinned it to ckpt's CPU
+  // ("" if not pinned); put back on --leave-running.
+  std::vector<std::string> affinities;
 };
 
 // Pages of one address space or shared memory object, counted for the

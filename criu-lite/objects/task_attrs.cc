@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 
+#include "sys/affinity.h"
 #include "sys/error.h"
 #include "sys/fd.h"
 #include "sys/log.h"
@@ -22,7 +23,8 @@ namespace ckpt {
 namespace {
 
 // Policy, priority, nice and affinity of one thread, read from outside.
-void dump_thread_sched(pid_t tid, img::ThreadAttrs* ta) {
+// mask: the thread's affinity before the dump pinned it ("": read it).
+void dump_thread_sched(pid_t tid, const std::string& mask, img::ThreadAttrs* ta) {
   ckpt_sched_attr sa{};
   if (syscall(SYS_sched_getattr, tid, &sa, sizeof sa, 0) != 0) throw_errno("sched_getattr");
   ta->set_sched_policy(sa.sched_policy);
@@ -40,15 +42,7 @@ void dump_thread_sched(pid_t tid, img::ThreadAttrs* ta) {
   if (nice == -1 && errno != 0) throw_errno("getpriority");
   ta->set_nice(nice);
 
-  for (size_t len = 128;; len *= 2) {
-    std::string mask(len, '\0');
-    long n = syscall(SYS_sched_getaffinity, tid, len, mask.data());
-    if (n < 0 && errno == EINVAL && len < (1u << 20)) continue;  // more CPUs than bits
-    if (n < 0) throw_errno("sched_getaffinity");
-    mask.resize(static_cast<size_t>(n));
-    ta->set_affinity(mask);
-    break;
-  }
+  ta->set_affinity(mask.empty() ? affinity::get(tid) : mask);
 }
 
 void restore_thread_sched(pid_t tid, const img::ThreadAttrs& ta) {
@@ -67,11 +61,9 @@ void restore_thread_sched(pid_t tid, const img::ThreadAttrs& ta) {
   if (setpriority(PRIO_PROCESS, static_cast<id_t>(tid), ta.nice()) != 0)
     throw_errno(strfmt("setpriority(%d)", ta.nice()));
   const std::string& mask = ta.affinity();
-  if (!mask.empty() && syscall(SYS_sched_setaffinity, tid, mask.size(), mask.data()) != 0) {
-    // The CPUs of the dump may not exist (or be allowed by the cpuset) here.
-    if (errno != EINVAL) throw_errno("sched_setaffinity");
+  // The CPUs of the dump may not exist (or be allowed by the cpuset) here.
+  if (!mask.empty() && !affinity::set(tid, mask))
     LOG_WARN("tid %d: CPU affinity not restored (no allowed CPU of the saved mask here)", tid);
-  }
 }
 
 }  // namespace
@@ -92,7 +84,7 @@ void dump_task_attrs(DumpTask& t, img::TaskCore* core) {
     auto* ta = a->add_threads();
     ta->set_tid(static_cast<uint32_t>(i < t.vtids.size() ? t.vtids[i] : tid));
     in_context(strfmt("thread %d", tid), [&] {
-      dump_thread_sched(tid, ta);
+      dump_thread_sched(tid, i < t.affinities.size() ? t.affinities[i] : std::string(), ta);
       std::unique_ptr<RemoteThread> local;
       if (i != 0) local = std::make_unique<RemoteThread>(t.threads[i], rt.syscall_ip());
       RemoteThread& trt = i == 0 ? rt : *local;

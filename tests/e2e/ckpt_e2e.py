@@ -235,7 +235,11 @@ def capture(root):
         for tid in task_tids(pid):
             comm = read_text(f"/proc/{pid}/task/{tid}/comm")
             if comm is not None:
-                threads[tid] = comm.strip()
+                # With its CPU affinity: the dump pins every thread to its
+                # own CPU while it drives them, and must put that back.
+                cpus = re.search(r"^Cpus_allowed_list:\s*(\S+)",
+                                 read_text(f"/proc/{pid}/task/{tid}/status", ""), re.M)
+                threads[tid] = comm.strip() + (f" cpus={cpus[1]}" if cpus else "")
         fds = {}
         try:
             fd_names = os.listdir(f"/proc/{pid}/fd")
