@@ -171,6 +171,11 @@ std::string receive_one(Channel& ch, const ReceiveRequest& req) {
   // restore does not take it over.
   std::optional<cgroup::Cgroup> cg_made;
   std::shared_ptr<MemSource> final;
+  // The tree's network namespace, built from the copy the source sends
+  // ahead of its last set (while it still dumps the tasks); the restore
+  // adopts it if netns.img is the same. Declared after the cgroup: it goes
+  // first (its host veth ends) if the restore does not take it.
+  std::optional<PreparedNetns> netns_ahead;
   uint32_t rounds = 0;
   while (!final) {
     Frame f;
@@ -206,6 +211,12 @@ std::string receive_one(Channel& ch, const ReceiveRequest& req) {
           LOG_DEBUG("container %s: cgroup not made ahead: %s", name.c_str(), e.what());
         }
       }
+    } else if (c.what() == "netns") {
+      img::NetNs ns;
+      if (!ns.ParseFromString(f.body))
+        throw Error("a network namespace from " + ch.peer() + " that does not parse");
+      if (!netns_ahead && PreparedNetns::accepts(ns, req.net))
+        netns_ahead.emplace(std::move(ns), req.net);
     } else if (c.what() == "round") {
       rounds++;
       LOG_DEBUG("pre-copy round %u: set %llu, %llu pages", rounds,
@@ -238,6 +249,7 @@ std::string receive_one(Channel& ch, const ReceiveRequest& req) {
   rr.tcp_established = true;
   rr.net = req.net;
   rr.lazy = &pager;
+  if (netns_ahead) rr.prepared_netns = &*netns_ahead;
   if (!name.empty()) {
     rr.cgroup_name = name;
     if (cg_made) rr.cgroup_made = &*cg_made;

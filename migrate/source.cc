@@ -347,6 +347,12 @@ MigrateResult migrate(const MigrateRequest& req) {
     freeze_rt = realtime_us();
     ch.send(control("stopping", set));
   };
+  // The network namespace goes ahead of the set as soon as it is read: the
+  // destination builds it while this side dumps the tasks.
+  r.on_netns = [&](const img::NetNs& ns) {
+    std::string body = ns.SerializeAsString();
+    ch.send(control("netns", set), body.data(), body.size());
+  };
   auto rt0 = Clock::now();
   uint64_t wire0 = ch.bytes_sent();
   uint64_t final_bytes = 0;  // the set, not the pages pushed after the resume

@@ -243,9 +243,10 @@ DumpResult dump_tree(const DumpRequest& req) {
   NetnsDump netns_dump;
   if (!req.opts.pages_only) {
     UniqueFd ns(open(strfmt("/proc/%d/ns/net", req.pid).c_str(), O_RDONLY | O_CLOEXEC));
-    if (ns && other_netns(ns.get())) netns_dump.prepare(std::move(ns));
+    if (ns && other_netns(ns.get())) netns_dump.prepare(std::move(ns), req.on_netns);
   }
   if (req.opts.tcp_established && !req.opts.pages_only) prepare_lock(req.pid, &net_lock);
+  netns_dump.wait_ready();
   if (req.before_stop) req.before_stop();
   if (cg) {
     log::StepTimer st("freeze cgroup");

@@ -13,6 +13,7 @@
 
 #include "container.pb.h"
 #include "image/image_io.h"
+#include "netns.pb.h"
 #include "objects/dump_context.h"
 #include "objects/progress.h"
 
@@ -64,6 +65,11 @@ struct DumpRequest {
   // Called just before the tree is stopped (what comes before, such as
   // preparing the network lock, runs while it still runs).
   std::function<void()> before_stop;
+  // Called with the tree's network namespace as soon as it is read (on the
+  // thread that read it, while the tasks are still being dumped), for a
+  // caller that can use it early (a migration's destination builds it
+  // meanwhile). The same namespace is saved in netns.img as always.
+  std::function<void(const img::NetNs&)> on_netns;
 };
 
 struct DumpResult {

@@ -103,11 +103,21 @@ void NetnsDump::stop_thread() {
   thread_.join();
 }
 
-void NetnsDump::prepare(UniqueFd netns) {
+void NetnsDump::prepare(UniqueFd netns, std::function<void(const img::NetNs&)> on_read) {
   ns_ = std::move(netns);
+  if (on_read) on_read_ = std::move(on_read);
   go_ = 0;
+  ready_ = done_ = false;
   error_ = nullptr;
   thread_ = std::thread([this] {
+    // Says so when it can read (or has failed), and when it is done.
+    auto signal = [this](bool* flag) {
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        *flag = true;
+      }
+      cv_.notify_all();
+    };
     try {
       // The veth peers are in our namespace: the socket for them is opened
       // before the thread leaves it. The thread ends inside the tree's.
@@ -115,17 +125,36 @@ void NetnsDump::prepare(UniqueFd netns) {
       if (setns(ns_.get(), CLONE_NEWNET) != 0)
         throw_errno("network namespace: setns into the tree's");
       NetnsReader reader;
+      signal(&ready_);
       {
         std::unique_lock<std::mutex> l(mu_);
         cv_.wait(l, [this] { return go_ != 0; });
         if (go_ < 0) return;
       }
-      log::StepTimer st("network namespace (beside the tasks)");
-      result_ = reader.read(host_sk.get());
+      {
+        log::StepTimer st("network namespace (beside the tasks)");
+        result_ = reader.read(host_sk.get());
+      }
+      signal(&done_);  // the reader's hundreds of fds close after
+      if (on_read_) {
+        try {
+          on_read_(result_);
+        } catch (const Error& e) {
+          LOG_WARN("network namespace: %s", e.what());
+        }
+      }
     } catch (...) {
       error_ = std::current_exception();
+      signal(&ready_);
+      signal(&done_);
     }
   });
+}
+
+void NetnsDump::wait_ready() {
+  if (!thread_.joinable()) return;
+  std::unique_lock<std::mutex> l(mu_);
+  cv_.wait(l, [this] { return ready_; });
 }
 
 void NetnsDump::start(UniqueFd netns) {
@@ -147,9 +176,12 @@ void NetnsDump::start(UniqueFd netns) {
 
 img::NetNs NetnsDump::take() {
   if (!started_ || !thread_.joinable()) throw Error("the network namespace was not read");
-  thread_.join();
+  {
+    std::unique_lock<std::mutex> l(mu_);
+    cv_.wait(l, [this] { return done_; });
+  }
   if (error_) std::rethrow_exception(error_);
-  return std::move(result_);
+  return result_;  // a copy: on_read_ may still be using it
 }
 
 void dump_namespaces(DumpContext& ctx, const img::Namespaces& ns, img::NamespaceImages extra,
@@ -195,7 +227,7 @@ TreeNamespaces load_namespaces(const image::ImageSource& src, const img::Namespa
 }
 
 void restore_namespaces(pid_t root, TreeNamespaces& ns, const image::ImageSource& src) {
-  if (ns.kinds.net())
+  if (ns.kinds.net() && !ns.net_ready)
     in_context("network namespace", [&] {
       log::StepTimer st("restore network namespace");
       restore_netns(ns_fd(root, "net").get(), ns.net, ns.net_opts);

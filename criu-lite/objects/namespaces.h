@@ -5,6 +5,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <functional>
 #include <cstdint>
 #include <exception>
 #include <mutex>
@@ -43,18 +44,25 @@ class NetnsDump {
   NetnsDump(const NetnsDump&) = delete;  // the thread holds this
   NetnsDump& operator=(const NetnsDump&) = delete;
   ~NetnsDump();                  // a prepared thread that never started ends; waits for it
-  void prepare(UniqueFd netns);  // /proc/ROOT/ns/net
-  void start(UniqueFd netns);    // the same, opened again after the stop
+  // on_read: given the namespace on the reading thread as soon as it is
+  // read (errors it throws are logged, not the dump's).
+  void prepare(UniqueFd netns, std::function<void(const img::NetNs&)> on_read = {});
+  // Until the thread is ready to read (or failed): called right before
+  // the tree stops, so that opening hundreds of files does not overlap it.
+  void wait_ready();
+  void start(UniqueFd netns);  // the same, opened again after the stop
   bool started() const { return started_; }
   img::NetNs take();  // waits; rethrows its error
 
  private:
   void stop_thread();
   UniqueFd ns_;
+  std::function<void(const img::NetNs&)> on_read_;
   std::thread thread_;
   std::mutex mu_;
   std::condition_variable cv_;
   int go_ = 0;  // 1: read; -1: end without reading
+  bool ready_ = false, done_ = false;
   bool started_ = false;
   img::NetNs result_;
   std::exception_ptr error_;
@@ -76,6 +84,9 @@ struct TreeNamespaces {
   // restore_namespaces made the host ends of veth pairs: a failed restore
   // removes them (undo_namespaces).
   bool net_made = false;
+  // The network namespace exists already, filled (PreparedNetns): the root
+  // joins it and restore_namespaces leaves it alone.
+  bool net_ready = false;
 };
 TreeNamespaces load_namespaces(const image::ImageSource& src, const img::Namespaces& kinds);
 // In ckpt, once the root exists in its new namespaces (root: ckpt's pid of

@@ -93,6 +93,33 @@ void restore_netns(int netns_fd, const img::NetNs& ns, const NetRestoreOptions& 
 // Never throws; problems are logged.
 void remove_restored_netns_links(const img::NetNs& ns, const NetRestoreOptions& opts);
 
+// A network namespace restored ahead of its tree, from an image that came
+// early: a migration's source sends the namespace as soon as it has read
+// it, while it still dumps the rest, and the destination builds it
+// meanwhile (on a thread of its own, into a new namespace). Built with
+// bridge_late, so nothing from outside reaches it until attach_netns().
+// Only for namespaces whose veths all go into bridges (accepts()).
+// restore_tree adopts it if the tree's netns.img is the same; otherwise,
+// or if the restore never comes, the destructor removes its host veth ends
+// and the namespace goes with its last fd.
+class PreparedNetns {
+ public:
+  static bool accepts(const img::NetNs& ns, const NetRestoreOptions& opts);
+  PreparedNetns(img::NetNs ns, NetRestoreOptions opts);  // starts building
+  ~PreparedNetns();
+  PreparedNetns(const PreparedNetns&) = delete;
+  PreparedNetns& operator=(const PreparedNetns&) = delete;
+  // Waits for the build. The namespace (an fd of its nsfs file, owned by
+  // this object) if it was built from this very ns and opts; then its host
+  // veth ends are the caller's to remove on failure. -1 otherwise (why is
+  // logged), the namespace removed already.
+  int adopt(const img::NetNs& ns, const NetRestoreOptions& opts);
+
+ private:
+  struct State;
+  std::unique_ptr<State> s_;
+};
+
 // netns.img (image kind NetNs, one NetNs record).
 constexpr const char* kNetNsImage = "netns.img";
 void save_netns_image(image::ImageSink& sink, const img::NetNs& ns);

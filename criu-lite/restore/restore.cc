@@ -276,8 +276,25 @@ RestoreResult restore_tree(const RestoreRequest& req) {
       if (armed) undo_namespaces(ns);
     }
   } undo_ns{namespaces};
+  // Built ahead (a migration's destination): the root joins it, unlocked
+  // and unreachable until its veths are bridged (bridge_late), and its host
+  // ends are ours to remove from here on.
+  int ready_netns = -1;
+  if (req.prepared_netns && plan.inv.namespaces().net())
+    ready_netns = req.prepared_netns->adopt(namespaces.net, namespaces.net_opts);
+  if (ready_netns >= 0) {
+    namespaces.net_ready = true;
+    namespaces.net_made = true;
+    namespaces.net_opts.bridge_late = true;
+    lock_netns = false;
+    LOG_DEBUG("network namespace: the one built ahead");
+  }
   StubOptions sopts;
   sopts.root_ns_flags = namespace_clone_flags(plan.inv.namespaces());
+  if (ready_netns >= 0) {
+    sopts.root_ns_flags &= ~static_cast<uint64_t>(CLONE_NEWNET);
+    sopts.netns_fd = ready_netns;
+  }
   sopts.on_root = [&](pid_t root) {
     if (!req.cgroup_name.empty()) {
       if (req.cgroup_made) {

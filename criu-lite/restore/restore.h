@@ -48,6 +48,9 @@ struct RestoreRequest {
   cgroup::Cgroup* cgroup_made = nullptr;
   // --net: where a recreated network namespace's veth peers go.
   NetRestoreOptions net;
+  // The tree's network namespace, built ahead from an early copy of its
+  // image (a migration's destination): adopted if it matches netns.img.
+  PreparedNetns* prepared_netns = nullptr;
   // Called once the tree runs (before waiting for the root without -d).
   std::function<void(const RestoreResult&)> on_running;
 };

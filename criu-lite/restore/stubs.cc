@@ -16,12 +16,14 @@
 #include <chrono>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <thread>
 
 #include "sys/cpu.h"
 #include "sys/error.h"
 #include "sys/fault.h"
 #include "sys/log.h"
+#include "sys/ns_enter.h"
 #include "sys/proc.h"
 #include "sys/uapi.h"
 
@@ -545,8 +547,13 @@ void StubTree::create(int timeout_ms) {
   holder_ = UniqueFd(static_cast<int>(syscall(SYS_pidfd_open, getpid(), 0)));
   if (!holder_) throw_errno("pidfd_open of ckpt itself");
   fflush(nullptr);
+  // The root is cloned from this thread in the namespace it must join: a
+  // thread's network namespace is its own, and a child starts in it.
+  std::optional<NsEnter> in_netns;
+  if (opts_.netns_fd >= 0) in_netns.emplace(opts_.netns_fd);
   pid_t r = clone_with_pid(root.pid(), SIGCHLD, opts_.root_ns_flags);
   if (r == 0) stub_main(0);
+  in_netns.reset();
   if (r < 0) throw_errno(strfmt("create root pid %d (clone3 set_tid)", root.pid()));
   root_ = r;
   if (opts_.root_ns_flags & CLONE_NEWPID) plan_.tasks[0].host = r;

@@ -43,6 +43,9 @@ struct StubOptions {
   // CLONE_NEW* flags for the root: the namespaces the tree gets of its own.
   // With CLONE_NEWPID the root is pid 1 of the new namespace.
   uint64_t root_ns_flags = 0;
+  // A network namespace the root joins (without CLONE_NEWNET in
+  // root_ns_flags): one made ahead (PreparedNetns). -1: none.
+  int netns_fd = -1;
   // Runs in ckpt once the root exists (host_pid: ckpt's pid of it), before
   // it forks the rest: configure its new namespaces, move it into its
   // cgroup. Throws to fail.

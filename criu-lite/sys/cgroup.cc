@@ -523,15 +523,19 @@ void Cgroup::freeze(milliseconds timeout) const {
     // cgroup.events changes (and poll reports POLLPRI) when "frozen" flips.
     UniqueFd ev = open_or_throw(d.path + "/cgroup.events", O_RDONLY);
     write_value(d.path + "/cgroup.freeze", "1");
-    while (!v2_frozen(d.path)) {
+    for (;;) {
+      // Reading the file arms the notification; it is read before the
+      // check, so that a flip between the check and poll() still wakes it
+      // (the other way round, that flip was only seen 100 ms later).
+      char buf[256];
+      ssize_t n = pread(ev.get(), buf, sizeof buf, 0);
+      if (n > 0 && events_field(std::string(buf, static_cast<size_t>(n)), "frozen") == "1") break;
       if (Clock::now() >= deadline) {
         thaw();
         throw Error(strfmt("freeze %s: not frozen after %lld ms", d.path.c_str(),
                            static_cast<long long>(timeout.count())),
                     ETIMEDOUT);
       }
-      char buf[256];
-      (void)!pread(ev.get(), buf, sizeof buf, 0);  // re-arms the notification
       pollfd p{ev.get(), POLLPRI, 0};
       retry_eintr([&] { return poll(&p, 1, std::max(left_ms(), 1)); });
     }

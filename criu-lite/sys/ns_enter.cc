@@ -45,6 +45,12 @@ NsEnter::NsEnter(pid_t pid, int kinds) {
   }
 }
 
+NsEnter::NsEnter(int netns_fd) {
+  UniqueFd own = open_or_throw("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (setns(netns_fd, CLONE_NEWNET) != 0) throw_errno("enter a network namespace");
+  saved_.push_back({CLONE_NEWNET, std::move(own)});
+}
+
 NsEnter::~NsEnter() {
   leave();
 }

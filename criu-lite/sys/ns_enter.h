@@ -19,6 +19,8 @@ class NsEnter {
  public:
   // kinds: CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS.
   NsEnter(pid_t pid, int kinds);
+  // The network namespace of an nsfs fd (this thread only).
+  explicit NsEnter(int netns_fd);
   ~NsEnter();
   NsEnter(const NsEnter&) = delete;
   NsEnter& operator=(const NsEnter&) = delete;
