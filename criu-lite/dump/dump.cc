@@ -268,16 +268,17 @@ DumpResult dump_tree(const DumpRequest& req) {
     cg->thaw();
   }
   auto frozen_at = Clock::now();
+  // The tree's threads are driven from this thread's CPU (prepare_tasks);
+  // the network namespace is read on another.
+  affinity::PinHere pin;
   if (!req.opts.pages_only) {
     UniqueFd ns = open_or_throw(strfmt("/proc/%d/ns/net", req.pid), O_RDONLY | O_CLOEXEC);
-    if (other_netns(ns.get())) netns_dump.start(std::move(ns));
+    if (other_netns(ns.get())) netns_dump.start(std::move(ns), pin.cpu());
   }
   ctx.stats.tasks = static_cast<uint32_t>(ctx.tasks.size());
   LOG_DEBUG("seized %zu processes", ctx.tasks.size());
   fault::point("dump-after-seize");
 
-  // The tree's threads are driven from this thread's CPU (prepare_tasks).
-  affinity::PinHere pin;
   // Registers, signal masks, remote syscall engines.
   {
     log::StepTimer st("prepare");

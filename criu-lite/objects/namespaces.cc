@@ -10,6 +10,7 @@
 #include "objects/ipc_ns.h"
 #include "objects/mnt_ns.h"
 #include "objects/uts_ns.h"
+#include "sys/affinity.h"
 #include "sys/error.h"
 #include "sys/fd.h"
 #include "sys/log.h"
@@ -131,6 +132,10 @@ void NetnsDump::prepare(UniqueFd netns, std::function<void(const img::NetNs&)> o
         cv_.wait(l, [this] { return go_ != 0; });
         if (go_ < 0) return;
       }
+      if (avoid_cpu_ >= 0) {
+        std::string rest = affinity::without(affinity::get(0), avoid_cpu_);
+        if (!rest.empty()) affinity::set(0, rest);
+      }
       {
         log::StepTimer st("network namespace (beside the tasks)");
         result_ = reader.read(host_sk.get());
@@ -157,7 +162,7 @@ void NetnsDump::wait_ready() {
   cv_.wait(l, [this] { return ready_; });
 }
 
-void NetnsDump::start(UniqueFd netns) {
+void NetnsDump::start(UniqueFd netns, int avoid_cpu) {
   struct stat a {
   }, b{};
   bool same = ns_ && fstat(ns_.get(), &a) == 0 && fstat(netns.get(), &b) == 0 &&
@@ -169,6 +174,7 @@ void NetnsDump::start(UniqueFd netns) {
   {
     std::lock_guard<std::mutex> l(mu_);
     go_ = 1;
+    avoid_cpu_ = avoid_cpu;
   }
   cv_.notify_all();
   started_ = true;

@@ -5,9 +5,9 @@
 #pragma once
 
 #include <condition_variable>
-#include <functional>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <mutex>
 #include <thread>
 
@@ -43,14 +43,16 @@ class NetnsDump {
   NetnsDump() = default;
   NetnsDump(const NetnsDump&) = delete;  // the thread holds this
   NetnsDump& operator=(const NetnsDump&) = delete;
-  ~NetnsDump();                  // a prepared thread that never started ends; waits for it
+  ~NetnsDump();  // a prepared thread that never started ends; waits for it
   // on_read: given the namespace on the reading thread as soon as it is
   // read (errors it throws are logged, not the dump's).
   void prepare(UniqueFd netns, std::function<void(const img::NetNs&)> on_read = {});
   // Until the thread is ready to read (or failed): called right before
   // the tree stops, so that opening hundreds of files does not overlap it.
   void wait_ready();
-  void start(UniqueFd netns);  // the same, opened again after the stop
+  // The same, opened again after the stop; avoid_cpu >= 0: the thread
+  // keeps off that CPU (the one the tree's tracer and tracees share).
+  void start(UniqueFd netns, int avoid_cpu = -1);
   bool started() const { return started_; }
   img::NetNs take();  // waits; rethrows its error
 
@@ -62,6 +64,7 @@ class NetnsDump {
   std::mutex mu_;
   std::condition_variable cv_;
   int go_ = 0;  // 1: read; -1: end without reading
+  int avoid_cpu_ = -1;
   bool ready_ = false, done_ = false;
   bool started_ = false;
   img::NetNs result_;

@@ -208,6 +208,11 @@ void NetLock::unlock() {
   LOG_DEBUG("network lock %s removed", table_.c_str());
 }
 
+bool is_lock_table(int family, const std::string& name) {
+  constexpr int kInet = 1;  // NFPROTO_INET (linux/netfilter.h clashes with netinet/in.h)
+  return family == kInet && name.rfind("ckpt_lock_", 0) == 0;
+}
+
 std::string without_lock_tables(const std::string& ruleset) {
   // nft prints a table as "table FAMILY NAME {" ... "}", both at column 0.
   std::string out;

@@ -106,6 +106,8 @@ std::string describe(const img::LockedConn& c);
 // An `nft list ruleset` text without the lock tables (ckpt_lock_*): the
 // dump of a locked namespace's firewall must not save the lock with it.
 std::string without_lock_tables(const std::string& ruleset);
+// Whether an nftables table is one of ckpt's locks (what that leaves out).
+bool is_lock_table(int family, const std::string& name);
 
 // netlock.img, if the dump saved one.
 bool load_net_lock(const image::ImageSource& src, img::NetLock* out);

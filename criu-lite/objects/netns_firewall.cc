@@ -5,6 +5,7 @@
 // The ruleset is kept in nft's own text syntax (what `nft list ruleset`
 // prints and `nft -f` reads back), the format nft guarantees to load again;
 // check_firewall_in_ns proves that at dump time with a dry run.
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -66,8 +67,13 @@ void restore_legacy(const LegacyFamily& f, const std::string& rules) {
 }  // namespace
 
 void dump_firewall_in_ns(NftCtx& nft, img::NetNs* ns) {
-  // A dump with --tcp-established has locked the namespace by now.
-  ns->set_nftables(without_lock_tables(nft.run("list ruleset")));
+  // A dump with --tcp-established has locked the namespace by now. A
+  // namespace with no table but that lock has nothing to save: asking which
+  // tables there are costs far less than listing the ruleset.
+  std::vector<NftTable> tables = list_nft_tables();
+  bool only_locks = std::all_of(tables.begin(), tables.end(),
+                                [](const NftTable& t) { return is_lock_table(t.family, t.name); });
+  ns->set_nftables(only_locks ? std::string() : without_lock_tables(nft.run("list ruleset")));
   ns->set_iptables_legacy(in_context("iptables", [] { return dump_legacy(kLegacy[0]); }));
   ns->set_ip6tables_legacy(in_context("ip6tables", [] { return dump_legacy(kLegacy[1]); }));
 }

@@ -33,6 +33,14 @@ std::string only(int cpu) {
   return mask;
 }
 
+std::string without(std::string mask, int cpu) {
+  auto byte = static_cast<size_t>(cpu / 8);
+  if (byte < mask.size()) mask[byte] = static_cast<char>(mask[byte] & ~(1u << (cpu % 8)));
+  for (char c : mask)
+    if (c) return mask;
+  return {};
+}
+
 PinHere::PinHere() {
   int cpu = sched_getcpu();
   if (cpu < 0) return;

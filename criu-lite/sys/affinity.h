@@ -15,6 +15,8 @@ std::string get(pid_t tid);
 bool set(pid_t tid, const std::string& mask);
 // A mask of CPU cpu alone.
 std::string only(int cpu);
+// mask without CPU cpu; "" if that leaves none.
+std::string without(std::string mask, int cpu);
 
 // Keeps the calling thread on the CPU it runs on while it lives, and puts
 // its mask back after. cpu() is -1 if that was not possible.

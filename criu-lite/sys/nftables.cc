@@ -1,8 +1,18 @@
 #include "sys/nftables.h"
 
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netlink.h>
 #include <nftables/libnftables.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include "sys/error.h"
+#include "sys/fd.h"
 
 namespace ckpt {
 
@@ -31,6 +41,58 @@ std::string NftCtx::run(const std::string& commands) {
     throw Error("nft: " + (err.empty() ? std::string("failed") : err));
   }
   return out;
+}
+
+std::vector<NftTable> list_nft_tables() {
+  UniqueFd sk(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER));
+  if (!sk) throw_errno("nfnetlink socket");
+  struct {
+    nlmsghdr h;
+    nfgenmsg g;
+  } req{};
+  req.h.nlmsg_len = sizeof req;
+  req.h.nlmsg_type = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE;
+  req.h.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+  req.h.nlmsg_seq = 1;
+  req.g.nfgen_family = AF_UNSPEC;
+  req.g.version = NFNETLINK_V0;
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  if (sendto(sk.get(), &req, sizeof req, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) <
+      0)
+    throw_errno("nfnetlink: ask for the nftables tables");
+  std::vector<NftTable> out;
+  alignas(nlmsghdr) char buf[16384];
+  for (;;) {
+    ssize_t n = recv(sk.get(), buf, sizeof buf, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno("nfnetlink: read the nftables tables");
+    auto len = static_cast<unsigned>(n);
+    for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+      if (h->nlmsg_type == NLMSG_DONE) return out;
+      if (h->nlmsg_type == NLMSG_ERROR) {
+        const auto* e = static_cast<const nlmsgerr*>(NLMSG_DATA(h));
+        throw_errno(-e->error, "nfnetlink: list the nftables tables");
+      }
+      if (h->nlmsg_len < NLMSG_LENGTH(sizeof(nfgenmsg))) continue;
+      const auto* g = static_cast<const nfgenmsg*>(NLMSG_DATA(h));
+      NftTable t;
+      t.family = g->nfgen_family;
+      // Attributes follow the nfgenmsg.
+      size_t off = NLMSG_LENGTH(sizeof(nfgenmsg));
+      off = NLMSG_ALIGN(off);
+      while (off + sizeof(nlattr) <= h->nlmsg_len) {
+        const auto* a = reinterpret_cast<const nlattr*>(reinterpret_cast<const char*>(h) + off);
+        if (a->nla_len < sizeof(nlattr) || off + a->nla_len > h->nlmsg_len) break;
+        if ((a->nla_type & NLA_TYPE_MASK) == NFTA_TABLE_NAME) {
+          const char* v = reinterpret_cast<const char*>(a) + NLA_HDRLEN;
+          t.name.assign(v, strnlen(v, a->nla_len - NLA_HDRLEN));
+        }
+        off += NLA_ALIGN(a->nla_len);
+      }
+      out.push_back(std::move(t));
+    }
+  }
 }
 
 }  // namespace ckpt
