@@ -215,8 +215,20 @@ std::string receive_one(Channel& ch, const ReceiveRequest& req) {
       img::NetNs ns;
       if (!ns.ParseFromString(f.body))
         throw Error("a network namespace from " + ch.peer() + " that does not parse");
+      // Built on a thread of its own; the source waits for the word
+      // before it stops the tree.
+      uint32_t set = static_cast<uint32_t>(c.a());
+      auto ready = [&ch, set](bool built) {
+        try {
+          ch.send(control("netns-ready", set, built));
+        } catch (const Error&) {
+          // The connection is gone: the receive loop finds out.
+        }
+      };
       if (!netns_ahead && PreparedNetns::accepts(ns, req.net))
-        netns_ahead.emplace(std::move(ns), req.net);
+        netns_ahead.emplace(std::move(ns), req.net, ready);
+      else
+        ready(false);
     } else if (c.what() == "round") {
       rounds++;
       LOG_DEBUG("pre-copy round %u: set %llu, %llu pages", rounds,

@@ -218,15 +218,23 @@ RoundStats round_stats(const DumpResult& d, uint32_t round, uint64_t wire_bytes,
 
 // Waits until the destination has the whole set: what the next round
 // measures and what the stopped tree waits for is then only its own data.
-void wait_ack(Channel& ch, uint32_t set) {
+// Waits up to timeout_ms for the control message `what` about set; a
+// failure of the destination throws. Between rounds nothing else is due.
+bool wait_control(Channel& ch, const char* what, uint32_t set, int timeout_ms) {
+  auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
     Frame f;
-    if (!ch.recv(f, 60000))
-      throw Error(strfmt("%s did not take set %u within 60 s", ch.peer().c_str(), set));
+    if (left.count() <= 0 || !ch.recv(f, static_cast<int>(left.count()))) return false;
     if (f.msg.has_fail()) throw Error("the destination failed: " + f.msg.fail().error());
-    if (f.msg.has_control() && f.msg.control().what() == "ack" && f.msg.control().a() == set)
-      return;
+    if (f.msg.has_control() && f.msg.control().what() == what && f.msg.control().a() == set)
+      return true;
   }
+}
+
+void wait_ack(Channel& ch, uint32_t set) {
+  if (!wait_control(ch, "ack", set, 60000))
+    throw Error(strfmt("%s did not take set %u within 60 s", ch.peer().c_str(), set));
 }
 
 }  // namespace
@@ -343,15 +351,22 @@ MigrateResult migrate(const MigrateRequest& req) {
   build_on_previous(r);
   uint64_t freeze_rt = realtime_us();
   // The destination makes what it can while this side dumps (its cgroup).
+  bool netns_sent = false;
   r.before_stop = [&] {
+    // The destination builds the namespace before the tree stops rather
+    // than beside its dump, on the same two CPUs (a few ms, while it runs).
+    if (netns_sent && !wait_control(ch, "netns-ready", set, 250))
+      LOG_DEBUG("the destination did not build the network namespace within 250 ms");
     freeze_rt = realtime_us();
     ch.send(control("stopping", set));
   };
-  // The network namespace goes ahead of the set as soon as it is read: the
-  // destination builds it while this side dumps the tasks.
+  // The network namespace goes ahead of the set, read right before the
+  // stop: the destination builds it while this side dumps (and uses it if
+  // the set's netns.img, read once the tree is stopped, is the same).
   r.on_netns = [&](const img::NetNs& ns) {
     std::string body = ns.SerializeAsString();
     ch.send(control("netns", set), body.data(), body.size());
+    netns_sent = true;
   };
   auto rt0 = Clock::now();
   uint64_t wire0 = ch.bytes_sent();

@@ -23,7 +23,9 @@
 namespace ckpt::migrate {
 
 // Bumped when the stream changes incompatibly; both sides must agree.
-inline constexpr uint32_t kProtocolVersion = 1;
+inline constexpr uint32_t kProtocolVersion = 2;
+// Clock pings at the end of the handshake (see handshake()).
+inline constexpr int kClockPings = 5;
 inline constexpr size_t kMaxBody = 16u << 20;
 inline constexpr size_t kMaxHeader = 64u << 10;
 
@@ -101,7 +103,8 @@ std::string read_psk_file(const std::string& path);
 
 struct PeerInfo {
   mig::Hello hello;
-  // Peer CLOCK_REALTIME minus ours, estimated from the hello round trip.
+  // Peer CLOCK_REALTIME minus ours, from the fastest clock ping (source)
+  // or the hello round trip (destination).
   int64_t clock_offset_us = 0;
 };
 
@@ -114,7 +117,10 @@ struct PeerInfo {
 // both ends claiming the same role. 10 s per step. mine.challenge and
 // hostname are filled in if empty; version, auth and realtime_us always.
 // Both sides always send an Auth (mac empty without keys): its timestamps
-// make the round trip for clock_offset_us.
+// make a first round trip for clock_offset_us. Then the side whose role is
+// "source" sends kClockPings Control{"clock", a: its time}, each answered
+// at once with Control{"clock", a, b: time received, c: time sent}; the
+// answer with the shortest round trip gives clock_offset_us.
 PeerInfo handshake(Channel& ch, const mig::Hello& mine, const std::string& key);
 
 // The wire encoding of one frame (for tests and the fuzzer).

@@ -65,10 +65,10 @@ struct DumpRequest {
   // Called just before the tree is stopped (what comes before, such as
   // preparing the network lock, runs while it still runs).
   std::function<void()> before_stop;
-  // Called with the tree's network namespace as soon as it is read (on the
-  // thread that read it, while the tasks are still being dumped), for a
-  // caller that can use it early (a migration's destination builds it
-  // meanwhile). The same namespace is saved in netns.img as always.
+  // Called with the tree's network namespace as read right before the
+  // tree stops (on another thread, before before_stop), for a caller that
+  // can use it early: a migration's destination builds it meanwhile. It may
+  // still change until the stop: netns.img holds it as read after.
   std::function<void(const img::NetNs&)> on_netns;
 };
 

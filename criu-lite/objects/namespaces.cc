@@ -104,9 +104,9 @@ void NetnsDump::stop_thread() {
   thread_.join();
 }
 
-void NetnsDump::prepare(UniqueFd netns, std::function<void(const img::NetNs&)> on_read) {
+void NetnsDump::prepare(UniqueFd netns, std::function<void(const img::NetNs&)> on_preview) {
   ns_ = std::move(netns);
-  if (on_read) on_read_ = std::move(on_read);
+  on_preview_ = std::move(on_preview);
   go_ = 0;
   ready_ = done_ = false;
   error_ = nullptr;
@@ -126,6 +126,15 @@ void NetnsDump::prepare(UniqueFd netns, std::function<void(const img::NetNs&)> o
       if (setns(ns_.get(), CLONE_NEWNET) != 0)
         throw_errno("network namespace: setns into the tree's");
       NetnsReader reader;
+      // A first read while the tree still runs, for a caller that can
+      // start on it (a migration's destination builds it meanwhile).
+      if (on_preview_) {
+        try {
+          on_preview_(reader.read(host_sk.get()));
+        } catch (const Error& e) {
+          LOG_WARN("network namespace, read ahead: %s", e.what());
+        }
+      }
       signal(&ready_);
       {
         std::unique_lock<std::mutex> l(mu_);
@@ -141,13 +150,6 @@ void NetnsDump::prepare(UniqueFd netns, std::function<void(const img::NetNs&)> o
         result_ = reader.read(host_sk.get());
       }
       signal(&done_);  // the reader's hundreds of fds close after
-      if (on_read_) {
-        try {
-          on_read_(result_);
-        } catch (const Error& e) {
-          LOG_WARN("network namespace: %s", e.what());
-        }
-      }
     } catch (...) {
       error_ = std::current_exception();
       signal(&ready_);
@@ -187,7 +189,7 @@ img::NetNs NetnsDump::take() {
     cv_.wait(l, [this] { return done_; });
   }
   if (error_) std::rethrow_exception(error_);
-  return result_;  // a copy: on_read_ may still be using it
+  return std::move(result_);
 }
 
 void dump_namespaces(DumpContext& ctx, const img::Namespaces& ns, img::NamespaceImages extra,

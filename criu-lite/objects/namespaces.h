@@ -44,9 +44,10 @@ class NetnsDump {
   NetnsDump(const NetnsDump&) = delete;  // the thread holds this
   NetnsDump& operator=(const NetnsDump&) = delete;
   ~NetnsDump();  // a prepared thread that never started ends; waits for it
-  // on_read: given the namespace on the reading thread as soon as it is
-  // read (errors it throws are logged, not the dump's).
-  void prepare(UniqueFd netns, std::function<void(const img::NetNs&)> on_read = {});
+  // on_preview: given the namespace as read while the tree still runs,
+  // before wait_ready() returns (errors it throws are logged, not the
+  // dump's); what it may change until the stop is read again after it.
+  void prepare(UniqueFd netns, std::function<void(const img::NetNs&)> on_preview = {});
   // Until the thread is ready to read (or failed): called right before
   // the tree stops, so that opening hundreds of files does not overlap it.
   void wait_ready();
@@ -59,7 +60,7 @@ class NetnsDump {
  private:
   void stop_thread();
   UniqueFd ns_;
-  std::function<void(const img::NetNs&)> on_read_;
+  std::function<void(const img::NetNs&)> on_preview_;
   std::thread thread_;
   std::mutex mu_;
   std::condition_variable cv_;

@@ -15,6 +15,7 @@
 // the calling thread never changes namespace.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -105,7 +106,10 @@ void remove_restored_netns_links(const img::NetNs& ns, const NetRestoreOptions& 
 class PreparedNetns {
  public:
   static bool accepts(const img::NetNs& ns, const NetRestoreOptions& opts);
-  PreparedNetns(img::NetNs ns, NetRestoreOptions opts);  // starts building
+  // Starts building; on_built (optional) is told, on the building thread,
+  // whether it succeeded.
+  PreparedNetns(img::NetNs ns, NetRestoreOptions opts,
+                std::function<void(bool built)> on_built = {});
   ~PreparedNetns();
   PreparedNetns(const PreparedNetns&) = delete;
   PreparedNetns& operator=(const PreparedNetns&) = delete;

@@ -25,13 +25,14 @@ bool PreparedNetns::accepts(const img::NetNs& ns, const NetRestoreOptions& opts)
   return all_veths_bridged(ns, opts);
 }
 
-PreparedNetns::PreparedNetns(img::NetNs ns, NetRestoreOptions opts)
+PreparedNetns::PreparedNetns(img::NetNs ns, NetRestoreOptions opts,
+                             std::function<void(bool built)> on_built)
     : s_(std::make_unique<State>()) {
   s_->ns = std::move(ns);
   s_->opts = std::move(opts);
   s_->opts.bridge_late = true;
   State* s = s_.get();
-  s->thread = std::thread([s] {
+  s->thread = std::thread([s, on_built = std::move(on_built)] {
     try {
       log::StepTimer st("network namespace, ahead of the tree");
       s->fd = new_netns();
@@ -40,6 +41,7 @@ PreparedNetns::PreparedNetns(img::NetNs ns, NetRestoreOptions opts)
     } catch (...) {
       s->error = std::current_exception();
     }
+    if (on_built) on_built(s->built);
   });
 }
 
