@@ -17,6 +17,7 @@
 #include "cli/commands.h"
 #include "cli/options.h"
 #include "objects/tcp_accept_queue.h"
+#include "objects/vma_flags.h"
 #include "sys/cpu.h"
 #include "sys/fd.h"
 #include "sys/nft.h"
@@ -159,6 +160,8 @@ int cmd_check(const Args& args) {
          std::string v;
          return !try_read_file("/proc/sys/vm/memfd_noexec", &v) || v.rfind("2", 0) != 0;
        }},
+      {"VMA flags by BPF iterator", "dump (smaps instead: walks every page, ~10 ms per GiB)", false,
+       [] { return vma_flags::prepare(); }},
       {"TCP_REPAIR", "dump/restore --tcp-established", false, tcp_repair::available},
       {"TCP accept queue refill (BPF)", "connections queued on a listener", false,
        [] { return acceptq::available(); }},
