@@ -204,6 +204,9 @@ std::string receive_one(Channel& ch, const ReceiveRequest& req) {
       container::prepare_restore(name);
       LOG_DEBUG("container %s: leftovers removed", name.c_str());
     } else if (c.what() == "stopping") {
+      // Logged before anything is made: a receive killed from here on may
+      // leave the cgroup (the next receive of the container removes it).
+      LOG_DEBUG("stopping: the source stops the tree now");
       if (!name.empty() && !cg_made) {
         try {
           cg_made = cgroup::Cgroup::create(name);
