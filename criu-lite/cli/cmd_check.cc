@@ -20,7 +20,7 @@
 #include "objects/vma_flags.h"
 #include "sys/cpu.h"
 #include "sys/fd.h"
-#include "sys/nft.h"
+#include "sys/nftables.h"
 #include "sys/tcp_repair.h"
 #include "sys/uapi.h"
 
@@ -168,7 +168,7 @@ int cmd_check(const Args& args) {
       {"nftables", "network lock (--tcp-established)", false,
        [] {
          try {
-           return Nft().try_run("list tables\n", nullptr);
+           return NftCtx().try_run("list tables\n", nullptr);
          } catch (...) {
            return false;
          }

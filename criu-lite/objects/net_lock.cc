@@ -12,7 +12,6 @@
 #include "sys/error.h"
 #include "sys/log.h"
 #include "sys/netns_exec.h"
-#include "sys/nft.h"
 
 namespace ckpt {
 
@@ -107,7 +106,7 @@ void NetLock::prepare(int netns_fd, const std::string& table) {
 
 void NetLock::run_nft(const std::string& cmds, const std::string& what) {
   in_netns(netns_fd_, [&] {
-    if (!nft_) nft_ = std::make_unique<Nft>();
+    if (!nft_) nft_ = std::make_unique<NftCtx>();
     nft_->run(cmds, what);
   });
 }

@@ -33,7 +33,7 @@
 #include "image/image_io.h"
 #include "sockets.pb.h"
 #include "sys/fd.h"
-#include "sys/nft.h"
+#include "sys/nftables.h"
 
 namespace ckpt {
 
@@ -91,7 +91,7 @@ class NetLock {
   std::vector<img::LockedConn> conns_;
   int netns_fd_ = -1;   // -1: ours; else netns_own_ or the caller's
   UniqueFd netns_own_;  // prepare()'s duplicate
-  std::unique_ptr<Nft> nft_;
+  std::unique_ptr<NftCtx> nft_;
   bool table_made_ = false;  // the table exists: the destructor removes it
   bool locked_ = false;      // its rules drop packets
   bool whole_ns_ = false;    // lock_netns: the whole namespace

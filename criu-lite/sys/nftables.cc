@@ -32,15 +32,21 @@ void NftCtx::set_dry_run(bool dry) {
   nft_ctx_set_dry_run(ctx_, dry);
 }
 
-std::string NftCtx::run(const std::string& commands) {
-  int rc = nft_run_cmd_from_buffer(ctx_, commands.c_str());
-  std::string out = nft_ctx_get_output_buffer(ctx_);
-  if (rc != 0) {
-    std::string err = nft_ctx_get_error_buffer(ctx_);
-    while (!err.empty() && (err.back() == '\n' || err.back() == ' ')) err.pop_back();
-    throw Error("nft: " + (err.empty() ? std::string("failed") : err));
-  }
-  return out;
+bool NftCtx::try_run(const std::string& commands, std::string* err) {
+  if (nft_run_cmd_from_buffer(ctx_, commands.c_str()) == 0) return true;
+  std::string msg = nft_ctx_get_error_buffer(ctx_);
+  // nft repeats the offending command under the message: keep the first line.
+  if (auto nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
+  if (msg.rfind("Error: ", 0) == 0) msg.erase(0, 7);
+  if (err) *err = msg.empty() ? "failed" : msg;
+  return false;
+}
+
+std::string NftCtx::run(const std::string& commands, const std::string& what) {
+  std::string err;
+  if (!try_run(commands, &err))
+    throw Error("nftables: " + (what.empty() ? std::string() : what + ": ") + err);
+  return nft_ctx_get_output_buffer(ctx_);
 }
 
 std::vector<NftTable> list_nft_tables() {

@@ -1,5 +1,6 @@
 // An owner for a libnftables context whose output and errors are buffered,
-// so that a command's result and its error text come back as strings. The
+// so that a command's result and its error text come back as strings. A
+// batch of commands is one transaction (all of it applies, or none). The
 // context talks to the network namespace of the thread that created it.
 #pragma once
 
@@ -21,8 +22,10 @@ class NftCtx {
   // aborted; nothing changes.
   void set_dry_run(bool dry);
   // Runs commands in nft's syntax (as `nft -f`); returns what they print.
-  // Throws Error with nft's error text.
-  std::string run(const std::string& commands);
+  // Throws Error("nftables: WHAT: " and the first line of nft's message).
+  std::string run(const std::string& commands, const std::string& what = "");
+  // The same, but false and that message instead of a throw.
+  bool try_run(const std::string& commands, std::string* err);
 
  private:
   nft_ctx* ctx_;

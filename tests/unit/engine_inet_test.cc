@@ -23,7 +23,7 @@
 #include "objects/net_lock.h"
 #include "sys/error.h"
 #include "sys/fd.h"
-#include "sys/nft.h"
+#include "sys/nftables.h"
 #include "sys/sock_diag.h"
 #include "sys/tcp_repair.h"
 
@@ -233,20 +233,20 @@ TEST(NetLockRules, UdpOnEveryAddressIsThePortAlone) {
 
 TEST(NetLockLive, LocksAndUnlocks) {
   std::string err;
-  if (getuid() != 0 || !Nft().try_run("list tables\n", &err)) GTEST_SKIP() << "no nftables";
+  if (getuid() != 0 || !NftCtx().try_run("list tables\n", &err)) GTEST_SKIP() << "no nftables";
   std::string table = "ckpt_lock_tcp_unittest_" + std::to_string(getpid());
   {
     NetLock lock;
     lock.add(table, conn(AF_INET, IPPROTO_TCP, "127.0.0.1", 1, "127.0.0.1", 2));
     lock.add(table, conn(AF_INET6, IPPROTO_UDP, "::1", 3, nullptr, 0));
-    EXPECT_TRUE(Nft().try_run("list table inet " + table + "\n", nullptr));
+    EXPECT_TRUE(NftCtx().try_run("list table inet " + table + "\n", nullptr));
     EXPECT_EQ(lock.image().conns_size(), 2);
     // A second install of the same image replaces it in one transaction.
     NetLock again;
     again.relock(lock.image());
     again.keep();
   }  // destroyed without keep(): removed
-  EXPECT_FALSE(Nft().try_run("list table inet " + table + "\n", nullptr));
+  EXPECT_FALSE(NftCtx().try_run("list table inet " + table + "\n", nullptr));
 }
 
 // A named network namespace for a test (ip netns), deleted with it.
@@ -266,7 +266,7 @@ struct TestNetns {
 // nothing changed in ours.
 TEST(NetLockLive, WholeNetworkNamespace) {
   std::string err;
-  if (getuid() != 0 || !Nft().try_run("list tables\n", &err)) GTEST_SKIP() << "no nftables";
+  if (getuid() != 0 || !NftCtx().try_run("list tables\n", &err)) GTEST_SKIP() << "no nftables";
   TestNetns tns("tcp-unit");
   if (!tns.made) GTEST_SKIP() << "no ip netns";
   const std::string& ns = tns.name;
@@ -277,7 +277,7 @@ TEST(NetLockLive, WholeNetworkNamespace) {
     NetLock lock;
     lock.lock_netns(nsfd.get(), table);
     EXPECT_EQ(system(list.c_str()), 0);
-    EXPECT_FALSE(Nft().try_run("list table inet " + table + "\n", nullptr));  // not ours
+    EXPECT_FALSE(NftCtx().try_run("list table inet " + table + "\n", nullptr));  // not ours
     lock.unlock();
     EXPECT_NE(system(list.c_str()), 0);
   }
@@ -289,7 +289,7 @@ TEST(NetLockLive, WholeNetworkNamespace) {
 // prepared table.
 TEST(NetLockLive, PreparedThenLockedLiftedAndRemoved) {
   std::string err;
-  if (getuid() != 0 || !Nft().try_run("list tables\n", &err)) GTEST_SKIP() << "no nftables";
+  if (getuid() != 0 || !NftCtx().try_run("list tables\n", &err)) GTEST_SKIP() << "no nftables";
   TestNetns tns("tcp-unit-prep");
   if (!tns.made) GTEST_SKIP() << "no ip netns";
   const std::string& ns = tns.name;
@@ -324,7 +324,7 @@ TEST(NetLockLive, PreparedThenLockedLiftedAndRemoved) {
     NetLock lock;
     lock.prepare(-1, table);  // ours
     lock.lock_netns(theirs.get(), table);
-    EXPECT_FALSE(Nft().try_run("list table inet " + table + "\n", nullptr));  // moved
+    EXPECT_FALSE(NftCtx().try_run("list table inet " + table + "\n", nullptr));  // moved
     EXPECT_TRUE(drops());
   }  // destroyed: removed
   EXPECT_NE(system(exists.c_str()), 0);
@@ -332,9 +332,9 @@ TEST(NetLockLive, PreparedThenLockedLiftedAndRemoved) {
     // A dump that killed a tree with no connection keeps no empty table.
     NetLock lock;
     lock.prepare(-1, table);
-    EXPECT_TRUE(Nft().try_run("list table inet " + table + "\n", nullptr));
+    EXPECT_TRUE(NftCtx().try_run("list table inet " + table + "\n", nullptr));
     lock.keep();
-    EXPECT_FALSE(Nft().try_run("list table inet " + table + "\n", nullptr));
+    EXPECT_FALSE(NftCtx().try_run("list table inet " + table + "\n", nullptr));
   }
 }
 
