@@ -269,11 +269,15 @@ DumpResult dump_tree(const DumpRequest& req) {
   }
   auto frozen_at = Clock::now();
   // The tree's threads are driven from this thread's CPU (prepare_tasks);
-  // the network namespace is read on another.
-  affinity::PinHere pin;
+  // the network namespace is read on another. The pin ends before pages
+  // are copied: threads made from here (the page writer, a post-copy
+  // pusher) would inherit it and share the one CPU.
+  std::optional<affinity::PinHere> pin;
+  pin.emplace();
+  int tracer_cpu = pin->cpu();
   if (!req.opts.pages_only) {
     UniqueFd ns = open_or_throw(strfmt("/proc/%d/ns/net", req.pid), O_RDONLY | O_CLOEXEC);
-    if (other_netns(ns.get())) netns_dump.start(std::move(ns), pin.cpu());
+    if (other_netns(ns.get())) netns_dump.start(std::move(ns), tracer_cpu);
   }
   ctx.stats.tasks = static_cast<uint32_t>(ctx.tasks.size());
   LOG_DEBUG("seized %zu processes", ctx.tasks.size());
@@ -282,7 +286,7 @@ DumpResult dump_tree(const DumpRequest& req) {
   // Registers, signal masks, remote syscall engines.
   {
     log::StepTimer st("prepare");
-    prepare_tasks(ctx, pin.cpu());
+    prepare_tasks(ctx, tracer_cpu);
     map_namespace_pids(ctx);
   }
   img::Namespaces namespaces = detect_namespaces(ctx);
@@ -325,6 +329,7 @@ DumpResult dump_tree(const DumpRequest& req) {
       arm_dirty(ctx, *req.trackers);
     }
     frozen.thaw();
+    pin.reset();
     res.frozen_us = us_since(frozen_at);
     if (req.progress) {
       ctx.progress = req.progress;
@@ -403,6 +408,7 @@ DumpResult dump_tree(const DumpRequest& req) {
   }
 
   // Memory: layout and pages, the bulk of the time.
+  pin.reset();
   if (req.progress) {
     ctx.progress = req.progress;
     req.progress->start("dump", ctx.pages_estimate);
