@@ -15,6 +15,7 @@
 #include "migrate/net_images.h"
 #include "migrate/transport.h"
 #include "objects/lazy_pages.h"
+#include "restore/early_root.h"
 #include "restore/restore.h"
 #include "sys/cancel.h"
 #include "sys/cgroup.h"
@@ -155,6 +156,40 @@ class PageReceiver {
   std::string error_;
 };
 
+// From the source's preview, while the tree still runs there: the
+// container's cgroup, the tree's network namespace and its root, each if it
+// can be made (the restore makes the rest, and anything the images say
+// otherwise). On this thread: the root is forked while ckpt has no other.
+void make_ahead(const img::TreePreview& p, const std::string& name, const NetRestoreOptions& net,
+                std::optional<cgroup::Cgroup>& cg, std::optional<PreparedNetns>& netns,
+                std::optional<EarlyRoot>& root) {
+  if (!name.empty() && !cg) {
+    try {
+      cg = cgroup::Cgroup::create(name);
+    } catch (const Error& e) {
+      LOG_DEBUG("container %s: cgroup not made ahead: %s", name.c_str(), e.what());
+    }
+  }
+  int netns_fd = -1;
+  if (p.has_net() && !netns && PreparedNetns::accepts(p.net(), net)) {
+    netns.emplace(p.net(), net);
+    netns_fd = netns->wait_built();
+  }
+  if (root) return;
+  std::string why = EarlyRoot::refuses(p);
+  if (why.empty() && p.namespaces().net() && netns_fd < 0) why = "no network namespace made ahead";
+  if (!why.empty()) {
+    LOG_DEBUG("root not made ahead: %s", why.c_str());
+    return;
+  }
+  try {
+    log::StepTimer st("root, ahead of the tree");
+    root.emplace(p, netns_fd, cg ? &*cg : nullptr);
+  } catch (const Error& e) {
+    LOG_DEBUG("root not made ahead: %s", e.what());
+  }
+}
+
 // One migration, from the handshake to the tree running with all its
 // memory. Throws on failure (the restore removed what it made).
 std::string receive_one(Channel& ch, const ReceiveRequest& req) {
@@ -176,6 +211,9 @@ std::string receive_one(Channel& ch, const ReceiveRequest& req) {
   // adopts it if netns.img is the same. Declared after the cgroup: it goes
   // first (its host veth ends) if the restore does not take it.
   std::optional<PreparedNetns> netns_ahead;
+  // The tree's root, made ahead in that namespace and the cgroup: after
+  // both, so that it goes first.
+  std::optional<EarlyRoot> early_root;
   uint32_t rounds = 0;
   while (!final) {
     Frame f;
@@ -204,9 +242,8 @@ std::string receive_one(Channel& ch, const ReceiveRequest& req) {
       container::prepare_restore(name);
       LOG_DEBUG("container %s: leftovers removed", name.c_str());
     } else if (c.what() == "stopping") {
-      // Logged before anything is made: a receive killed from here on may
-      // leave the cgroup (the next receive of the container removes it).
       LOG_DEBUG("stopping: the source stops the tree now");
+      // (Made ahead already if a preview came.)
       if (!name.empty() && !cg_made) {
         try {
           cg_made = cgroup::Cgroup::create(name);
@@ -214,24 +251,17 @@ std::string receive_one(Channel& ch, const ReceiveRequest& req) {
           LOG_DEBUG("container %s: cgroup not made ahead: %s", name.c_str(), e.what());
         }
       }
-    } else if (c.what() == "netns") {
-      img::NetNs ns;
-      if (!ns.ParseFromString(f.body))
-        throw Error("a network namespace from " + ch.peer() + " that does not parse");
-      // Built on a thread of its own; the source waits for the word
-      // before it stops the tree.
-      uint32_t set = static_cast<uint32_t>(c.a());
-      auto ready = [&ch, set](bool built) {
-        try {
-          ch.send(control("netns-ready", set, built));
-        } catch (const Error&) {
-          // The connection is gone: the receive loop finds out.
-        }
-      };
-      if (!netns_ahead && PreparedNetns::accepts(ns, req.net))
-        netns_ahead.emplace(std::move(ns), req.net, ready);
-      else
-        ready(false);
+    } else if (c.what() == "preview") {
+      img::TreePreview p;
+      if (!p.ParseFromString(f.body))
+        throw Error("a preview of the tree from " + ch.peer() + " that does not parse");
+      // The source waits for the word before it stops the tree: what is
+      // made here now is not part of the downtime.
+      // Logged before anything is made: a receive killed from here on may
+      // leave the cgroup (the next receive of the container removes it).
+      LOG_DEBUG("preview: the source stops the tree next; making its cgroup, namespace, root");
+      make_ahead(p, name, req.net, cg_made, netns_ahead, early_root);
+      ch.send(control("preview-ready", c.a()));
     } else if (c.what() == "round") {
       rounds++;
       LOG_DEBUG("pre-copy round %u: set %llu, %llu pages", rounds,
@@ -265,6 +295,7 @@ std::string receive_one(Channel& ch, const ReceiveRequest& req) {
   rr.net = req.net;
   rr.lazy = &pager;
   if (netns_ahead) rr.prepared_netns = &*netns_ahead;
+  if (early_root) rr.early_root = &*early_root;
   if (!name.empty()) {
     rr.cgroup_name = name;
     if (cg_made) rr.cgroup_made = &*cg_made;

@@ -351,22 +351,23 @@ MigrateResult migrate(const MigrateRequest& req) {
   build_on_previous(r);
   uint64_t freeze_rt = realtime_us();
   // The destination makes what it can while this side dumps (its cgroup).
-  bool netns_sent = false;
+  bool preview_sent = false;
   r.before_stop = [&] {
-    // The destination builds the namespace before the tree stops rather
-    // than beside its dump, on the same two CPUs (a few ms, while it runs).
-    if (netns_sent && !wait_control(ch, "netns-ready", set, 250))
-      LOG_DEBUG("the destination did not build the network namespace within 250 ms");
+    // The destination makes the tree's network namespace and root from the
+    // preview before the tree stops, rather than beside its dump, on the
+    // same two CPUs (a few ms, while it runs).
+    if (preview_sent && !wait_control(ch, "preview-ready", set, 250))
+      LOG_DEBUG("the destination did not make the tree's namespaces within 250 ms");
     freeze_rt = realtime_us();
     ch.send(control("stopping", set));
   };
-  // The network namespace goes ahead of the set, read right before the
-  // stop: the destination builds it while this side dumps (and uses it if
-  // the set's netns.img, read once the tree is stopped, is the same).
-  r.on_netns = [&](const img::NetNs& ns) {
-    std::string body = ns.SerializeAsString();
-    ch.send(control("netns", set), body.data(), body.size());
-    netns_sent = true;
+  // The root's namespaces, mounts and network namespace go ahead of the
+  // set, read right before the stop; the destination uses what it made of
+  // them if the set's images, read once the tree is stopped, agree.
+  r.on_preview = [&](const img::TreePreview& p) {
+    std::string body = p.SerializeAsString();
+    ch.send(control("preview", set), body.data(), body.size());
+    preview_sent = true;
   };
   auto rt0 = Clock::now();
   uint64_t wire0 = ch.bytes_sent();

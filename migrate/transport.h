@@ -23,7 +23,7 @@
 namespace ckpt::migrate {
 
 // Bumped when the stream changes incompatibly; both sides must agree.
-inline constexpr uint32_t kProtocolVersion = 2;
+inline constexpr uint32_t kProtocolVersion = 3;
 // Clock pings at the end of the handshake (see handshake()).
 inline constexpr int kClockPings = 5;
 inline constexpr size_t kMaxBody = 16u << 20;

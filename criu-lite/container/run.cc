@@ -418,7 +418,12 @@ void remove_container(const std::string& name, bool force) {
 void prepare_restore(const std::string& name) {
   check_name(name);
   std::optional<img::ContainerState> s = try_load_state(name);
-  if (!s) return;
+  if (!s) {
+    // No container of that name here: a cgroup of the name with nothing in
+    // it was left by a receive killed after making it ahead of its restore.
+    in_context("container " + name, [&] { cgroup::Cgroup::remove_leftover(name); });
+    return;
+  }
   in_context("container " + name, [&] {
     if (init_alive(*s))
       throw Error("it is running ('ckpt rm -f " + name + "' first, or restore under another name)");

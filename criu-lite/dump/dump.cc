@@ -241,12 +241,31 @@ DumpResult dump_tree(const DumpRequest& req) {
   // stopped (objects/namespaces.h); its reader gets ready now.
   // detect_namespaces() below confirms it is the tree's own.
   NetnsDump netns_dump;
+  // Written by the namespace's thread before wait_ready() returns.
+  std::optional<img::NetNs> net_preview;
   if (!req.opts.pages_only) {
     UniqueFd ns(open(strfmt("/proc/%d/ns/net", req.pid).c_str(), O_RDONLY | O_CLOEXEC));
-    if (ns && other_netns(ns.get())) netns_dump.prepare(std::move(ns), req.on_netns);
+    std::function<void(const img::NetNs&)> on_net;
+    if (req.on_preview) on_net = [&net_preview](const img::NetNs& n) { net_preview = n; };
+    if (ns && other_netns(ns.get())) netns_dump.prepare(std::move(ns), std::move(on_net));
   }
   if (req.opts.tcp_established && !req.opts.pages_only) prepare_lock(req.pid, &net_lock);
+  // The rest of the preview is read while that thread reads its part.
+  std::optional<img::TreePreview> preview;
+  if (req.on_preview && !req.opts.pages_only) {
+    try {
+      preview = preview_tree(req.pid);
+    } catch (const Error& e) {
+      LOG_DEBUG("no preview of the tree: %s", e.what());
+    }
+  }
   netns_dump.wait_ready();
+  if (preview) {
+    if (net_preview) preview->mutable_net()->Swap(&*net_preview);
+    // A tree that changes between the preview and the stop, as a test sees it.
+    if (fault::armed("stale-preview")) preview->mutable_namespaces()->set_uts(false);
+    req.on_preview(*preview);
+  }
   if (req.before_stop) req.before_stop();
   if (cg) {
     log::StepTimer st("freeze cgroup");

@@ -14,6 +14,7 @@
 #include "container.pb.h"
 #include "image/image_io.h"
 #include "netns.pb.h"
+#include "preview.pb.h"
 #include "objects/dump_context.h"
 #include "objects/progress.h"
 
@@ -65,11 +66,12 @@ struct DumpRequest {
   // Called just before the tree is stopped (what comes before, such as
   // preparing the network lock, runs while it still runs).
   std::function<void()> before_stop;
-  // Called with the tree's network namespace as read right before the
-  // tree stops (on another thread, before before_stop), for a caller that
-  // can use it early: a migration's destination builds it meanwhile. It may
-  // still change until the stop: netns.img holds it as read after.
-  std::function<void(const img::NetNs&)> on_netns;
+  // Called right before before_stop with the root's namespaces, mounts and
+  // network namespace as read while the tree still runs (preview.proto),
+  // for a caller that can use them early: a migration's destination makes
+  // the namespace and the root meanwhile. They may still change until the
+  // stop: the images hold them as read after.
+  std::function<void(const img::TreePreview&)> on_preview;
 };
 
 struct DumpResult {

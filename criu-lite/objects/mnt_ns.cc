@@ -295,9 +295,8 @@ std::vector<UniqueFd> clone_mounts(pid_t pid, const std::vector<const img::Mount
   return out;
 }
 
-}  // namespace
-
-img::MntNs dump_mntns(pid_t pid, image::ImageSink& sink, int zstd_level) {
+// sink null: the mounts only, no tmpfs contents read.
+img::MntNs read_mntns(pid_t pid, image::ImageSink* sink, int zstd_level) {
   return in_context(strfmt("mount namespace of pid %d", pid), [&] {
     HostView host(mountinfo::read_self());
     std::vector<Entry> ct = parents_first(mountinfo::read(pid));
@@ -340,12 +339,12 @@ img::MntNs dump_mntns(pid_t pid, image::ImageSink& sink, int zstd_level) {
         m.set_tmpfs_id(next_id++);
         tmpfs.push_back(&m);
       }
-    if (!tmpfs.empty()) {
+    if (!tmpfs.empty() && sink) {
       std::vector<UniqueFd> roots = clone_mounts(pid, tmpfs);
       for (size_t i = 0; i < tmpfs.size(); i++) {
         std::string where = "tmpfs at " + tmpfs[i]->mount_point();
         in_context(where, [&] {
-          dump_tmpfs(roots[i].get(), tmpfs[i]->tmpfs_id(), sink, zstd_level, where);
+          dump_tmpfs(roots[i].get(), tmpfs[i]->tmpfs_id(), *sink, zstd_level, where);
         });
       }
     }
@@ -353,6 +352,15 @@ img::MntNs dump_mntns(pid_t pid, image::ImageSink& sink, int zstd_level) {
               ns.host_root() ? "host root" : "rootfs", ns.mounts_size(), ns.inherited_size());
     return ns;
   });
+}
+}  // namespace
+
+img::MntNs dump_mntns(pid_t pid, image::ImageSink& sink, int zstd_level) {
+  return read_mntns(pid, &sink, zstd_level);
+}
+
+img::MntNs mntns_layout(pid_t pid) {
+  return read_mntns(pid, nullptr, 0);
 }
 
 void save_mntns(image::ImageSink& sink, const img::MntNs& ns) {

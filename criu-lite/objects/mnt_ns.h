@@ -37,6 +37,9 @@ constexpr const char* kMntNsImage = "mntns.img";
 // go into tmpfs-ID.img and the page store "tmpfs-ID" through sink; the
 // returned message says where. zstd_level as for the page data (--compress).
 img::MntNs dump_mntns(pid_t pid, image::ImageSink& sink, int zstd_level = 0);
+// The same message without reading any tmpfs (a preview of the mounts, to
+// be compared with dump_mntns's later).
+img::MntNs mntns_layout(pid_t pid);
 
 // mntns.img holding the message (for callers that keep it in its own image).
 void save_mntns(image::ImageSink& sink, const img::MntNs& ns);

@@ -11,10 +11,12 @@
 #include "objects/mnt_ns.h"
 #include "objects/uts_ns.h"
 #include "sys/affinity.h"
+#include "sys/cgroup.h"
 #include "sys/error.h"
 #include "sys/fd.h"
 #include "sys/log.h"
 #include "sys/netlink.h"
+#include "sys/proc.h"
 
 namespace ckpt {
 
@@ -78,6 +80,29 @@ img::Namespaces detect_namespaces(const DumpContext& ctx) {
     if (n == "mnt") ns.set_mnt(true);
   }
   return ns;
+}
+
+img::TreePreview preview_tree(pid_t root) {
+  img::TreePreview p;
+  // As map_namespace_pids and detect_namespaces will find, for the root alone.
+  std::vector<pid_t> nspid = proc::parse_status(read_file(strfmt("/proc/%d/status", root))).nspid;
+  bool own_pidns = nspid.size() > 1 && nspid.back() == 1;
+  p.mutable_namespaces()->set_pid(own_pidns);
+  p.set_root_pid(static_cast<uint32_t>(own_pidns ? 1 : root));
+  for (const Kind& k : kKinds) {
+    if (!k.supported) continue;
+    std::string n = k.name;
+    if (ns_inode("/proc/self/ns/" + n) == ns_inode(strfmt("/proc/%d/ns/%s", root, k.name))) continue;
+    if (n == "net") p.mutable_namespaces()->set_net(true);
+    if (n == "ipc") p.mutable_namespaces()->set_ipc(true);
+    if (n == "uts") p.mutable_namespaces()->set_uts(true);
+    if (n == "mnt") p.mutable_namespaces()->set_mnt(true);
+  }
+  if (p.namespaces().mnt()) {
+    cgroup::settle_mount_namespace();
+    *p.mutable_mnt() = mntns_layout(root);
+  }
+  return p;
 }
 
 uint64_t namespace_clone_flags(const img::Namespaces& ns) {

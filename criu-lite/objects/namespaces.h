@@ -16,6 +16,7 @@
 #include "mnt.pb.h"
 #include "namespaces.pb.h"
 #include "netns.pb.h"
+#include "preview.pb.h"
 #include "objects/dump_context.h"
 #include "objects/netns.h"
 
@@ -25,6 +26,11 @@ namespace ckpt {
 // map_namespace_pids). Throws for kinds that cannot be saved (user, time,
 // cgroup) and for tasks whose namespaces differ from the root's.
 img::Namespaces detect_namespaces(const DumpContext& ctx);
+
+// The root's namespaces and mounts as they are now, while the tree still
+// runs (a migration sends it ahead: proto/preview.proto). Leaves out the
+// network namespace (NetnsDump reads it). Throws if they cannot be read.
+img::TreePreview preview_tree(pid_t root);
 
 // CLONE_NEW* flags that recreate ns.
 uint64_t namespace_clone_flags(const img::Namespaces& ns);

@@ -118,6 +118,9 @@ class PreparedNetns {
   // veth ends are the caller's to remove on failure. -1 otherwise (why is
   // logged), the namespace removed already.
   int adopt(const img::NetNs& ns, const NetRestoreOptions& opts);
+  // Waits for the build: the namespace, or -1 if it failed (the root made
+  // ahead, early_root.h, is cloned into it before anything is adopted).
+  int wait_built();
 
  private:
   struct State;

@@ -29,6 +29,7 @@
 #include "objects/task_core.h"
 #include "objects/thread.h"
 #include "objects/tty.h"
+#include "restore/early_root.h"
 #include "restore/plan.h"
 #include "restore/stubs.h"
 #include "restore/tracer_pool.h"
@@ -295,6 +296,20 @@ RestoreResult restore_tree(const RestoreRequest& req) {
     sopts.root_ns_flags &= ~static_cast<uint64_t>(CLONE_NEWNET);
     sopts.netns_fd = ready_netns;
   }
+  // A root made ahead (a migration's destination) is taken if the images
+  // agree with what it was made from; it is in the cgroup made ahead.
+  bool in_cgroup_ahead = !req.cgroup_name.empty() && req.cgroup_made;
+  if (req.early_root) {
+    const img::MntNs* mnt = plan.inv.namespaces().mnt() ? &namespaces.mnt : nullptr;
+    if (req.early_root->matches(plan.inv.namespaces(), plan.tasks[0].pid(), mnt, ready_netns >= 0,
+                                in_cgroup_ahead)) {
+      sopts.early = req.early_root;
+    } else {
+      LOG_DEBUG("the root made ahead differs from the images: made again");
+      req.early_root->discard();
+    }
+  }
+  bool attached_ahead = false;  // set once the stubs took the early root
   sopts.on_root = [&](pid_t root) {
     if (!req.cgroup_name.empty()) {
       if (req.cgroup_made) {
@@ -303,7 +318,7 @@ RestoreResult restore_tree(const RestoreRequest& req) {
       } else {
         cg = restore_cgroup(req.cgroup_name, namespaces.images.cgroup());
       }
-      cg->attach(root);
+      if (!attached_ahead) cg->attach(root);
     }
     // Locked while it still holds nothing but lo: once its address is up,
     // a peer's retransmission would otherwise meet no socket and be reset.
@@ -327,6 +342,7 @@ RestoreResult restore_tree(const RestoreRequest& req) {
       ttys.open_terminals(files);
     };
   StubTree stubs(plan, files, std::move(sopts));
+  attached_ahead = stubs.early_root() && in_cgroup_ahead;
   {
     log::StepTimer st("fork tree");
     stubs.create(10000);

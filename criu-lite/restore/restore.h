@@ -23,6 +23,7 @@ namespace ckpt {
 
 struct RestoreResult;
 class LazyPager;
+class EarlyRoot;
 
 struct RestoreRequest {
   std::string dir;
@@ -51,6 +52,9 @@ struct RestoreRequest {
   // The tree's network namespace, built ahead from an early copy of its
   // image (a migration's destination): adopted if it matches netns.img.
   PreparedNetns* prepared_netns = nullptr;
+  // The tree's root, made ahead from a preview (a migration's destination):
+  // taken if the images agree with it, discarded otherwise.
+  EarlyRoot* early_root = nullptr;
   // Called once the tree runs (before waiting for the root without -d).
   std::function<void(const RestoreResult&)> on_running;
 };

@@ -57,6 +57,13 @@ struct ckpt_stub_control {
   uint64_t children_off;     /* uint32_t[]: task indexes, ranges per task */
   uint64_t fds_off;          /* struct ckpt_stub_fd[]: ranges per task */
   uint64_t strings_off;      /* NUL-terminated strings (cwd) */
+  /* The early root (restore/early_root.h): exec'd before its plan exists,
+   * with a block of this header and one slot. It sets early_parked, waits
+   * for plan_go (-1: give up), then maps the block again at its new size. */
+  int32_t early;
+  int32_t early_parked;
+  int32_t plan_go;
+  int32_t pad;
 };
 
 #define CKPT_STUB_ERROR_LEN 496
@@ -103,12 +110,12 @@ struct ckpt_stub_fd {
 };
 
 #ifdef __cplusplus
-static_assert(sizeof(struct ckpt_stub_control) == 112, "layout shared with the C stub");
+static_assert(sizeof(struct ckpt_stub_control) == 128, "layout shared with the C stub");
 static_assert(sizeof(struct ckpt_stub_slot) == 512, "layout shared with the C stub");
 static_assert(sizeof(struct ckpt_stub_task) == 104, "layout shared with the C stub");
 static_assert(sizeof(struct ckpt_stub_fd) == 24, "layout shared with the C stub");
 #else
-_Static_assert(sizeof(struct ckpt_stub_control) == 112, "layout shared with the C++ side");
+_Static_assert(sizeof(struct ckpt_stub_control) == 128, "layout shared with the C++ side");
 _Static_assert(sizeof(struct ckpt_stub_slot) == 512, "layout shared with the C++ side");
 _Static_assert(sizeof(struct ckpt_stub_task) == 104, "layout shared with the C++ side");
 _Static_assert(sizeof(struct ckpt_stub_fd) == 24, "layout shared with the C++ side");

@@ -19,9 +19,11 @@
 #include <optional>
 #include <thread>
 
+#include "restore/early_root.h"
 #include "sys/cpu.h"
 #include "sys/error.h"
 #include "sys/fault.h"
+#include "sys/futex.h"
 #include "sys/log.h"
 #include "sys/ns_enter.h"
 #include "sys/proc.h"
@@ -36,17 +38,11 @@ extern const size_t kStubProgramSize;
 
 namespace {
 std::atomic_ref<int32_t> word(int32_t& w) {
-  return std::atomic_ref<int32_t>(w);
+  return futex_word(w);
 }
-void futex_wait(int32_t* addr, int val) {
-  timespec ts{0, 50 * 1000 * 1000};
-  syscall(SYS_futex, addr, FUTEX_WAIT, val, &ts, nullptr, 0);
-}
-void futex_wake(int32_t* addr) {
-  syscall(SYS_futex, addr, FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0);
-}
+}  // namespace
 
-pid_t clone_with_pid(pid_t pid, int exit_signal, uint64_t flags = 0) {
+pid_t clone_with_pid(pid_t pid, int exit_signal, uint64_t flags) {
   ckpt_clone_args args{};
   args.flags = flags;
   args.exit_signal = static_cast<uint64_t>(exit_signal);
@@ -60,27 +56,52 @@ pid_t clone_with_pid(pid_t pid, int exit_signal, uint64_t flags = 0) {
     usleep(1000);
   }
 }
-}  // namespace
+
+UniqueFd freestanding_program(std::string* why) {
+  // The root stub executes the program from a memfd: ckpt stays one file.
+  // MFD_EXEC: a memfd may be made non-executable by default
+  // (vm.memfd_noexec=1), and with vm.memfd_noexec=2 none is executable:
+  // copies of ckpt then. A kernel before 6.3 knows neither (EINVAL).
+  UniqueFd f(static_cast<int>(syscall(SYS_memfd_create, "ckpt-stub", MFD_CLOEXEC | MFD_EXEC)));
+  if (!f && errno == EINVAL)
+    f = UniqueFd(static_cast<int>(syscall(SYS_memfd_create, "ckpt-stub", MFD_CLOEXEC)));
+  try {
+    if (!f) throw_errno("memfd_create");
+    write_full(f.get(), kStubProgram, kStubProgramSize, "the freestanding stub's memfd");
+  } catch (const Error& e) {
+    *why = e.what();
+    return UniqueFd();
+  }
+  return f;
+}
+
+// In a forked stub: the control block and the holder's pidfd go across the
+// exec at numbers given on its command line (both are close-on-exec here).
+void exec_freestanding_stub(int program, int ctl_fd, size_t ctl_size, int holder_fd) {
+  int ctl = fcntl(ctl_fd, F_DUPFD, 3);
+  int holder = fcntl(holder_fd, F_DUPFD, 3);
+  if (ctl < 0 || holder < 0) return;  // the caller fails with errno
+  // No allocation: ckpt may have had other threads when it forked us.
+  char a1[24], a2[24], a3[24], name[] = "ckpt-stub";
+  snprintf(a1, sizeof a1, "%d", ctl);
+  snprintf(a2, sizeof a2, "%zu", ctl_size);
+  snprintf(a3, sizeof a3, "%d", holder);
+  char* argv[] = {name, a1, a2, a3, nullptr};
+  char* envp[] = {nullptr};
+  syscall(SYS_execveat, program, "", argv, envp, AT_EMPTY_PATH);
+}
 
 StubTree::StubTree(RestorePlan& plan, const FileTable& files, StubOptions opts)
     : plan_(plan), files_(files), opts_(std::move(opts)) {
   std::string why = needs_copies();
-  if (why.empty()) {
-    // The root stub executes the program from a memfd: ckpt stays one file.
-    // MFD_EXEC: a memfd may be made non-executable by default
-    // (vm.memfd_noexec=1), and with vm.memfd_noexec=2 none is executable:
-    // copies of ckpt then. A kernel before 6.3 knows neither (EINVAL).
-    program_ =
-        UniqueFd(static_cast<int>(syscall(SYS_memfd_create, "ckpt-stub", MFD_CLOEXEC | MFD_EXEC)));
-    if (!program_ && errno == EINVAL)
-      program_ = UniqueFd(static_cast<int>(syscall(SYS_memfd_create, "ckpt-stub", MFD_CLOEXEC)));
-    try {
-      if (!program_) throw_errno("memfd_create");
-      write_full(program_.get(), kStubProgram, kStubProgramSize, "the freestanding stub's memfd");
-    } catch (const Error& e) {
-      why = e.what();
-    }
+  if (!why.empty() && opts_.early) {
+    LOG_DEBUG("restore stubs: the root made ahead is not used (%s)", why.c_str());
+    opts_.early->discard();
+    opts_.early = nullptr;
   }
+  // An early root is the freestanding stub already, and its children are
+  // forks of it.
+  if (why.empty() && !opts_.early) program_ = freestanding_program(&why);
   freestanding_ = why.empty();
   if (!freestanding_) {
     program_.reset();
@@ -88,8 +109,11 @@ StubTree::StubTree(RestorePlan& plan, const FileTable& files, StubOptions opts)
   }
   ckpt_stub_control hdr{};
   ctl_size_ = layout(hdr, freestanding_);
-  ctl_fd_ =
-      UniqueFd(static_cast<int>(syscall(SYS_memfd_create, "ckpt-restore-stubs", MFD_CLOEXEC)));
+  if (opts_.early)
+    ctl_fd_ = opts_.early->take_control_block();  // its stub waits on plan_go there
+  else
+    ctl_fd_ = UniqueFd(
+        static_cast<int>(syscall(SYS_memfd_create, "ckpt-restore-stubs", MFD_CLOEXEC)));
   if (!ctl_fd_) throw_errno("memfd for the restore stubs' control block");
   if (ftruncate(ctl_fd_.get(), static_cast<off_t>(ctl_size_)) != 0)
     throw_errno("size the restore stubs' control block");
@@ -134,7 +158,6 @@ uint64_t StubTree::syscall_ip(size_t idx) const {
   return vdso + cpu::vdso_syscall_offset();
 }
 
-namespace {
 // Would an execve leave ckpt's credentials as they are? The rebuild sets
 // credentials only where the saved ones differ from ckpt's (thread.cc), so
 // the freestanding stub must have exactly ckpt's. An exec as root sets the
@@ -149,7 +172,6 @@ bool exec_keeps_creds() {
   uint64_t after = me.uid[0] == 0 ? (me.cap_bnd | me.cap_inh) : 0;
   return me.cap_prm == after && me.cap_eff == after;
 }
-}  // namespace
 
 // Copies of ckpt are needed where a stub must run ckpt's own code. Anything
 // the freestanding stub does not know is listed here (see stubs.h).
@@ -297,29 +319,17 @@ void StubTree::write_plan() {
 }
 
 // In the root stub, in the tree's namespaces: becomes the freestanding stub,
-// which forks the rest. The control block and the holder's pidfd go across
-// the exec at numbers given on its command line (both are close-on-exec
-// here).
+// which forks the rest.
 void StubTree::exec_freestanding() {
-  int ctl = fcntl(ctl_fd_.get(), F_DUPFD, 3);
-  int holder = fcntl(holder_.get(), F_DUPFD, 3);
-  if (ctl < 0 || holder < 0) return;  // the caller fails with errno
-  // No allocation: ckpt may have had other threads when it forked us.
-  char a1[24], a2[24], a3[24], name[] = "ckpt-stub";
-  snprintf(a1, sizeof a1, "%d", ctl);
-  snprintf(a2, sizeof a2, "%zu", ctl_size_);
-  snprintf(a3, sizeof a3, "%d", holder);
-  char* argv[] = {name, a1, a2, a3, nullptr};
-  char* envp[] = {nullptr};
-  syscall(SYS_execveat, program_.get(), "", argv, envp, AT_EMPTY_PATH);
+  exec_freestanding_stub(program_.get(), ctl_fd_.get(), ctl_size_, holder_.get());
 }
 
 // The exec'd root must have kept ckpt's credentials (exec_keeps_creds
 // predicted it): the rebuild compares the saved ones with ckpt's.
-void StubTree::check_exec_kept_creds() const {
+void check_stub_creds(pid_t stub) {
   proc::Status me = proc::parse_status(read_file("/proc/thread-self/status"));
   std::string text;
-  if (!try_read_file(strfmt("/proc/%d/status", root_), &text))
+  if (!try_read_file(strfmt("/proc/%d/status", stub), &text))
     throw Error("the freestanding restore stub is gone");
   proc::Status st = proc::parse_status(text);
   if (!std::equal(me.uid, me.uid + 4, st.uid) || !std::equal(me.gid, me.gid + 4, st.gid) ||
@@ -538,14 +548,8 @@ void StubTree::raise_phase(int p) {
   futex_wake(&ctl_->phase);
 }
 
-void StubTree::create(int timeout_ms) {
+void StubTree::fork_root() {
   const PlannedTask& root = plan_.tasks[0];
-  int n = static_cast<int>(plan_.tasks.size() + plan_.zombies.size());
-  // Orphaned stubs of a failed restore come to us, not to a PID 1 that
-  // reaps late, so their pids are free again at once.
-  prctl(PR_SET_CHILD_SUBREAPER, 1);
-  holder_ = UniqueFd(static_cast<int>(syscall(SYS_pidfd_open, getpid(), 0)));
-  if (!holder_) throw_errno("pidfd_open of ckpt itself");
   fflush(nullptr);
   // The root is cloned from this thread in the namespace it must join: a
   // thread's network namespace is its own, and a child starts in it.
@@ -567,10 +571,36 @@ void StubTree::create(int timeout_ms) {
   word(ctl_->root_go).store(1);
   futex_wake(&ctl_->root_go);
   if (opts_.beside_root) opts_.beside_root(r);
+}
+
+void StubTree::create(int timeout_ms) {
+  int n = static_cast<int>(plan_.tasks.size() + plan_.zombies.size());
+  // Orphaned stubs of a failed restore come to us, not to a PID 1 that
+  // reaps late, so their pids are free again at once.
+  prctl(PR_SET_CHILD_SUBREAPER, 1);
+  holder_ = UniqueFd(static_cast<int>(syscall(SYS_pidfd_open, getpid(), 0)));
+  if (!holder_) throw_errno("pidfd_open of ckpt itself");
+  if (opts_.early) {
+    // Made ahead, parked in the freestanding stub until its plan is here.
+    root_ = opts_.early->take();
+    if (opts_.root_ns_flags & CLONE_NEWPID) plan_.tasks[0].host = root_;
+    try {
+      if (opts_.on_root) opts_.on_root(root_);
+    } catch (...) {
+      word(ctl_->plan_go).store(-1);
+      futex_wake(&ctl_->plan_go);
+      throw;
+    }
+    word(ctl_->plan_go).store(1);
+    futex_wake(&ctl_->plan_go);
+    if (opts_.beside_root) opts_.beside_root(root_);
+  } else {
+    fork_root();
+  }
   if (opts_.before_fork) {
     try {
       wait_counter(ctl_->root_ns, 1, timeout_ms, "setting up the root's namespaces");
-      opts_.before_fork(r);
+      opts_.before_fork(root_);
     } catch (...) {
       word(ctl_->fork_go).store(-1);
       futex_wake(&ctl_->fork_go);
@@ -582,7 +612,7 @@ void StubTree::create(int timeout_ms) {
   wait_counter(ctl_->created, n, timeout_ms, "creating processes");
   if (int r = word(ctl_->clone_retries).load())
     LOG_DEBUG("restore stubs: %d clone3 calls met a pid not yet free", r);
-  if (freestanding_) check_exec_kept_creds();
+  if (freestanding_ && !opts_.early) check_stub_creds(root_);
   if (!ctl_->groups_inherited) {
     raise_phase(1);
     wait_counter(ctl_->grouped, n, timeout_ms, "making process groups");
@@ -634,6 +664,11 @@ void StubTree::find_host_pids() {
 }
 
 void StubTree::kill_all() {
+  // Once: a second call (the destructor after a KillFirst) would look for
+  // the tree's pids in ckpt's pid namespace, where a recreated namespace's
+  // pids (1, 2, ...) belong to others, and wait for them to go.
+  if (killed_) return;
+  killed_ = true;
   // In a pid namespace of its own the tree dies with its init.
   if ((opts_.root_ns_flags & CLONE_NEWPID) && root_ > 0) {
     kill(root_, SIGKILL);

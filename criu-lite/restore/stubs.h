@@ -39,6 +39,8 @@
 
 namespace ckpt {
 
+class EarlyRoot;
+
 struct StubOptions {
   // CLONE_NEW* flags for the root: the namespaces the tree gets of its own.
   // With CLONE_NEWPID the root is pid 1 of the new namespace.
@@ -65,6 +67,10 @@ struct StubOptions {
   std::function<void(pid_t host_pid)> before_fork;
   // Controlling terminals and foreground groups (objects/tty.h); optional.
   const TtyRestore* ttys = nullptr;
+  // A root made ahead (early_root.h) that agrees with the plan: it replaces
+  // the fork of the root, on_root's attach and in_root (done ahead). The
+  // tree takes it if its stubs can be freestanding, or discards it.
+  EarlyRoot* early = nullptr;
 };
 
 class StubTree {
@@ -84,6 +90,8 @@ class StubTree {
   pid_t root_pid() const;
   // The stubs are the freestanding program, not copies of ckpt.
   bool freestanding() const { return freestanding_; }
+  // The root is the one made ahead (StubOptions::early).
+  bool early_root() const { return opts_.early != nullptr; }
   // After install_files(): the address of a syscall instruction in the
   // [vdso] of the stub of plan task idx, where remote syscalls enter the
   // kernel (sys/remote.h). Copies of ckpt have ckpt's [vdso]; a
@@ -96,6 +104,7 @@ class StubTree {
   void kill_all();
 
  private:
+  void fork_root();
   [[noreturn]] void stub_main(int idx);
   void exec_freestanding();  // returns only if it failed (errno)
   [[noreturn]] void zombie_main(int z);
@@ -110,7 +119,6 @@ class StubTree {
   // Sizes the control block, and for freestanding stubs writes the plan.
   size_t layout(ckpt_stub_control& hdr, bool with_plan);
   void write_plan();
-  void check_exec_kept_creds() const;
   ckpt_stub_slot& slot(size_t i) const;
 
   RestorePlan& plan_;
@@ -124,6 +132,23 @@ class StubTree {
   UniqueFd program_;  // memfd holding the freestanding stub's program
   pid_t root_ = -1;
   bool released_ = false;
+  bool killed_ = false;
 };
+
+// Shared with the early root (early_root.h).
+// clone3 with pid as the child's pid (in its innermost pid namespace), retried
+// while the pid is a moment from free (EEXIST). Returns like clone3.
+pid_t clone_with_pid(pid_t pid, int exit_signal, uint64_t flags = 0);
+// The freestanding stub's program in a memfd; an empty fd and why if this
+// machine cannot have one.
+UniqueFd freestanding_program(std::string* why);
+// In a forked root stub: executes program with the control block and the
+// holder's pidfd. Returns only if the exec failed (errno).
+void exec_freestanding_stub(int program, int ctl_fd, size_t ctl_size, int holder_fd);
+// Whether an execve would leave ckpt's credentials as they are.
+bool exec_keeps_creds();
+// Throws unless the exec'd stub has exactly ckpt's credentials (the rebuild
+// sets only those that differ from ckpt's).
+void check_stub_creds(pid_t stub);
 
 }  // namespace ckpt

@@ -497,6 +497,21 @@ __attribute__((noreturn, used)) void stub_start(long* sp) {
   ctl = (struct ckpt_stub_control*)p;
   SYS1(__NR_close, fd);
   self = 0;
+  if (ctl->early) {
+    /* Made before the images came (restore/early_root.h): here and
+     * waiting. The controller writes the plan into the grown memfd. */
+    __atomic_store_n(&ctl->early_parked, 1, __ATOMIC_SEQ_CST);
+    futex_wake(&ctl->early_parked);
+    int32_t v;
+    while ((v = load(&ctl->plan_go)) == 0) futex_wait(&ctl->plan_go, 0);
+    if (v < 0) SYS1(__NR_exit_group, 1);
+    uint64_t want = ctl->size;
+    if (want > (uint64_t)size) {
+      p = SYS6(__NR_mremap, p, size, want, MREMAP_MAYMOVE, 0, 0);
+      if (p < 0 && p > -4096) fail("map the restore plan at its full size", p);
+      ctl = (struct ckpt_stub_control*)p;
+    }
+  }
   if (ctl->magic != CKPT_STUB_MAGIC) fail("the restore plan has a bad magic number", 0);
   /* The controller drives remote syscalls through our [vdso]: where this
    * execve put it, not where ckpt has its own, unless we move it. */

@@ -354,7 +354,15 @@ void Cgroup::drop() noexcept {
   }
 }
 
-Cgroup Cgroup::create(const std::string& name) {
+namespace {
+struct Targets {
+  std::string parent;                                         // CKPT_CGROUP_PARENT or "ckpt"
+  std::vector<std::string> v2_ctrls;                          // what v2 offers here
+  std::vector<std::pair<const Hierarchy*, std::string>> dirs;  // (hierarchy, our cgroup)
+};
+
+// Where create(name) makes its directories.
+Targets targets_for(const std::string& name) {
   if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..")
     throw Error("bad cgroup name '" + name + "'");
   const char* env = getenv("CKPT_CGROUP_PARENT");
@@ -392,10 +400,37 @@ Cgroup Cgroup::create(const std::string& name) {
     if (!in_v2(c)) add_v1(c);
   if (!l.v2) add_v1("freezer");
   if (targets.empty()) throw Error("no cgroup file system is mounted (see /proc/self/mountinfo)");
+  return Targets{parent, v2_ctrls, targets};
+}
+}  // namespace
 
+bool Cgroup::remove_leftover(const std::string& name) {
+  Targets t = targets_for(name);
+  std::vector<std::string> there;
+  for (const auto& [h, own] : t.dirs) {
+    std::string dir = join_path(dir_of(*h, own), t.parent) + "/" + name;
+    if (!exists(dir)) continue;
+    std::vector<pid_t> left;
+    list_procs(dir, left);
+    if (!left.empty()) return false;
+    there.push_back(dir);
+  }
+  if (there.empty()) return false;
+  // Tasks that died in it count until they are reaped (EBUSY), and an
+  // orphan's reaper may be late: destroy waits for that.
+  Cgroup cg = open(there);
+  cg.destroy(std::chrono::seconds(3), false);
+  LOG_DEBUG("cgroup %s: an empty one was left behind; removed", name.c_str());
+  return true;
+}
+
+Cgroup Cgroup::create(const std::string& name) {
+  Targets t = targets_for(name);
+  const std::string& parent = t.parent;
+  const std::vector<std::string>& v2_ctrls = t.v2_ctrls;
   Cgroup cg;
   cg.owned_ = true;  // a failure below removes what was made
-  for (const auto& [h, own] : targets) {
+  for (const auto& [h, own] : t.dirs) {
     std::string base = join_path(dir_of(*h, own), parent);
     in_context("cgroup " + name, [&] { mkdir_p(base); });
     if (h->v2) {

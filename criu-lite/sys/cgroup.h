@@ -114,6 +114,11 @@ class Cgroup {
   // cgroups (delegation, a batch job's cgroup) and so limits above us
   // still apply. Throws if NAME exists already.
   static Cgroup create(const std::string& name);
+  // Removes the directories create(name) would make if they exist and
+  // hold no task (what a ckpt killed between making and using them left),
+  // waiting up to 3 s for tasks that died in them to be reaped. False if
+  // there were none, or one holds a task (then nothing is touched).
+  static bool remove_leftover(const std::string& name);
   // The cgroup made of these directories (as saved by paths()); not owned.
   static Cgroup open(const std::vector<std::string>& paths);
   // The same, without the directories that no longer exist.

@@ -8,10 +8,14 @@
 
 namespace ckpt::fault {
 
-void point(const char* name) {
+bool armed(const char* name) {
   const char* want = getenv("CKPT_FAULT");
+  return want && strcmp(want, name) == 0;
+}
+
+void point(const char* name) {
   LOG_TRACE("fault point %s", name);
-  if (want && strcmp(want, name) == 0) throw Error(std::string("injected fault ") + name);
+  if (armed(name)) throw Error(std::string("injected fault ") + name);
 }
 
 }  // namespace ckpt::fault

@@ -7,5 +7,8 @@ namespace ckpt::fault {
 
 // Throws Error("injected fault NAME") when CKPT_FAULT equals name.
 void point(const char* name);
+// Whether CKPT_FAULT equals name, for faults that are not errors (a stale
+// preview, ...): the caller does what the fault stands for.
+bool armed(const char* name);
 
 }  // namespace ckpt::fault

@@ -20,7 +20,10 @@ Scenarios:
                          memory checks pass, the container runs on hostB
                          only, the table shows the rounds and the downtime
   migrate-postcopy       the same in post-copy (pages after the resume)
-  migrate-stop-and-copy  the same, stop and copy
+  migrate-stop-and-copy  the same, stop and copy, and back to hostA with a
+                         preview that differs from the images: the root
+                         made ahead from it is discarded, the restore makes
+                         its own (every other move takes the one made ahead)
   migrate-failures       a wrong key is refused by both ends; a destination
                          killed in the middle of a migration: each time the
                          container carries on on hostA, untouched, and
@@ -62,10 +65,10 @@ class Hosts(h.Containers):
         return {"CKPT_RUN_DIR": os.path.join(self.tmp, f"state-{host}"),
                 "CKPT_CGROUP_PARENT": f"{self.prefix}ckpt-{host}"}
 
-    def ckpt(self, args, host="hostA", check=True):
+    def ckpt(self, args, host="hostA", check=True, env_extra=None):
         cmd = ["ip", "netns", "exec", self.ns(host), self.env.ckpt_path] + args
-        note(f"[{host}] ckpt " + " ".join(args))
-        return self.sh(cmd, check=check, env_extra=self.host_env(host))
+        note(f"[{host}] ckpt " + " ".join(args) + (f" ({env_extra})" if env_extra else ""))
+        return self.sh(cmd, check=check, env_extra={**self.host_env(host), **(env_extra or {})})
 
     def spawn(self, args, host, log, env_extra=None):
         """ckpt ARGS on HOST in the background, output to LOG."""
@@ -162,9 +165,12 @@ def need_tools():
 HOST_ADDR = {"hostA": "10.77.0.1", "hostB": "10.77.0.2"}
 
 
-def migrate_once(env, mode, ip, moves=1):
+def migrate_once(env, mode, ip, moves=1, stale_move=0):
     """Moves a service hostA -> hostB (then back and forth, `moves` times in
-    all: a container restored by ckpt receive must dump again)."""
+    all: a container restored by ckpt receive must dump again). The
+    destination makes the container's root from the source's preview before
+    the stop and the restore takes it; at move `stale_move` the preview
+    differs from the images (injected) and the restore makes its own."""
     need_tools()
     c = Hosts(env)
     try:
@@ -175,11 +181,13 @@ def migrate_once(env, mode, ip, moves=1):
         for move in range(1, moves + 1):
             recv_log = os.path.join(c.tmp, f"receive-{move}.log")
             recv = c.spawn(["receive", "--listen", f"{HOST_ADDR[dst]}:{PORT}", "--once",
-                            "--psk-file", key, "--net", "bridge=br0"], dst, recv_log)
+                            "--psk-file", key, "--net", "bridge=br0", "-v"], dst, recv_log)
             time.sleep(0.3)
             before = svc.client.count()
+            stale = move == stale_move
             r = c.ckpt(["migrate", "--container", svc.name, "--to", f"{HOST_ADDR[dst]}:{PORT}",
-                        "--psk-file", key, "--mode", mode], src, check=False)
+                        "--psk-file", key, "--mode", mode], src, check=False,
+                       env_extra={"CKPT_FAULT": "stale-preview"} if stale else None)
             what = f"move {move} ({src} -> {dst})"
             if r.returncode != 0:
                 raise Failure(f"{what}: migrate exited {r.returncode}: {r.stderr.strip()[-400:]} "
@@ -202,6 +210,23 @@ def migrate_once(env, mode, ip, moves=1):
             if rc != 0 or "received container" not in h.read_text(recv_log, ""):
                 raise Failure(f"{what}: ckpt receive exited {rc}: "
                               f"{h.read_text(recv_log, '')[-400:]!r}")
+            rlog = h.read_text(recv_log, "")
+            if "root made ahead" not in rlog:
+                raise Failure(f"{what}: the destination did not make the root ahead: "
+                              f"{rlog[-600:]!r}")
+            remade = "the root made ahead differs from the images" in rlog
+            # The root lives in the network namespace made ahead: if that
+            # changed between the preview and the stop (the log says how),
+            # both are made again, rightly.
+            net_changed = re.search(r"network namespace built ahead: the tree's differs.*", rlog)
+            if remade and not stale and net_changed:
+                note(f"  {what}: {net_changed[0][:300]}")
+            elif remade != stale:
+                raise Failure(f"{what}: the preview was {'stale' if stale else 'current'}, "
+                              f"but the restore {'made' if remade else 'took'} the root "
+                              f"{'again' if remade else 'made ahead'}")
+            note(f"  {what}: the root made ahead was "
+                 f"{'discarded (stale preview) and made again' if stale else 'taken'}")
             svc.carries_on(f"after {what}")
             if svc.client.count() <= before:
                 raise Failure(f"{what}: the client did not carry on")
@@ -236,7 +261,7 @@ def sc_postcopy(env):
 
 
 def sc_stop_and_copy(env):
-    migrate_once(env, "stop-and-copy", "10.77.0.33")
+    migrate_once(env, "stop-and-copy", "10.77.0.33", moves=2, stale_move=2)
 
 
 def sc_failures(env):
@@ -285,6 +310,7 @@ def sc_failures(env):
                     "--net", "bridge=br0", "-v"]
             recv = c.spawn(args, "hostB", recv_log, {"CKPT_FAULT": fault} if fault else None)
             time.sleep(0.3)
+            pauses_before = len(svc.pauses())
             mig = subprocess.Popen(
                 ["ip", "netns", "exec", c.ns("hostA"), env.ckpt_path, "migrate", "--container",
                  svc.name, "--to", f"10.77.0.2:{PORT}", "--psk-file", good],
@@ -308,6 +334,12 @@ def sc_failures(env):
                 raise Failure(f"destination {label}: the source container's init {svc.pid} "
                               "is gone")
             svc.carries_on(f"a destination {label}")
+            # A restore that fails hands the tree back at once: the client
+            # waits for the stop, the restore and the way back, not longer.
+            worst = max(svc.pauses()[pauses_before:], default=0)
+            if fault and worst > 2000:
+                raise Failure(f"destination {label}: the client waited {worst} ms for the "
+                              "container to carry on")
             if svc.name in c.ps_on("hostB"):
                 raise Failure(f"destination {label}: hostB still has the container")
             left = c.sh(["ip", "-n", c.ns("hostB"), "-o", "link", "show", "master", "br0"]).stdout
@@ -316,13 +348,13 @@ def sc_failures(env):
                               f"{left!r}")
             cgs = [d for d in glob.glob(f"/sys/fs/cgroup/**/{c.prefix}ckpt-hostB/{svc.name}",
                                         recursive=True) if os.path.isdir(d)]
-            # A receive killed with SIGKILL after the source said "stopping"
-            # (the rounds of this small container are quick) leaves the
-            # empty cgroup it made ahead; the next receive of the container
-            # removes it, which the next case checks. A failing restore
-            # removes its own.
+            # A receive killed with SIGKILL after the source sent its
+            # preview (the rounds of this small container are quick) leaves
+            # the empty cgroup it made ahead; the next receive of the
+            # container removes it, which the next case checks. A failing
+            # restore removes its own.
             if cgs and not (label.startswith("killed") and
-                            "stopping" in h.read_text(recv_log, "")):
+                            "preview:" in h.read_text(recv_log, "")):
                 raise Failure(f"destination {label}: its cgroup is left on hostB: {cgs}")
             if cgs:
                 note(f"  destination {label} after the source stopped: its empty cgroup "

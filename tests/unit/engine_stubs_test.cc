@@ -10,10 +10,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <optional>
 #include <string>
 
 #include "objects/files.h"
+#include "restore/early_root.h"
 #include "restore/plan.h"
 #include "restore/stubs.h"
 #include "sys/error.h"
@@ -66,15 +70,32 @@ bool can_make_pidns() {
   return true;
 }
 
-// Creates the tree and checks what each process ended up as.
-void run_tree(RestorePlan& plan, bool want_freestanding) {
+img::TreePreview pidns_preview() {
+  img::TreePreview p;
+  p.mutable_namespaces()->set_pid(true);
+  p.set_root_pid(1);
+  return p;
+}
+
+// Creates the tree and checks what each process ended up as. early: from a
+// root made ahead (early_root.h), which the tree takes if it can be
+// freestanding.
+void run_tree(RestorePlan& plan, bool want_freestanding, bool early = false) {
   if (geteuid() != 0 || !can_make_pidns()) GTEST_SKIP() << "needs root (clone3 set_tid, pid ns)";
   FileTable files;
   StubOptions opts;
   opts.root_ns_flags = CLONE_NEWPID;
+  std::optional<EarlyRoot> ahead;
+  if (early) {
+    ASSERT_EQ(EarlyRoot::refuses(pidns_preview()), "");
+    ahead.emplace(pidns_preview(), -1, nullptr);
+    ASSERT_TRUE(ahead->matches(plan.inv.namespaces(), 1, nullptr, false, false));
+    opts.early = &*ahead;
+  }
   {
     StubTree stubs(plan, files, opts);
     EXPECT_EQ(stubs.freestanding(), want_freestanding);
+    EXPECT_EQ(stubs.early_root(), early && want_freestanding);
     stubs.create(10000);
     stubs.install_files(10000);
     for (const auto& t : plan.tasks) {
@@ -119,6 +140,73 @@ TEST(Stubs, PlainTreeIsForkedByTheFreestandingStub) {
 TEST(Stubs, FreestandingStubJoinsGroupsInPhases) {
   RestorePlan plan = tree_plan(true);
   run_tree(plan, true);
+}
+
+TEST(Stubs, TreeIsForkedByARootMadeAhead) {
+  RestorePlan plan = tree_plan(true);
+  run_tree(plan, true, true);
+}
+
+TEST(Stubs, RootMadeAheadIsDiscardedForCopiesOfCkpt) {
+  // The tree needs ckpt's code in its stubs: the parked freestanding root
+  // cannot be it, and goes.
+  RestorePlan plan = tree_plan(false);
+  plan.inv.set_shell_job(true);
+  run_tree(plan, false, true);
+}
+
+TEST(Stubs, RootMadeAheadParksUntilDiscarded) {
+  if (geteuid() != 0 || !can_make_pidns()) GTEST_SKIP() << "needs root (clone3 set_tid, pid ns)";
+  img::TreePreview p = pidns_preview();
+  p.mutable_namespaces()->set_uts(true);
+  p.mutable_namespaces()->set_ipc(true);
+  pid_t pid;
+  {
+    EarlyRoot root(p, -1, nullptr);
+    RestorePlan plan = tree_plan(false);
+    // What the images must say for the restore to take it.
+    img::Namespaces ns = p.namespaces();
+    EXPECT_TRUE(root.matches(ns, 1, nullptr, false, false));
+    EXPECT_FALSE(root.matches(ns, 1, nullptr, true, false));   // a network namespace ahead
+    EXPECT_FALSE(root.matches(ns, 1, nullptr, false, true));   // a cgroup
+    EXPECT_FALSE(root.matches(plan.inv.namespaces(), 1, nullptr, false, false));  // no uts, ipc
+    // A parked freestanding stub: pid 1 of its namespace, in new uts and
+    // ipc namespaces, a few mappings only.
+    pid = root.take();  // the test owns it from here, as a StubTree would
+    proc::Status st = proc::read_status(pid);
+    ASSERT_FALSE(st.nspid.empty());
+    EXPECT_EQ(st.nspid.back(), 1);
+    EXPECT_NE(read_file(strfmt("/proc/%d/comm", pid)).find("ckpt-stub"), std::string::npos);
+    for (const char* k : {"uts", "ipc", "pid"}) {
+      struct stat mine {}, its{};
+      ASSERT_EQ(stat(strfmt("/proc/self/ns/%s", k).c_str(), &mine), 0);
+      ASSERT_EQ(stat(strfmt("/proc/%d/ns/%s", pid, k).c_str(), &its), 0);
+      EXPECT_NE(mine.st_ino, its.st_ino) << k;
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+  }
+  EXPECT_NE(kill(pid, 0), 0);
+}
+
+TEST(Stubs, RootMadeAheadOnlyForWhatItCanBe) {
+  img::TreePreview p;
+  p.set_root_pid(1234);
+  EXPECT_NE(EarlyRoot::refuses(p).find("pid namespace"), std::string::npos);
+  p = pidns_preview();
+  p.mutable_namespaces()->set_net(true);
+  EXPECT_NE(EarlyRoot::refuses(p).find("network namespace"), std::string::npos);
+  p = pidns_preview();
+  p.mutable_namespaces()->set_mnt(true);
+  img::Mount* m = p.mutable_mnt()->add_mounts();
+  m->set_kind(img::MOUNT_NEW);
+  m->set_fstype("tmpfs");
+  m->set_mount_point("/run");
+  EXPECT_NE(EarlyRoot::refuses(p).find("tmpfs at /run"), std::string::npos);
+  m->set_fstype("proc");
+  if (exec_keeps_creds()) {
+    EXPECT_EQ(EarlyRoot::refuses(p), "");
+  }
 }
 
 TEST(Stubs, ShellJobGetsCopiesOfCkpt) {

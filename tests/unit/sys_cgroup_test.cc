@@ -283,5 +283,36 @@ TEST_F(CgroupLive, KillEmptiesAndDestroyWaits) {
   EXPECT_TRUE(gone(paths));
 }
 
+TEST_F(CgroupLive, LeftoverGoesOnlyWhenEmpty) {
+  EXPECT_FALSE(Cgroup::remove_leftover(name("left"))) << "nothing of that name exists";
+  std::vector<std::string> paths;
+  {
+    Cgroup cg = Cgroup::create(name("left"));
+    paths = cg.paths();
+    cg.release();  // as a killed ckpt would leave it
+  }
+  // A task in it: somebody's, untouched.
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    for (;;) pause();
+  }
+  Cgroup::open(paths).attach(child);
+  EXPECT_FALSE(Cgroup::remove_leftover(name("left")));
+  EXPECT_FALSE(gone(paths));
+  // Killed and not reaped yet: it still counts (EBUSY) until reaped, which
+  // remove_leftover waits for.
+  kill(child, SIGKILL);
+  std::thread reaper([child] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    waitpid(child, nullptr, 0);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  bool removed = Cgroup::remove_leftover(name("left"));
+  reaper.join();
+  EXPECT_TRUE(removed);
+  EXPECT_TRUE(gone(paths));
+}
+
 }  // namespace
 }  // namespace ckpt::cgroup
