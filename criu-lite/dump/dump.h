@@ -14,9 +14,9 @@
 #include "container.pb.h"
 #include "image/image_io.h"
 #include "netns.pb.h"
-#include "preview.pb.h"
 #include "objects/dump_context.h"
 #include "objects/progress.h"
+#include "preview.pb.h"
 
 namespace ckpt {
 

@@ -182,9 +182,10 @@ img::IpcNs dump_ipcns(int ipcns_fd, image::ImageSink& sink, int zstd_level) {
         std::string v;
         // An older kernel may lack one: it then has nothing to restore.
         if (!try_read_file(std::string("/proc/sys/") + name, &v)) continue;
+        while (!v.empty() && (v.back() == '\n' || v.back() == ' ')) v.pop_back();
         auto* s = ns.add_sysctls();
         s->set_name(name);
-        s->set_value(read_sysctl(name));
+        s->set_value(v);
       }
       in_context("SysV shared memory", [&] { ipc::dump_shm(ns, sink, zstd_level); });
       in_context("SysV message queues", [&] { ipc::dump_msg(ns, msgs); });

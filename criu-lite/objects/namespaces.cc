@@ -92,7 +92,8 @@ img::TreePreview preview_tree(pid_t root) {
   for (const Kind& k : kKinds) {
     if (!k.supported) continue;
     std::string n = k.name;
-    if (ns_inode("/proc/self/ns/" + n) == ns_inode(strfmt("/proc/%d/ns/%s", root, k.name))) continue;
+    if (ns_inode("/proc/self/ns/" + n) == ns_inode(strfmt("/proc/%d/ns/%s", root, k.name)))
+      continue;
     if (n == "net") p.mutable_namespaces()->set_net(true);
     if (n == "ipc") p.mutable_namespaces()->set_ipc(true);
     if (n == "uts") p.mutable_namespaces()->set_uts(true);

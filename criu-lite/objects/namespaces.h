@@ -16,9 +16,9 @@
 #include "mnt.pb.h"
 #include "namespaces.pb.h"
 #include "netns.pb.h"
-#include "preview.pb.h"
 #include "objects/dump_context.h"
 #include "objects/netns.h"
+#include "preview.pb.h"
 
 namespace ckpt {
 

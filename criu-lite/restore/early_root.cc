@@ -103,7 +103,8 @@ EarlyRoot::EarlyRoot(img::TreePreview p, int netns_fd, cgroup::Cgroup* cg) : p_(
   std::string why;
   UniqueFd program = freestanding_program(&why);
   if (!program) throw Error("the freestanding stub: " + why);
-  ctl_fd_ = UniqueFd(static_cast<int>(syscall(SYS_memfd_create, "ckpt-restore-stubs", MFD_CLOEXEC)));
+  ctl_fd_ =
+      UniqueFd(static_cast<int>(syscall(SYS_memfd_create, "ckpt-restore-stubs", MFD_CLOEXEC)));
   if (!ctl_fd_) throw_errno("memfd for the early root's control block");
   if (ftruncate(ctl_fd_.get(), kBlockSize) != 0) throw_errno("size the early root's control block");
   Block b(ctl_fd_.get());
@@ -148,7 +149,8 @@ EarlyRoot::EarlyRoot(img::TreePreview p, int netns_fd, cgroup::Cgroup* cg) : p_(
         pid_ = -1;
         throw Error("the root died before its exec");
       }
-      if (std::chrono::steady_clock::now() > deadline) throw Error("the root did not park within 5 s");
+      if (std::chrono::steady_clock::now() > deadline)
+        throw Error("the root did not park within 5 s");
       futex_wait(&b.ctl->early_parked, 0);
     }
     check_stub_creds(r);

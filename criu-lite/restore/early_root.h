@@ -45,8 +45,8 @@ class EarlyRoot {
   // a mount namespace) can have this root: netns_adopted says the restore
   // uses the network namespace made ahead, in_cgroup that it puts the root
   // in the cgroup given above.
-  bool matches(const img::Namespaces& ns, pid_t root_pid, const img::MntNs* mnt,
-               bool netns_adopted, bool in_cgroup) const;
+  bool matches(const img::Namespaces& ns, pid_t root_pid, const img::MntNs* mnt, bool netns_adopted,
+               bool in_cgroup) const;
   // Kills the parked root and waits for it.
   void discard();
 

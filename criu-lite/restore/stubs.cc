@@ -112,8 +112,8 @@ StubTree::StubTree(RestorePlan& plan, const FileTable& files, StubOptions opts)
   if (opts_.early)
     ctl_fd_ = opts_.early->take_control_block();  // its stub waits on plan_go there
   else
-    ctl_fd_ = UniqueFd(
-        static_cast<int>(syscall(SYS_memfd_create, "ckpt-restore-stubs", MFD_CLOEXEC)));
+    ctl_fd_ =
+        UniqueFd(static_cast<int>(syscall(SYS_memfd_create, "ckpt-restore-stubs", MFD_CLOEXEC)));
   if (!ctl_fd_) throw_errno("memfd for the restore stubs' control block");
   if (ftruncate(ctl_fd_.get(), static_cast<off_t>(ctl_size_)) != 0)
     throw_errno("size the restore stubs' control block");

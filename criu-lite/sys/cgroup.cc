@@ -356,8 +356,8 @@ void Cgroup::drop() noexcept {
 
 namespace {
 struct Targets {
-  std::string parent;                                         // CKPT_CGROUP_PARENT or "ckpt"
-  std::vector<std::string> v2_ctrls;                          // what v2 offers here
+  std::string parent;                                          // CKPT_CGROUP_PARENT or "ckpt"
+  std::vector<std::string> v2_ctrls;                           // what v2 offers here
   std::vector<std::pair<const Hierarchy*, std::string>> dirs;  // (hierarchy, our cgroup)
 };
 

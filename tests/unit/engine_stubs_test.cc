@@ -167,8 +167,8 @@ TEST(Stubs, RootMadeAheadParksUntilDiscarded) {
     // What the images must say for the restore to take it.
     img::Namespaces ns = p.namespaces();
     EXPECT_TRUE(root.matches(ns, 1, nullptr, false, false));
-    EXPECT_FALSE(root.matches(ns, 1, nullptr, true, false));   // a network namespace ahead
-    EXPECT_FALSE(root.matches(ns, 1, nullptr, false, true));   // a cgroup
+    EXPECT_FALSE(root.matches(ns, 1, nullptr, true, false));  // a network namespace ahead
+    EXPECT_FALSE(root.matches(ns, 1, nullptr, false, true));  // a cgroup
     EXPECT_FALSE(root.matches(plan.inv.namespaces(), 1, nullptr, false, false));  // no uts, ipc
     // A parked freestanding stub: pid 1 of its namespace, in new uts and
     // ipc namespaces, a few mappings only.
@@ -178,7 +178,8 @@ TEST(Stubs, RootMadeAheadParksUntilDiscarded) {
     EXPECT_EQ(st.nspid.back(), 1);
     EXPECT_NE(read_file(strfmt("/proc/%d/comm", pid)).find("ckpt-stub"), std::string::npos);
     for (const char* k : {"uts", "ipc", "pid"}) {
-      struct stat mine {}, its{};
+      struct stat mine {
+      }, its{};
       ASSERT_EQ(stat(strfmt("/proc/self/ns/%s", k).c_str(), &mine), 0);
       ASSERT_EQ(stat(strfmt("/proc/%d/ns/%s", pid, k).c_str(), &its), 0);
       EXPECT_NE(mine.st_ino, its.st_ino) << k;
