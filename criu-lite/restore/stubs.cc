@@ -560,17 +560,22 @@ void StubTree::fork_root() {
   in_netns.reset();
   if (r < 0) throw_errno(strfmt("create root pid %d (clone3 set_tid)", root.pid()));
   root_ = r;
-  if (opts_.root_ns_flags & CLONE_NEWPID) plan_.tasks[0].host = r;
+  root_exists(ctl_->root_go);
+}
+
+void StubTree::root_exists(int32_t& go) {
+  if (opts_.root_ns_flags & CLONE_NEWPID) plan_.tasks[0].host = root_;
+  // The root waits on go: 1 once on_root is done, -1 if it failed.
   try {
-    if (opts_.on_root) opts_.on_root(r);
+    if (opts_.on_root) opts_.on_root(root_);
   } catch (...) {
-    word(ctl_->root_go).store(-1);
-    futex_wake(&ctl_->root_go);
+    word(go).store(-1);
+    futex_wake(&go);
     throw;
   }
-  word(ctl_->root_go).store(1);
-  futex_wake(&ctl_->root_go);
-  if (opts_.beside_root) opts_.beside_root(r);
+  word(go).store(1);
+  futex_wake(&go);
+  if (opts_.beside_root) opts_.beside_root(root_);
 }
 
 void StubTree::create(int timeout_ms) {
@@ -583,17 +588,7 @@ void StubTree::create(int timeout_ms) {
   if (opts_.early) {
     // Made ahead, parked in the freestanding stub until its plan is here.
     root_ = opts_.early->take();
-    if (opts_.root_ns_flags & CLONE_NEWPID) plan_.tasks[0].host = root_;
-    try {
-      if (opts_.on_root) opts_.on_root(root_);
-    } catch (...) {
-      word(ctl_->plan_go).store(-1);
-      futex_wake(&ctl_->plan_go);
-      throw;
-    }
-    word(ctl_->plan_go).store(1);
-    futex_wake(&ctl_->plan_go);
-    if (opts_.beside_root) opts_.beside_root(root_);
+    root_exists(ctl_->plan_go);
   } else {
     fork_root();
   }

@@ -105,6 +105,9 @@ class StubTree {
 
  private:
   void fork_root();
+  // The root is root_: on_root, let it go on (go: the word it waits on),
+  // beside_root.
+  void root_exists(int32_t& go);
   [[noreturn]] void stub_main(int idx);
   void exec_freestanding();  // returns only if it failed (errno)
   [[noreturn]] void zombie_main(int z);
