@@ -121,7 +121,15 @@ class PageReceiver {
       while (!finished_) {
         Frame f;
         if (!rx_.recv(ch_, f, 200)) continue;
-        if (f.msg.has_page_data()) {
+        if (f.msg.has_page_data() && f.msg.page_data().zero()) {
+          // Pages the source's task never wrote: they stay the zero page.
+          const auto& d = f.msg.page_data();
+          if (!f.body.empty())
+            throw Error(strfmt("zero pages of %s at %#lx came with %zu bytes", d.id().c_str(),
+                               d.vaddr(), f.body.size()));
+          if (!pages_) throw Error("page data from the source, but this is not post-copy");
+          pager_.arrived_zero(d.id(), d.vaddr(), d.npages());
+        } else if (f.msg.has_page_data()) {
           const auto& d = f.msg.page_data();
           if (f.body.size() != static_cast<size_t>(d.npages()) * kPage)
             throw Error(strfmt("page data of %s at %#lx: %zu bytes for %u pages", d.id().c_str(),

@@ -4,12 +4,14 @@
 // The conversation, after the handshake:
 //   source                                   destination
 //   Control "container" NAME (if one)  ->
-//   [pre-copy] set 1, 2, ... N: leave-running dumps, each with the
-//     pages written since the one before (dirty tracking), the last one
-//     with the tree frozen                ->  kept in memory
+//   [pre-copy] set 1, 2, ... N-1: leave-running rounds, each with the
+//     pages written since the one before (dirty tracking) ->  kept in memory
+//   Control "preview" (TreePreview)    ->  makes cgroup, network namespace,
+//                                      <-  Control "preview-ready"    root
+//   Control "stopping"; the last set, with the tree frozen -> kept
 //   Control "final" set, freeze time   ->  restores from it, memory lazily
 //                                      <-  Control "resumed" (realtime) / Fail
-//   [post-copy] PageData pushed        ->  pager fills memory behind
+//   [post-copy] PageData zero (no body) and pushed pages -> pager fills
 //               PageData               <-> PageRequest (faults first)
 //                                      <-  Control "pages-done"
 //   kills its copy, closes.

@@ -1,5 +1,7 @@
 // ckpt migrate: the source side (see migration.h for the conversation).
 
+#include <fcntl.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -16,6 +18,7 @@
 #include "migrate/net_images.h"
 #include "migrate/transport.h"
 #include "objects/dirty_tracking.h"
+#include "objects/mm.h"
 #include "objects/netns.h"
 #include "sys/error.h"
 #include "sys/log.h"
@@ -120,7 +123,9 @@ class Coverage {
 
 // Post-copy: the stopped tree's private memory, sent on request and pushed
 // in address order behind (the progress bar follows the push: it goes
-// through every page).
+// through every page). The images mark whole mappings lazy; which of their
+// pages the task wrote is found here, once "final" is out (while the
+// destination restores): the rest is sent as "zero" (no body), first.
 class PageServer {
  public:
   PageServer(Channel& ch, const DumpContext& ctx, const LocalImages& maps, Progress* progress)
@@ -131,10 +136,19 @@ class PageServer {
       if (!maps.exists(name)) continue;
       img::Pagemap pm;
       image::load_message(maps, name, image::Kind::Pagemap, pm);
-      Space sp{t->pid, {}};
-      for (const auto& r : pm.runs())
-        if (r.lazy()) sp.runs.push_back({r.vaddr(), r.nr_pages()});
-      total_ += pm.lazy_pages();
+      Space sp{t->pid, {}, {}};
+      UniqueFd pagemap = open_or_throw(strfmt("/proc/%d/pagemap", t->pid), O_RDONLY);
+      for (const auto& r : pm.runs()) {
+        if (!r.lazy()) continue;
+        uint64_t at = r.vaddr(), end = r.vaddr() + r.nr_pages() * kPage;
+        anon_pages_written(pagemap.get(), at, end, [&](uint64_t start, uint64_t n) {
+          if (start > at) sp.zeros.push_back({at, (start - at) / kPage});
+          sp.runs.push_back({start, n});
+          total_ += n;
+          at = start + n * kPage;
+        });
+        if (at < end) sp.zeros.push_back({at, (end - at) / kPage});
+      }
       spaces_[id] = std::move(sp);
     }
   }
@@ -146,14 +160,33 @@ class PageServer {
   void serve(const mig::PageRequest& rq) {
     auto it = spaces_.find(rq.id());
     if (it == spaces_.end()) throw Error("the destination asked for pages of unknown " + rq.id());
+    const Space& sp = it->second;
     uint64_t n = std::min<uint64_t>(rq.npages(), 256);
-    send(rq.id(), it->second.pid, rq.vaddr(), n, rq.tag());
-    requested_ += n;
+    uint64_t at = rq.vaddr(), end = at + n * kPage;
+    // The written runs in the range go as pages, the gaps as zero.
+    auto r = std::upper_bound(sp.runs.begin(), sp.runs.end(), at,
+                              [](uint64_t a, const Run& x) { return a < x.first; });
+    if (r != sp.runs.begin()) --r;
+    for (; r != sp.runs.end() && at < end; ++r) {
+      uint64_t rs = r->first, re = r->first + r->second * kPage;
+      if (re <= at) continue;
+      if (rs >= end) break;
+      if (rs > at) send_zero(rq.id(), at, (rs - at) / kPage, rq.tag());
+      uint64_t from = std::max(at, rs), to = std::min(end, re);
+      send(rq.id(), sp.pid, from, (to - from) / kPage, rq.tag());
+      requested_ += (to - from) / kPage;
+      at = to;
+    }
+    if (at < end) send_zero(rq.id(), at, (end - at) / kPage, rq.tag());
   }
   void start_push() {
     if (progress_) progress_->start("post-copy", total_);
     pusher_ = std::thread([this] {
       try {
+        // Zero first: a tiny frame each, and faults there need not wait.
+        for (const auto& [id, sp] : spaces_)
+          for (const auto& [vaddr, npages] : sp.zeros)
+            if (!stop_) send_zero(id, vaddr, npages, 0);
         for (const auto& [id, sp] : spaces_)
           for (const auto& [vaddr, npages] : sp.runs)
             for (uint64_t i = 0; i < npages && !stop_; i += kPushPages) {
@@ -176,9 +209,11 @@ class PageServer {
   }
 
  private:
+  using Run = std::pair<uint64_t, uint64_t>;  // vaddr, pages
   struct Space {
     pid_t pid;
-    std::vector<std::pair<uint64_t, uint64_t>> runs;  // lazy: vaddr, pages
+    std::vector<Run> runs;   // written: sent as pages, sorted
+    std::vector<Run> zeros;  // the rest of the lazy runs
   };
   void send(const std::string& id, pid_t pid, uint64_t vaddr, uint64_t n, uint64_t tag) {
     // One buffer per thread (the pusher's and the request server's), kept:
@@ -193,6 +228,18 @@ class PageServer {
     d->set_npages(static_cast<uint32_t>(n));
     d->set_tag(tag);
     ch_.send(e, buf.data(), buf.size());
+  }
+  void send_zero(const std::string& id, uint64_t vaddr, uint64_t n, uint64_t tag) {
+    mig::Envelope e;
+    auto* d = e.mutable_page_data();
+    d->set_id(id);
+    d->set_vaddr(vaddr);
+    d->set_npages(static_cast<uint32_t>(std::min<uint64_t>(n, UINT32_MAX)));
+    d->set_tag(tag);
+    d->set_zero(true);
+    ch_.send(e);
+    // (A gap of 2^32 pages or more is sent in pieces.)
+    if (n > UINT32_MAX) send_zero(id, vaddr + uint64_t{UINT32_MAX} * kPage, n - UINT32_MAX, tag);
   }
   Channel& ch_;
   Progress* progress_;  // touched by the pusher only, between start and finish

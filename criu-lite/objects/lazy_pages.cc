@@ -1,8 +1,8 @@
 #include "objects/lazy_pages.h"
 
+#include <fcntl.h>
 #include <linux/userfaultfd.h>
 #include <poll.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/wait.h>
@@ -375,6 +375,28 @@ void LazyPager::arrived(const std::string& id, uint64_t vaddr, uint64_t npages,
   (void)!write(wake_.get(), &one, sizeof one);
 }
 
+void LazyPager::arrived_zero(const std::string& id, uint64_t vaddr, uint64_t npages) {
+  std::lock_guard<std::mutex> lk(mu_);
+  uint64_t end = vaddr + npages * kPage;
+  for (auto& m : mms_) {
+    if (m->gone || m->id != id) continue;
+    subtract(m->todo, vaddr, end);
+    subtract(m->pages, vaddr, end);
+  }
+  // Faults that waited there fault again and get the zero page.
+  std::vector<Waiting> still;
+  for (const auto& w : waiting_) {
+    if (w.mm->id == id && w.image >= vaddr && w.image < end)
+      w.mm->uffd.wake(w.addr, kPage);
+    else
+      still.push_back(w);
+  }
+  waiting_.swap(still);
+  cv_.notify_all();
+  uint64_t one = 1;
+  (void)!write(wake_.get(), &one, sizeof one);
+}
+
 // Address spaces with nothing left to fill are complete: still served
 // (faults on fresh memory) until every one is, when wait_done() closes
 // them all (mu_ held, fault thread only).
@@ -459,9 +481,10 @@ void LazyPager::guard(pid_t root) {
   }
   pid_t g = fork();
   if (g < 0) {
-    LOG_WARN("lazy pages: no guard process (fork: %s): if ckpt dies now, the tree reads "
-             "zeros where its pages were missing",
-             strerror(errno));
+    LOG_WARN(
+        "lazy pages: no guard process (fork: %s): if ckpt dies now, the tree reads "
+        "zeros where its pages were missing",
+        strerror(errno));
     close(p[0]);
     close(p[1]);
     return;

@@ -100,6 +100,9 @@ class LazyPager {
   // A remote source got pages: copied into every address space of that id
   // that still misses them, waking the faults that waited.
   void arrived(const std::string& id, uint64_t vaddr, uint64_t npages, const uint8_t* data);
+  // A remote source says these pages were never written: they read as
+  // zeros (faults get the zero page), and nothing is filled there.
+  void arrived_zero(const std::string& id, uint64_t vaddr, uint64_t npages);
   // Waits until every address space is complete (true) or the pager failed
   // (its error is thrown). timeout_ms < 0: no limit; false on timeout.
   bool wait_done(int timeout_ms = -1);

@@ -332,6 +332,11 @@ void dump_shmem(DumpContext& ctx, DumpTask& t, const proc::Vma& v, const img::Vm
 
 }  // namespace
 
+void anon_pages_written(int pagemap_fd, uint64_t start, uint64_t end,
+                        const std::function<void(uint64_t start, uint64_t npages)>& on_run) {
+  scan_pages(pagemap_fd, start, end, false, on_run);
+}
+
 uint64_t estimate_pages(const proc::Status& status) {
   return (status.rss_anon_kb + status.swap_kb) / 4;
 }
@@ -399,7 +404,6 @@ void dump_mm(DumpContext& ctx, DumpTask& t, bool pages_only) {
   auto add_run = [&](const proc::Vma& v, uint64_t start, uint64_t n) {
     // Post-copy: private anonymous pages stay in the stopped task; the
     // migration sends them while the restored tree runs.
-    if (lazy_vma) return copier.add_lazy(start, n);
     if (!delta) return copier.add(start, n, v.r);
     delta->split(start, n, [&](uint64_t s, uint64_t k, bool dirty) {
       // A clean page the parent does not have would be a tracking error:
@@ -423,6 +427,14 @@ void dump_mm(DumpContext& ctx, DumpTask& t, bool pages_only) {
     switch (iv.kind()) {
       case img::VMA_ANON_PRIVATE:
       case img::VMA_FILE_PRIVATE:
+        // Post-copy: the whole mapping is to come from the source, which
+        // tells written pages from untouched ones after the resume
+        // (anon_pages_written): the page table walk (1.5 ms per GiB here)
+        // is not part of the stop.
+        if (lazy_vma) {
+          copier.add_lazy(v.start, (v.end - v.start) / kPage);
+          break;
+        }
         scan_pages(pagemap.get(), v.start, v.end, iv.kind() == img::VMA_FILE_PRIVATE,
                    [&](uint64_t start, uint64_t n) { add_run(v, start, n); });
         break;

@@ -3,6 +3,7 @@
 // saved once per object ("shmem-INODE") however many processes map it.
 #pragma once
 
+#include <functional>
 #include <map>
 
 #include "image/image_io.h"
@@ -25,6 +26,14 @@ void dump_mm(DumpContext& ctx, DumpTask& t, bool pages_only = false);
 // page written meanwhile may be saved old or new; dirty tracking, armed
 // before, has it in the next round either way.
 void dump_pages(DumpContext& ctx, DumpTask& t);
+
+// The runs of [start, end), private anonymous memory of the task whose
+// /proc/PID/pagemap is open, that hold pages (present or swapped, not the
+// zero page): what a post-copy source sends; the rest reads as zeros. A
+// post-copy dump (DumpOptions::lazy_pages) leaves this walk to the page
+// server and marks such mappings lazy whole.
+void anon_pages_written(int pagemap_fd, uint64_t start, uint64_t end,
+                        const std::function<void(uint64_t start, uint64_t npages)>& on_run);
 
 // Pages a task holds (anonymous, in memory or swapped), for the progress
 // bar: its memory counters, which cost nothing to read (smaps walks pages).

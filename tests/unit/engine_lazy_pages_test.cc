@@ -8,11 +8,12 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
-#include <csignal>
 #include <unistd.h>
+#include <csignal>
 
 #include <atomic>
 #include <cstring>
+#include <mutex>
 
 #include "objects/lazy_pages.h"
 #include "sys/error.h"
@@ -93,8 +94,11 @@ TEST_F(LazyPagesTest, FaultsAreServedAndTheRestIsFilled) {
   EXPECT_GE(pager.stats().faults, 2u);
   pager.start_fill();
   ASSERT_TRUE(pager.wait_done(10000));
-  for (uint64_t p = 0; p < 48; p++)
-    if (p != 7) EXPECT_TRUE(page_is(mem_ + p * kPage, base_ + p * kPage)) << "page " << p;
+  for (uint64_t p = 0; p < 48; p++) {
+    if (p != 7) {
+      EXPECT_TRUE(page_is(mem_ + p * kPage, base_ + p * kPage)) << "page " << p;
+    }
+  }
   EXPECT_EQ(mem_[7 * kPage], 1) << "the fill overwrote a page written since";
   EXPECT_EQ(pager.pages_left(), 0u);
 }
@@ -148,6 +152,49 @@ TEST_F(LazyPagesTest, AChildForkedBeforeTheFillGetsItsPages) {
   pager.start_fill();
   ASSERT_TRUE(pager.wait_done(10000));
   EXPECT_TRUE(page_is(mem_ + 40 * kPage, base_ + 40 * kPage));
+}
+
+// Has nothing itself, like a post-copy source: pages come through
+// arrived() and arrived_zero(). Records what it was asked for.
+class RemoteLikeSource : public PageSource {
+ public:
+  bool read(const std::string&, uint64_t vaddr, uint64_t, uint8_t*, bool ask) override {
+    std::lock_guard<std::mutex> l(mu);
+    if (ask) asked.push_back(vaddr);
+    return false;
+  }
+  std::mutex mu;
+  std::vector<uint64_t> asked;
+};
+
+TEST_F(LazyPagesTest, PagesTheSourceNeverWroteReadAsZero) {
+  RemoteLikeSource src;
+  LazyPager pager(src);
+  add(pager);
+  // The source says 16..31 were never written: a fault there gets the zero
+  // page at once, without asking.
+  pager.arrived_zero("1", base_ + 16 * kPage, 16);
+  EXPECT_TRUE(page_is_zero(mem_ + 20 * kPage));
+  std::vector<uint8_t> data(16 * kPage);
+  for (uint64_t first : {0, 32}) {
+    for (uint64_t p = 0; p < 16; p++) {
+      auto* w = reinterpret_cast<uint64_t*>(data.data() + p * kPage);
+      for (size_t i = 0; i < kPage / 8; i++) w[i] = pattern(base_ + (first + p) * kPage, i);
+    }
+    pager.arrived("1", base_ + first * kPage, 16, data.data());
+  }
+  pager.start_fill();
+  ASSERT_TRUE(pager.wait_done(10000)) << "the fill waited for pages said to be zero";
+  for (uint64_t p = 0; p < 48; p++) {
+    bool zero = p >= 16 && p < 32;
+    EXPECT_TRUE(zero ? page_is_zero(mem_ + p * kPage)
+                     : page_is(mem_ + p * kPage, base_ + p * kPage))
+        << "page " << p;
+  }
+  std::lock_guard<std::mutex> l(src.mu);
+  for (uint64_t a : src.asked) {
+    EXPECT_FALSE(a >= base_ + 16 * kPage && a < base_ + 32 * kPage) << "asked for zero page " << a;
+  }
 }
 
 }  // namespace
