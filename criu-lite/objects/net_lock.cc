@@ -36,13 +36,25 @@ void in_netns(int netns_fd, const std::function<void()>& f) {
     run_in_netns(netns_fd, f);
 }
 
-std::string chains(const std::string& t) {
+std::string chains(const std::string& t, const char* policy = "accept") {
   // Priority -300: before conntrack (-200) and any ordinary filter, so no
   // other rule sees, accepts or answers these packets first.
   return "add table inet " + t + "\nflush table inet " + t + "\nadd chain inet " + t +
-         " lock_in { type filter hook input priority -300; policy accept; }\nadd chain inet " + t +
-         " lock_out { type filter hook output priority -300; policy accept; }\n";
+         " lock_in { type filter hook input priority -300; policy " + policy +
+         "; }\nadd chain inet " + t + " lock_out { type filter hook output priority -300; policy " +
+         policy + "; }\n";
 }
+
+// A whole namespace's lock: everything but loopback is dropped by the
+// chains' policy, so locking and lifting flip two policies (one small
+// nfnetlink batch) instead of adding and flushing rules.
+std::string whole_ns_chains(const std::string& t, const char* policy) {
+  return chains(t, policy) + "add rule inet " + t +
+         " lock_in iifname \"lo\" accept\nadd rule inet " + t + " lock_out oifname \"lo\" accept\n";
+}
+
+const std::vector<std::string> kLockChains = {"lock_in", "lock_out"};
+constexpr int kNfprotoInet = 1;  // linux/netfilter.h clashes with netinet/in.h
 
 }  // namespace
 
@@ -98,10 +110,23 @@ void NetLock::prepare(int netns_fd, const std::string& table) {
     if (!netns_own_) throw_errno("dup the network namespace");
     netns_fd_ = netns_own_.get();
     nft_.reset();
+    nl_.reset();
   }
   table_ = table;
-  run_nft(chains(table_), "prepare " + table_);
+  if (netns_fd >= 0) {
+    // The tree's own namespace: its lock will be a whole namespace's.
+    run_nft(whole_ns_chains(table_, "accept"), "prepare " + table_);
+    in_netns(netns_fd_, [&] { nl_ = nfnetlink_socket(); });
+    prepared_whole_ = true;
+  } else {
+    run_nft(chains(table_), "prepare " + table_);
+  }
   table_made_ = true;
+}
+
+void NetLock::set_policies(bool accept) {
+  if (!nl_) in_netns(netns_fd_, [&] { nl_ = nfnetlink_socket(); });
+  set_chain_policies(nl_.get(), kNfprotoInet, table_, kLockChains, accept);
 }
 
 void NetLock::run_nft(const std::string& cmds, const std::string& what) {
@@ -123,6 +148,8 @@ void NetLock::forget_other(int netns_fd, const std::string& table) {
   if (table == table_ && same_ns(netns_fd, netns_fd_)) return;
   unlock();
   nft_.reset();
+  nl_.reset();
+  prepared_whole_ = false;
   netns_own_.reset();
   netns_fd_ = -1;
 }
@@ -160,12 +187,14 @@ void NetLock::lock_netns(int netns_fd, const std::string& table) {
   if (!table_made_) {
     netns_fd_ = netns_fd;
     nft_.reset();  // made in another namespace
+    nl_.reset();
+    prepared_whole_ = false;
   }
   table_ = table;
-  std::string cmds = (table_made_ ? "" : chains(table)) + "add rule inet " + table +
-                     " lock_in iifname != \"lo\" drop\nadd rule inet " + table +
-                     " lock_out oifname != \"lo\" drop\n";
-  run_nft(cmds, "lock the network namespace");
+  if (table_made_ && prepared_whole_)
+    set_policies(false);
+  else
+    run_nft(whole_ns_chains(table, "drop"), "lock the network namespace");
   table_made_ = locked_ = true;
   whole_ns_ = true;
   LOG_DEBUG("network lock %s: the tree's network namespace", table_.c_str());
@@ -194,8 +223,11 @@ void NetLock::keep() {
 
 void NetLock::lift() {
   if (!locked_) return;
-  run_nft("flush chain inet " + table_ + " lock_in\nflush chain inet " + table_ + " lock_out\n",
-          "lift " + table_);
+  if (whole_ns_)
+    set_policies(true);
+  else
+    run_nft("flush chain inet " + table_ + " lock_in\nflush chain inet " + table_ + " lock_out\n",
+            "lift " + table_);
   locked_ = false;
   LOG_DEBUG("network lock %s lifted", table_.c_str());
 }

@@ -85,6 +85,7 @@ class NetLock {
   // Runs nft commands in the lock's namespace with one context kept from
   // the first: a new one pays its setup again (~1-5 ms, at the stop).
   void run_nft(const std::string& cmds, const std::string& what);
+  void set_policies(bool accept);  // of a whole namespace's chains
   // Drops a prepared table unless it is `table` in netns_fd's namespace.
   void forget_other(int netns_fd, const std::string& table);
   std::string table_;
@@ -92,9 +93,11 @@ class NetLock {
   int netns_fd_ = -1;   // -1: ours; else netns_own_ or the caller's
   UniqueFd netns_own_;  // prepare()'s duplicate
   std::unique_ptr<NftCtx> nft_;
-  bool table_made_ = false;  // the table exists: the destructor removes it
-  bool locked_ = false;      // its rules drop packets
-  bool whole_ns_ = false;    // lock_netns: the whole namespace
+  UniqueFd nl_;                  // nfnetlink, in the lock's namespace
+  bool prepared_whole_ = false;  // prepare() made a whole namespace's chains
+  bool table_made_ = false;      // the table exists: the destructor removes it
+  bool locked_ = false;          // its rules drop packets
+  bool whole_ns_ = false;        // lock_netns: the whole namespace
 };
 
 // "ckpt_lock_<pid>": the table of a tree, by its root pid.

@@ -8,6 +8,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <endian.h>
+
 #include <cerrno>
 #include <cstring>
 
@@ -97,6 +99,96 @@ std::vector<NftTable> list_nft_tables() {
         off += NLA_ALIGN(a->nla_len);
       }
       out.push_back(std::move(t));
+    }
+  }
+}
+
+namespace {
+// Appends one netlink message (header, nfgenmsg, then attributes).
+class NlBatch {
+ public:
+  void begin(uint16_t type, uint16_t flags, uint8_t family, uint16_t res_id) {
+    start_ = buf_.size();
+    nlmsghdr h{};
+    h.nlmsg_type = type;
+    h.nlmsg_flags = static_cast<uint16_t>(NLM_F_REQUEST | flags);
+    h.nlmsg_seq = ++seq_;
+    put(&h, sizeof h);
+    nfgenmsg g{};
+    g.nfgen_family = family;
+    g.version = NFNETLINK_V0;
+    g.res_id = htobe16(res_id);
+    put(&g, sizeof g);
+  }
+  void attr(uint16_t type, const void* data, size_t len) {
+    nlattr a{};
+    a.nla_type = type;
+    a.nla_len = static_cast<uint16_t>(NLA_HDRLEN + len);
+    put(&a, sizeof a);
+    put(data, len);
+    buf_.resize(NLA_ALIGN(buf_.size()));
+  }
+  void end() {
+    buf_.resize(NLMSG_ALIGN(buf_.size()));
+    reinterpret_cast<nlmsghdr*>(buf_.data() + start_)->nlmsg_len =
+        static_cast<uint32_t>(buf_.size() - start_);
+  }
+  const std::vector<char>& bytes() const { return buf_; }
+  uint32_t last_seq() const { return seq_; }
+
+ private:
+  void put(const void* p, size_t n) {
+    const char* c = static_cast<const char*>(p);
+    buf_.insert(buf_.end(), c, c + n);
+  }
+  std::vector<char> buf_;
+  size_t start_ = 0;
+  uint32_t seq_ = 0;
+};
+}  // namespace
+
+UniqueFd nfnetlink_socket() {
+  UniqueFd sk(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER));
+  if (!sk) throw_errno("nfnetlink socket");
+  return sk;
+}
+
+void set_chain_policies(int sk, int family, const std::string& table,
+                        const std::vector<std::string>& chains, bool accept) {
+  NlBatch b;
+  b.begin(NFNL_MSG_BATCH_BEGIN, 0, AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
+  b.end();
+  uint32_t policy = htobe32(accept ? NF_ACCEPT : NF_DROP);
+  for (const auto& c : chains) {
+    // An update of the existing base chain: only its policy changes.
+    b.begin((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWCHAIN, NLM_F_ACK, static_cast<uint8_t>(family),
+            0);
+    b.attr(NFTA_CHAIN_TABLE, table.c_str(), table.size() + 1);
+    b.attr(NFTA_CHAIN_NAME, c.c_str(), c.size() + 1);
+    b.attr(NFTA_CHAIN_POLICY, &policy, sizeof policy);
+    b.end();
+  }
+  b.begin(NFNL_MSG_BATCH_END, 0, AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
+  b.end();
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  std::string what = "nfnetlink: set the policy of " + table + "'s chains";
+  if (sendto(sk, b.bytes().data(), b.bytes().size(), 0, reinterpret_cast<sockaddr*>(&kernel),
+             sizeof kernel) < 0)
+    throw_errno(what);
+  // One acknowledgement per chain (a failed batch answers with its error).
+  size_t acks = 0;
+  alignas(nlmsghdr) char buf[4096];
+  while (acks < chains.size()) {
+    ssize_t n = recv(sk, buf, sizeof buf, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno(what);
+    auto len = static_cast<unsigned>(n);
+    for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+      if (h->nlmsg_type != NLMSG_ERROR) continue;
+      const auto* e = static_cast<const nlmsgerr*>(NLMSG_DATA(h));
+      if (e->error != 0) throw_errno(-e->error, what);
+      acks++;
     }
   }
 }

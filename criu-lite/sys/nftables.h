@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "sys/fd.h"
+
 struct nft_ctx;
 
 namespace ckpt {
@@ -39,5 +41,14 @@ struct NftTable {
   std::string name;
 };
 std::vector<NftTable> list_nft_tables();
+
+// An nfnetlink socket of the calling thread's network namespace; it stays
+// that namespace's wherever it is used from.
+UniqueFd nfnetlink_socket();
+// Sets the policy of existing base chains of table (family NFPROTO_*) in
+// one transaction over sk: one small batch, no ruleset cache (libnftables
+// takes about a millisecond for the same). Throws on any refusal.
+void set_chain_policies(int sk, int family, const std::string& table,
+                        const std::vector<std::string>& chains, bool accept);
 
 }  // namespace ckpt

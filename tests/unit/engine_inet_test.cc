@@ -8,6 +8,7 @@
 #include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -23,6 +24,7 @@
 #include "objects/net_lock.h"
 #include "sys/error.h"
 #include "sys/fd.h"
+#include "sys/netns_exec.h"
 #include "sys/nftables.h"
 #include "sys/sock_diag.h"
 #include "sys/tcp_repair.h"
@@ -281,6 +283,78 @@ TEST(NetLockLive, WholeNetworkNamespace) {
     lock.unlock();
     EXPECT_NE(system(list.c_str()), 0);
   }
+}
+
+// A TCP socket made in a network namespace (it stays that namespace's).
+UniqueFd socket_in(int netns_fd) {
+  UniqueFd out;
+  run_in_netns(netns_fd, [&] { out = UniqueFd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)); });
+  if (!out) throw_errno("socket");
+  return out;
+}
+
+sockaddr_in inet(const char* ip, uint16_t port) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  inet_pton(AF_INET, ip, &a.sin_addr);
+  return a;
+}
+
+// Whether a connection from sk to `to` is accepted within 300 ms.
+bool connects(int sk, const sockaddr_in& to) {
+  fcntl(sk, F_SETFL, O_NONBLOCK);
+  int r = connect(sk, reinterpret_cast<const sockaddr*>(&to), sizeof to);
+  if (r == 0) return true;
+  if (errno != EINPROGRESS) return false;
+  pollfd p{sk, POLLOUT, 0};
+  if (poll(&p, 1, 300) != 1) return false;
+  int err = 0;
+  socklen_t len = sizeof err;
+  getsockopt(sk, SOL_SOCKET, SO_ERROR, &err, &len);
+  return err == 0;
+}
+
+// The lock as packets see it: a peer on a veth is cut off while it holds,
+// loopback inside is not, and the peer gets through once it is lifted.
+TEST(NetLockLive, WholeNamespaceDropsAllButLoopback) {
+  std::string err;
+  if (getuid() != 0 || !NftCtx().try_run("list tables\n", &err)) GTEST_SKIP() << "no nftables";
+  TestNetns a("lock-a"), b("lock-b");
+  if (!a.made || !b.made) GTEST_SKIP() << "no ip netns";
+  std::string veth = "ckla" + std::to_string(getpid() % 100000);
+  std::string setup = "ip link add " + veth + " netns " + a.name + " type veth peer name " + veth +
+                      "b netns " + b.name + " && ip -n " + a.name + " addr add 10.98.0.1/24 dev " +
+                      veth + " && ip -n " + a.name + " link set " + veth + " up && ip -n " +
+                      a.name + " link set lo up && ip -n " + b.name +
+                      " addr add 10.98.0.2/24 dev " + veth + "b && ip -n " + b.name + " link set " +
+                      veth + "b up";
+  ASSERT_EQ(system(setup.c_str()), 0) << setup;
+  UniqueFd nsa = a.open(), nsb = b.open();
+  UniqueFd srv = socket_in(nsa.get()), lo_srv = socket_in(nsa.get());
+  sockaddr_in at = inet("10.98.0.1", 7777), lo_at = inet("127.0.0.1", 7778);
+  int one = 1;
+  setsockopt(srv.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  ASSERT_EQ(bind(srv.get(), reinterpret_cast<sockaddr*>(&at), sizeof at), 0);
+  ASSERT_EQ(bind(lo_srv.get(), reinterpret_cast<sockaddr*>(&lo_at), sizeof lo_at), 0);
+  ASSERT_EQ(listen(srv.get(), 8), 0);
+  ASSERT_EQ(listen(lo_srv.get(), 8), 0);
+  ASSERT_TRUE(connects(socket_in(nsb.get()).get(), at)) << "the veth does not work";
+
+  NetLock lock;
+  lock.prepare(nsa.get(), "ckpt_lock_unit_pkts");
+  EXPECT_TRUE(connects(socket_in(nsb.get()).get(), at)) << "prepared, yet it drops";
+  lock.lock_netns(nsa.get(), "ckpt_lock_unit_pkts");
+  EXPECT_FALSE(connects(socket_in(nsb.get()).get(), at)) << "locked, yet a peer got in";
+  EXPECT_TRUE(connects(socket_in(nsa.get()).get(), lo_at)) << "locked loopback";
+  lock.lift();
+  EXPECT_TRUE(connects(socket_in(nsb.get()).get(), at)) << "lifted, yet it drops";
+  // Locked from scratch (a restore's lock): the same.
+  NetLock fresh;
+  fresh.lock_netns(nsb.get(), "ckpt_lock_unit_fresh");
+  EXPECT_FALSE(connects(socket_in(nsb.get()).get(), at)) << "a fresh lock let a packet out";
+  fresh.lift();
+  EXPECT_TRUE(connects(socket_in(nsb.get()).get(), at));
 }
 
 // Prepared before the stop: the table is there but drops nothing until
