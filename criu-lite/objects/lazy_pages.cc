@@ -362,17 +362,7 @@ void LazyPager::arrived(const std::string& id, uint64_t vaddr, uint64_t npages,
   }
   // Faults that waited for these pages: their page is in now (the copy
   // woke them) or they fault again and are served then.
-  std::vector<Waiting> still;
-  for (const auto& w : waiting_) {
-    if (w.mm->id == id && w.image >= vaddr && w.image < end)
-      w.mm->uffd.wake(w.addr, kPage);
-    else
-      still.push_back(w);
-  }
-  waiting_.swap(still);
-  cv_.notify_all();
-  uint64_t one = 1;
-  (void)!write(wake_.get(), &one, sizeof one);
+  wake_waiting(id, vaddr, end);
 }
 
 void LazyPager::arrived_zero(const std::string& id, uint64_t vaddr, uint64_t npages) {
@@ -384,6 +374,10 @@ void LazyPager::arrived_zero(const std::string& id, uint64_t vaddr, uint64_t npa
     subtract(m->pages, vaddr, end);
   }
   // Faults that waited there fault again and get the zero page.
+  wake_waiting(id, vaddr, end);
+}
+
+void LazyPager::wake_waiting(const std::string& id, uint64_t vaddr, uint64_t end) {
   std::vector<Waiting> still;
   for (const auto& w : waiting_) {
     if (w.mm->id == id && w.image >= vaddr && w.image < end)

@@ -137,6 +137,9 @@ class LazyPager {
     bool complete = false;         // todo empty: only zero-page faults left
     bool gone = false;             // descriptor closed (or the process gone)
   };
+  // Wakes the faults waiting on image pages [vaddr, end) of id, and the
+  // threads that wait for arrivals (mu_ held).
+  void wake_waiting(const std::string& id, uint64_t vaddr, uint64_t end);
   void fault_loop();
   void fill_loop();
   bool handle_msgs(Mm& mm);
