@@ -181,7 +181,7 @@ void make_ahead(const img::TreePreview& p, const std::string& name, const NetRes
   int netns_fd = -1;
   if (p.has_net() && !netns && PreparedNetns::accepts(p.net(), net)) {
     netns.emplace(p.net(), net);
-    netns_fd = netns->wait_built();
+    netns_fd = netns->fd();
   }
   if (root) return;
   std::string why = EarlyRoot::refuses(p);

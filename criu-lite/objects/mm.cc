@@ -400,10 +400,7 @@ void dump_mm(DumpContext& ctx, DumpTask& t, bool pages_only) {
   if (parent && !delta) wopts.compare = parent.get();
   image::PageWriter w(*ctx.sink, std::to_string(t.vpid), wopts);
   PageCopier copier(t.pid, w, ctx.progress, pages_only);
-  bool lazy_vma = false;
   auto add_run = [&](const proc::Vma& v, uint64_t start, uint64_t n) {
-    // Post-copy: private anonymous pages stay in the stopped task; the
-    // migration sends them while the restored tree runs.
     if (!delta) return copier.add(start, n, v.r);
     delta->split(start, n, [&](uint64_t s, uint64_t k, bool dirty) {
       // A clean page the parent does not have would be a tracking error:
@@ -423,7 +420,7 @@ void dump_mm(DumpContext& ctx, DumpTask& t, bool pages_only) {
     } else {
       iv = classify(ctx, t.pid, v);
     }
-    lazy_vma = ctx.opts.lazy_pages && iv.kind() == img::VMA_ANON_PRIVATE;
+    bool lazy_vma = ctx.opts.lazy_pages && iv.kind() == img::VMA_ANON_PRIVATE;
     switch (iv.kind()) {
       case img::VMA_ANON_PRIVATE:
       case img::VMA_FILE_PRIVATE:

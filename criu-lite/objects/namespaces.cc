@@ -39,6 +39,14 @@ constexpr Kind kKinds[] = {
     {"net", true},   {"ipc", true},     {"uts", true},   {"mnt", true},
     {"user", false}, {"cgroup", false}, {"time", false}, {"pid_for_children", false}};
 
+// Marks a supported kind (kKinds) as the tree's own.
+void set_own(img::Namespaces& ns, const std::string& kind) {
+  if (kind == "net") ns.set_net(true);
+  if (kind == "ipc") ns.set_ipc(true);
+  if (kind == "uts") ns.set_uts(true);
+  if (kind == "mnt") ns.set_mnt(true);
+}
+
 UniqueFd ns_fd(pid_t pid, const char* kind) {
   return open_or_throw(strfmt("/proc/%d/ns/%s", pid, kind), O_RDONLY);
 }
@@ -73,11 +81,7 @@ img::Namespaces detect_namespaces(const DumpContext& ctx) {
     if (want == self) continue;
     if (!k.supported)
       throw Error(strfmt("pid %d has a %s namespace of its own: not supported", root.pid, k.name));
-    std::string n = k.name;
-    if (n == "net") ns.set_net(true);
-    if (n == "ipc") ns.set_ipc(true);
-    if (n == "uts") ns.set_uts(true);
-    if (n == "mnt") ns.set_mnt(true);
+    set_own(ns, k.name);
   }
   return ns;
 }
@@ -91,13 +95,9 @@ img::TreePreview preview_tree(pid_t root) {
   p.set_root_pid(static_cast<uint32_t>(own_pidns ? 1 : root));
   for (const Kind& k : kKinds) {
     if (!k.supported) continue;
-    std::string n = k.name;
-    if (ns_inode("/proc/self/ns/" + n) == ns_inode(strfmt("/proc/%d/ns/%s", root, k.name)))
-      continue;
-    if (n == "net") p.mutable_namespaces()->set_net(true);
-    if (n == "ipc") p.mutable_namespaces()->set_ipc(true);
-    if (n == "uts") p.mutable_namespaces()->set_uts(true);
-    if (n == "mnt") p.mutable_namespaces()->set_mnt(true);
+    if (ns_inode(std::string("/proc/self/ns/") + k.name) !=
+        ns_inode(strfmt("/proc/%d/ns/%s", root, k.name)))
+      set_own(*p.mutable_namespaces(), k.name);
   }
   if (p.namespaces().mnt()) {
     cgroup::settle_mount_namespace();

@@ -240,8 +240,7 @@ void NetLock::unlock() {
 }
 
 bool is_lock_table(int family, const std::string& name) {
-  constexpr int kInet = 1;  // NFPROTO_INET (linux/netfilter.h clashes with netinet/in.h)
-  return family == kInet && name.rfind("ckpt_lock_", 0) == 0;
+  return family == kNfprotoInet && name.rfind("ckpt_lock_", 0) == 0;
 }
 
 std::string without_lock_tables(const std::string& ruleset) {

@@ -21,6 +21,7 @@
 
 #include "image/image_io.h"
 #include "netns.pb.h"
+#include "sys/fd.h"
 
 struct nl_sock;
 
@@ -95,36 +96,36 @@ void restore_netns(int netns_fd, const img::NetNs& ns, const NetRestoreOptions& 
 void remove_restored_netns_links(const img::NetNs& ns, const NetRestoreOptions& opts);
 
 // A network namespace restored ahead of its tree, from an image that came
-// early: a migration's source sends the namespace as soon as it has read
-// it, while it still dumps the rest, and the destination builds it
-// meanwhile (on a thread of its own, into a new namespace). Built with
-// bridge_late, so nothing from outside reaches it until attach_netns().
-// Only for namespaces whose veths all go into bridges (accepts()).
-// restore_tree adopts it if the tree's netns.img is the same; otherwise,
-// or if the restore never comes, the destructor removes its host veth ends
-// and the namespace goes with its last fd.
+// early: a migration's source sends the namespace (in its preview) right
+// before it stops the tree, and the destination builds it into a new
+// namespace before the stop. Built with bridge_late, so nothing from
+// outside reaches it until attach_netns(). Only for namespaces whose veths
+// all go into bridges (accepts()). restore_tree adopts it if the tree's
+// netns.img is the same; otherwise, or if the restore never comes, the
+// destructor removes its host veth ends and the namespace goes with its
+// last fd.
 class PreparedNetns {
  public:
   static bool accepts(const img::NetNs& ns, const NetRestoreOptions& opts);
-  // Starts building; on_built (optional) is told, on the building thread,
-  // whether it succeeded.
-  PreparedNetns(img::NetNs ns, NetRestoreOptions opts,
-                std::function<void(bool built)> on_built = {});
+  // Builds it; a failure is logged (the restore builds it again).
+  PreparedNetns(img::NetNs ns, NetRestoreOptions opts);
   ~PreparedNetns();
   PreparedNetns(const PreparedNetns&) = delete;
   PreparedNetns& operator=(const PreparedNetns&) = delete;
-  // Waits for the build. The namespace (an fd of its nsfs file, owned by
-  // this object) if it was built from this very ns and opts; then its host
-  // veth ends are the caller's to remove on failure. -1 otherwise (why is
-  // logged), the namespace removed already.
+  // The namespace (an fd of its nsfs file, owned by this object) if it was
+  // built from this very ns and opts; then its host veth ends are the
+  // caller's to remove on failure. -1 otherwise (why is logged), the
+  // namespace removed already.
   int adopt(const img::NetNs& ns, const NetRestoreOptions& opts);
-  // Waits for the build: the namespace, or -1 if it failed (the root made
-  // ahead, early_root.h, is cloned into it before anything is adopted).
-  int wait_built();
+  // The namespace, or -1 if the build failed (the root made ahead,
+  // early_root.h, is cloned into it before anything is adopted).
+  int fd() const { return built_ ? fd_.get() : -1; }
 
  private:
-  struct State;
-  std::unique_ptr<State> s_;
+  img::NetNs ns_;
+  NetRestoreOptions opts_;
+  UniqueFd fd_;
+  bool built_ = false, adopted_ = false;
 };
 
 // netns.img (image kind NetNs, one NetNs record).

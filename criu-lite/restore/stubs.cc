@@ -583,13 +583,14 @@ void StubTree::create(int timeout_ms) {
   // Orphaned stubs of a failed restore come to us, not to a PID 1 that
   // reaps late, so their pids are free again at once.
   prctl(PR_SET_CHILD_SUBREAPER, 1);
-  holder_ = UniqueFd(static_cast<int>(syscall(SYS_pidfd_open, getpid(), 0)));
-  if (!holder_) throw_errno("pidfd_open of ckpt itself");
   if (opts_.early) {
     // Made ahead, parked in the freestanding stub until its plan is here.
     root_ = opts_.early->take();
     root_exists(ctl_->plan_go);
   } else {
+    // The early root had its own (EarlyRoot), passed across its exec.
+    holder_ = UniqueFd(static_cast<int>(syscall(SYS_pidfd_open, getpid(), 0)));
+    if (!holder_) throw_errno("pidfd_open of ckpt itself");
     fork_root();
   }
   if (opts_.before_fork) {

@@ -10,6 +10,7 @@
 
 #include <endian.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 
@@ -51,9 +52,14 @@ std::string NftCtx::run(const std::string& commands, const std::string& what) {
   return nft_ctx_get_output_buffer(ctx_);
 }
 
-std::vector<NftTable> list_nft_tables() {
+UniqueFd nfnetlink_socket() {
   UniqueFd sk(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER));
   if (!sk) throw_errno("nfnetlink socket");
+  return sk;
+}
+
+std::vector<NftTable> list_nft_tables() {
+  UniqueFd sk = nfnetlink_socket();
   struct {
     nlmsghdr h;
     nfgenmsg g;
@@ -107,6 +113,8 @@ namespace {
 // Appends one netlink message (header, nfgenmsg, then attributes).
 class NlBatch {
  public:
+  // Sequence numbers of its messages: first+1 onwards.
+  explicit NlBatch(uint32_t first) : seq_(first) {}
   void begin(uint16_t type, uint16_t flags, uint8_t family, uint16_t res_id) {
     start_ = buf_.size();
     nlmsghdr h{};
@@ -134,7 +142,6 @@ class NlBatch {
         static_cast<uint32_t>(buf_.size() - start_);
   }
   const std::vector<char>& bytes() const { return buf_; }
-  uint32_t last_seq() const { return seq_; }
 
  private:
   void put(const void* p, size_t n) {
@@ -143,19 +150,17 @@ class NlBatch {
   }
   std::vector<char> buf_;
   size_t start_ = 0;
-  uint32_t seq_ = 0;
+  uint32_t seq_;
 };
 }  // namespace
 
-UniqueFd nfnetlink_socket() {
-  UniqueFd sk(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER));
-  if (!sk) throw_errno("nfnetlink socket");
-  return sk;
-}
-
 void set_chain_policies(int sk, int family, const std::string& table,
                         const std::vector<std::string>& chains, bool accept) {
-  NlBatch b;
+  // Numbers of its own: an answer left from an earlier batch that failed
+  // half-way is not counted as this one's.
+  static std::atomic<uint32_t> next_seq{1};
+  uint32_t first = next_seq.fetch_add(static_cast<uint32_t>(chains.size() + 2));
+  NlBatch b(first);
   b.begin(NFNL_MSG_BATCH_BEGIN, 0, AF_UNSPEC, NFNL_SUBSYS_NFTABLES);
   b.end();
   uint32_t policy = htobe32(accept ? NF_ACCEPT : NF_DROP);
@@ -186,6 +191,7 @@ void set_chain_policies(int sk, int family, const std::string& table,
     auto len = static_cast<unsigned>(n);
     for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
       if (h->nlmsg_type != NLMSG_ERROR) continue;
+      if (h->nlmsg_seq <= first || h->nlmsg_seq > first + chains.size() + 2) continue;
       const auto* e = static_cast<const nlmsgerr*>(NLMSG_DATA(h));
       if (e->error != 0) throw_errno(-e->error, what);
       acks++;
